@@ -1,0 +1,36 @@
+"""Small helpers shared by the trial runner, the engine and the stoppers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+FLATTEN_DELIMITER = "/"
+
+
+def flatten_dict(d: Mapping[str, Any], delimiter: str = FLATTEN_DELIMITER) -> dict[str, Any]:
+    """Flatten nested mappings into one level, joining keys with ``delimiter`` (Ray's rule)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for k, v in value.items():
+                walk(f"{prefix}{delimiter}{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = value
+
+    for key, value in d.items():
+        walk(str(key), value)
+    return out
+
+
+def unflattened_lookup(key: str, d: Mapping[str, Any], delimiter: str = FLATTEN_DELIMITER) -> Any:
+    """Look up ``a/b/c`` in a nested mapping; a literal key ``a/b/c`` wins if present."""
+    if key in d:
+        return d[key]
+    node: Any = d
+    for part in key.split(delimiter):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node

@@ -1,0 +1,1 @@
+"""The kubetune operator (kopf). Imports kubetune; kubetune never imports it."""

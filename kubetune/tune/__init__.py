@@ -1,4 +1,5 @@
-"""``kubetune.tune``: Ray Tune's public API (``from ray import tune`` -> ``from kubetune import tune``).
+"""``kubetune.tune``: Ray Tune's public API (``from ray import tune`` -> ``from kubetune import
+tune``).
 
 Names are resolved on first use so that ``from kubetune import tune`` inside a trial process costs
 almost nothing; the heavy parts (searchers, schedulers, the Tuner) load only when touched.

@@ -1,0 +1,96 @@
+"""Run configuration objects with Ray AIR's names and defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class CheckpointConfig:
+    """Which checkpoints to keep and when a Class-API trainable saves them."""
+
+    num_to_keep: int | None = None
+    checkpoint_score_attribute: str | None = None
+    checkpoint_score_order: str = "max"
+    checkpoint_frequency: int = 0
+    checkpoint_at_end: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_to_keep is not None and (
+            not isinstance(self.num_to_keep, int) or self.num_to_keep <= 0
+        ):
+            raise ValueError(
+                f"CheckpointConfig.num_to_keep must be None or a positive integer,"
+                f" got {self.num_to_keep!r}"
+            )
+        if self.checkpoint_score_order not in ("max", "min"):
+            raise ValueError(
+                "CheckpointConfig.checkpoint_score_order must be 'max' or 'min',"
+                f" got {self.checkpoint_score_order!r}"
+            )
+        if not isinstance(self.checkpoint_frequency, int) or self.checkpoint_frequency < 0:
+            raise ValueError(
+                "CheckpointConfig.checkpoint_frequency must be an integer >= 0,"
+                f" got {self.checkpoint_frequency!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num_to_keep": self.num_to_keep,
+            "checkpoint_score_attribute": self.checkpoint_score_attribute,
+            "checkpoint_score_order": self.checkpoint_score_order,
+            "checkpoint_frequency": self.checkpoint_frequency,
+            "checkpoint_at_end": self.checkpoint_at_end,
+        }
+
+
+@dataclass
+class FailureConfig:
+    """How often a trial is retried from its latest checkpoint, and whether to stop on error."""
+
+    max_failures: int = 0
+    fail_fast: bool | str = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_failures, int) or self.max_failures < -1:
+            raise ValueError(
+                "FailureConfig.max_failures must be an integer >= -1 (-1: retry forever),"
+                f" got {self.max_failures!r}"
+            )
+        if self.fail_fast not in (True, False, "raise"):
+            raise ValueError(
+                f"FailureConfig.fail_fast must be True, False or 'raise', got {self.fail_fast!r}"
+            )
+
+
+@dataclass
+class ScalingConfig:
+    """Accepted for source compatibility; a trial's resources come from with_resources."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = None
+
+
+@dataclass
+class RunConfig:
+    """Where results go and when trials stop."""
+
+    name: str | None = None
+    storage_path: str | None = None
+    local_dir: str | None = None  # Ray's older name for storage_path
+    stop: Any = None
+    checkpoint_config: CheckpointConfig = field(default_factory=CheckpointConfig)
+    failure_config: FailureConfig = field(default_factory=FailureConfig)
+    verbose: int = 1
+    callbacks: list[Any] | None = None
+    log_to_file: bool = False
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_config is None:
+            self.checkpoint_config = CheckpointConfig()
+        if self.failure_config is None:
+            self.failure_config = FailureConfig()
+        if self.storage_path is None and self.local_dir is not None:
+            self.storage_path = self.local_dir

@@ -1,0 +1,1 @@
+"""The in-trial runner: ``python -m kubetune.trial SPEC.json`` runs one trial."""

@@ -1,0 +1,420 @@
+"""Runs one trial: loads the trainable, feeds it its config, writes its output directory.
+
+The runner is the same in local mode (a subprocess of the driver) and in a pod (the trial
+container). It evaluates the stop criteria itself, and at the scheduler's decision points it
+waits for a verdict through the gate (see ``kubetune.trial.gate``), so a trial never runs past a
+milestone while the scheduler decides.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import signal
+import sys
+import traceback
+from types import FrameType
+from typing import Any
+
+from kubetune._util import unflattened_lookup
+from kubetune.air import session as _session
+from kubetune.air.checkpoint import Checkpoint
+from kubetune.trial import exit_codes
+from kubetune.trial.gate import DecisionPoints, Gate, open_gate
+from kubetune.trial.output import OutputWriter, encode_result, json_safe
+from kubetune.trial.spec import TrialSpec
+from kubetune.tune._autofill import AutoFiller
+from kubetune.tune.helpers import PARAMS_ENV
+from kubetune.tune.resources import DEFAULT_RESOURCES, PlacementGroupFactory
+from kubetune.tune.result import CHECKPOINT_DIR_NAME, DONE, EXPERIMENT_TAG, SHOULD_CHECKPOINT
+from kubetune.tune.trainable import TRIAL_META_FILE, Trainable, TrialInfo
+
+
+class TrialExit(BaseException):
+    """Unwinds user code when the trial must end (stop, pause, SIGTERM).
+
+    A BaseException so that a user's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class TrainableLoadError(RuntimeError):
+    """The trainable named in the spec cannot be imported or unpickled."""
+
+
+class StopCriterionError(KeyError):
+    """A stop criterion names a metric the result does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def load_trainable(spec: TrialSpec) -> Any:
+    for entry in reversed(spec.python_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    if spec.trainable_pickle is not None:
+        try:
+            import cloudpickle
+
+            with open(spec.trainable_pickle, "rb") as f:
+                return cloudpickle.load(f)
+        except Exception as exc:
+            raise TrainableLoadError(
+                f"cannot unpickle the trainable from {spec.trainable_pickle}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    assert spec.trainable is not None
+    module_name, _, attr = spec.trainable.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise TrainableLoadError(
+            f"cannot import the trainable {spec.trainable!r}: module {module_name!r} failed"
+            f" to import: {type(exc).__name__}: {exc}"
+        ) from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TrainableLoadError(
+                f"cannot import the trainable {spec.trainable!r}: module {module_name!r} has no"
+                f" attribute {attr!r}"
+            ) from None
+    return obj
+
+
+class _FunctionSession:
+    """The session a Function-API trainable reports through."""
+
+    def __init__(self, runner: TrialRunner, restore: Checkpoint | None) -> None:
+        self._runner = runner
+        self._restore = restore
+        spec = runner.spec
+        self.trial_name = spec.trial_name or spec.trial_id
+        self.trial_id = spec.trial_id
+        self.experiment_name = spec.experiment_name
+        self.trial_dir = spec.trial_dir or spec.out_dir
+
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
+        self._runner.record(metrics, checkpoint)
+
+    def get_checkpoint(self) -> Checkpoint | None:
+        return self._restore
+
+    def get_trial_resources(self) -> PlacementGroupFactory:
+        return self._runner.resources
+
+
+class TrialRunner:
+    def __init__(self, spec: TrialSpec) -> None:
+        self.spec = spec
+        self.writer = OutputWriter(spec.out_dir, spec.checkpoint_index_start)
+        self.resources = PlacementGroupFactory.from_dict(spec.resources or DEFAULT_RESOURCES)
+        self.config_json = json_safe(spec.config)
+        self.filler = AutoFiller(spec.trial_id, self.config_json)
+        self.points = DecisionPoints(spec.decision_points)
+        self.gate: Gate | None = None
+        self.stopper: Any = None
+        self.seq = 0
+        self.last_checkpoint: str | None = None
+        self.stop_reason = ""
+        self._in_write = False
+        self._term_pending = False
+        self._tag = spec.experiment_tag or spec.trial_id
+
+    # -- entry point ------------------------------------------------------------------------
+    def run(self) -> int:
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        code = exit_codes.ERRORED
+        try:
+            code = self._run()
+        except TrialExit as stop:
+            code = stop.code
+            self.stop_reason = stop.reason
+        except BaseException as exc:  # user code failed: record it, keep everything written
+            self.writer.write_error(_format_error(self.spec.trial_id, exc))
+            self.stop_reason = f"{type(exc).__name__}: {exc}"
+            code = exit_codes.ERRORED
+            if isinstance(exc, KeyboardInterrupt):
+                code = exit_codes.TERMINATED
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            _session._set_session(None)
+            self._finish(code)
+        return code
+
+    def _run(self) -> int:
+        spec = self.spec
+        if spec.params_dir:
+            os.environ[PARAMS_ENV] = spec.params_dir
+        self.gate = open_gate(spec.gate)
+        if spec.stopper_pickle:
+            import cloudpickle
+
+            with open(spec.stopper_pickle, "rb") as f:
+                self.stopper = cloudpickle.load(f)
+        trainable = load_trainable(spec)
+        self.writer.write_params(self.config_json)
+        if spec.chdir_to_trial_dir and spec.trial_dir:
+            os.environ.setdefault("TUNE_ORIG_WORKING_DIR", os.getcwd())
+            os.makedirs(spec.trial_dir, exist_ok=True)
+            os.chdir(spec.trial_dir)
+        if spec.restore_from is not None and not os.path.isdir(spec.restore_from):
+            raise FileNotFoundError(
+                f"restore_from: checkpoint directory does not exist: {spec.restore_from!r}"
+            )
+        if isinstance(trainable, type) and issubclass(trainable, Trainable):
+            return self._run_class(trainable)
+        if callable(trainable):
+            return self._run_function(trainable)
+        raise TrainableLoadError(
+            f"the trainable {spec.trainable or spec.trainable_pickle!r} is neither a function"
+            f" nor a tune.Trainable subclass (got {type(trainable).__name__})"
+        )
+
+    # -- Function API -----------------------------------------------------------------------
+    def _run_function(self, fn: Any) -> int:
+        restore = None
+        if self.spec.restore_from is not None:
+            restore = Checkpoint.from_directory(self.spec.restore_from)
+            meta = _read_trial_meta(self.spec.restore_from)
+            self.filler.restore_counters(
+                int(meta.get("training_iteration", 0)), float(meta.get("time_total_s", 0.0))
+            )
+        _session._set_session(_FunctionSession(self, restore))
+        self.filler.mark_start()
+        returned = fn(copy.deepcopy(self.spec.config))
+        if returned is not None:
+            if not isinstance(returned, dict):
+                raise TypeError(
+                    "the trainable function returned a"
+                    f" {type(returned).__name__}; return a dict of final metrics or nothing"
+                )
+            self.record(returned, None, final=True)
+        return exit_codes.FINISHED
+
+    def record(
+        self, metrics: dict[str, Any], checkpoint: Checkpoint | None, *, final: bool = False
+    ) -> None:
+        """One ``session.report``: checkpoint first, then the result line, then decisions."""
+        if checkpoint is not None:
+            if not isinstance(checkpoint, Checkpoint):
+                raise TypeError(
+                    f"report(checkpoint=...) expects a Checkpoint, got {type(checkpoint).__name__}"
+                )
+            if checkpoint.path is not None and not os.path.isdir(checkpoint.path):
+                raise FileNotFoundError(
+                    f"report(): checkpoint directory does not exist: {checkpoint.path!r}"
+                )
+        result = self.filler.fill(metrics, commit=False)
+        if final:
+            result[DONE] = True
+        tmp = name = None
+        if checkpoint is not None:
+            tmp, name = self.writer.reserve_checkpoint()
+        result[CHECKPOINT_DIR_NAME] = name
+        result[EXPERIMENT_TAG] = self._tag
+        stop_reason = self._should_stop(result)
+        if stop_reason:
+            result[DONE] = True  # as Ray marks the result that met a stop criterion
+        line = encode_result(result)  # a bad value raises here, before anything is written
+        self._in_write = True
+        try:
+            if checkpoint is not None and tmp is not None and name is not None:
+                checkpoint._move_to(tmp)
+                _write_trial_meta(tmp, result)
+                self.writer.commit_checkpoint(tmp, name)
+                self.last_checkpoint = name
+            self.writer.append(line, result)
+            self.filler.commit(result)
+        finally:
+            self._in_write = False
+        self._after_write(result, stop_reason, final)
+
+    def _after_write(self, result: dict[str, Any], stop_reason: str | None, final: bool) -> None:
+        if self._term_pending:
+            raise TrialExit(exit_codes.TERMINATED, "SIGTERM")
+        if final:
+            return
+        if stop_reason:
+            raise TrialExit(exit_codes.STOPPED, stop_reason)
+        if result.get(DONE):
+            raise TrialExit(exit_codes.FINISHED, "done")
+        self._maybe_ask(result)
+
+    # -- Class API --------------------------------------------------------------------------
+    def _run_class(self, cls: type[Trainable]) -> int:
+        spec = self.spec
+        info = TrialInfo(
+            trial_id=spec.trial_id,
+            trial_name=spec.trial_name or spec.trial_id,
+            experiment_name=spec.experiment_name,
+            logdir=spec.trial_dir or spec.out_dir,
+            resources=self.resources,
+        )
+        _session._set_session(_FunctionSession(self, None))
+        trainable = cls(config=copy.deepcopy(spec.config), trial_info=info)
+        trainable._filler.config = self.config_json
+        try:
+            if spec.restore_from is not None:
+                trainable.restore(spec.restore_from)
+            return self._class_loop(trainable)
+        finally:
+            trainable.stop()
+
+    def _class_loop(self, trainable: Trainable) -> int:
+        spec = self.spec
+        freq = spec.checkpoint_frequency
+        while True:
+            result = trainable.train()
+            result[EXPERIMENT_TAG] = self._tag
+            stop_reason = self._should_stop(result)
+            if stop_reason:
+                result[DONE] = True  # as Ray marks the result that met a stop criterion
+            ends = bool(stop_reason) or bool(result.get(DONE))
+            wants_checkpoint = (
+                bool(result.get(SHOULD_CHECKPOINT))
+                or (freq > 0 and result["training_iteration"] % freq == 0)
+                or (ends and spec.checkpoint_at_end)
+            )
+            tmp = name = None
+            if wants_checkpoint:
+                tmp, name = self.writer.reserve_checkpoint()
+            result[CHECKPOINT_DIR_NAME] = name
+            line = encode_result(result)
+            self._in_write = True
+            try:
+                if tmp is not None and name is not None:
+                    trainable.save(tmp)
+                    self.writer.commit_checkpoint(tmp, name)
+                    self.last_checkpoint = name
+                self.writer.append(line, result)
+                self.filler.commit(result)
+            finally:
+                self._in_write = False
+            if self._term_pending:
+                raise TrialExit(exit_codes.TERMINATED, "SIGTERM")
+            if stop_reason:
+                raise TrialExit(exit_codes.STOPPED, stop_reason)
+            if result.get(DONE):
+                return exit_codes.FINISHED
+            try:
+                self._maybe_ask(result)
+            except TrialExit as exit_:
+                needs_state = exit_.code in (exit_codes.PAUSED, exit_codes.RESTART) or (
+                    exit_.code == exit_codes.STOPPED and spec.checkpoint_at_end
+                )
+                if needs_state and name is None:
+                    self._save_class_checkpoint(trainable)
+                raise
+
+    def _save_class_checkpoint(self, trainable: Trainable) -> None:
+        tmp, name = self.writer.reserve_checkpoint()
+        self._in_write = True
+        try:
+            trainable.save(tmp)
+            self.writer.commit_checkpoint(tmp, name)
+            self.last_checkpoint = name
+        finally:
+            self._in_write = False
+
+    # -- decisions --------------------------------------------------------------------------
+    def _should_stop(self, result: dict[str, Any]) -> str | None:
+        for key, threshold in (self.spec.stop or {}).items():
+            try:
+                value = unflattened_lookup(key, result)
+            except KeyError:
+                raise StopCriterionError(
+                    f"stop criterion {key!r} is not in the reported result (keys:"
+                    f" {', '.join(sorted(k for k in result if k != 'config'))})"
+                ) from None
+            if value is not None and value >= threshold:
+                return f"{key} >= {threshold}"
+        if self.stopper is not None and self.stopper(self.spec.trial_id, result):
+            return "stopper"
+        return None
+
+    def _maybe_ask(self, result: dict[str, Any]) -> None:
+        if self.gate is None or not self.points.due(result.get(self.spec.time_attr)):
+            return
+        self.seq += 1
+        verdict = self.gate.ask(
+            {
+                "seq": self.seq,
+                "trial_id": self.spec.trial_id,
+                "training_iteration": result["training_iteration"],
+                "time_attr": self.spec.time_attr,
+                "value": result.get(self.spec.time_attr),
+            }
+        )
+        action = verdict["action"]
+        reason = str(verdict.get("reason") or f"scheduler: {action}")
+        if action == "stop":
+            raise TrialExit(exit_codes.STOPPED, reason)
+        if action == "pause":
+            raise TrialExit(exit_codes.PAUSED, reason)
+        if action == "restart":
+            raise TrialExit(exit_codes.RESTART, reason)
+
+    # -- signals and the end ----------------------------------------------------------------
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self._in_write:
+            self._term_pending = True  # finish the write, then exit
+            return
+        raise TrialExit(exit_codes.TERMINATED, "SIGTERM")
+
+    def _finish(self, code: int) -> None:
+        self.writer.close()
+        if self.gate is not None:
+            self.gate.close()
+        if self.spec.done_marker:
+            status = {
+                "exit_code": code,
+                "status": exit_codes.NAMES.get(code, "unknown"),
+                "reason": self.stop_reason,
+                "training_iteration": self.filler.iteration,
+                "last_checkpoint": self.last_checkpoint,
+            }
+            tmp = f"{self.spec.done_marker}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(status, f)
+            os.replace(tmp, self.spec.done_marker)
+
+
+def _read_trial_meta(directory: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(directory, TRIAL_META_FILE)) as f:
+            data = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_trial_meta(directory: str, result: dict[str, Any]) -> None:
+    with open(os.path.join(directory, TRIAL_META_FILE), "w") as f:
+        json.dump(
+            {
+                "training_iteration": result["training_iteration"],
+                "time_total_s": result["time_total_s"],
+                "saved_as": "directory",
+            },
+            f,
+        )
+
+
+def _format_error(trial_id: str, exc: BaseException) -> str:
+    body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"Trial {trial_id} failed: {type(exc).__name__}: {exc}\n\n{body}"
+
+
+def run_spec(spec: TrialSpec) -> int:
+    return TrialRunner(spec).run()

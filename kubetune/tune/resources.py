@@ -1,0 +1,116 @@
+"""``PlacementGroupFactory``: a trial's resources as bundles plus a placement strategy."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+class PlacementGroupFactory:
+    """Bundles of resources (``{"CPU": 1, "GPU": 1}``) reserved for one trial, as in Ray.
+
+    On Kubernetes the bundles of a PACK or STRICT_PACK trial are summed into one pod; the
+    first bundle is the trainable's own (the "head" bundle).
+    """
+
+    def __init__(
+        self, bundles: list[dict[str, float]], strategy: str = "PACK", *args: Any, **kwargs: Any
+    ) -> None:
+        if not isinstance(bundles, list) or not bundles:
+            raise ValueError("PlacementGroupFactory: bundles must be a non-empty list of dicts")
+        checked: list[dict[str, float]] = []
+        for i, bundle in enumerate(bundles):
+            if not isinstance(bundle, Mapping):
+                raise ValueError(f"PlacementGroupFactory: bundles[{i}] must be a dict")
+            entry: dict[str, float] = {}
+            for key, value in bundle.items():
+                if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
+                    raise ValueError(
+                        f"PlacementGroupFactory: bundles[{i}][{key!r}] must be a number >= 0,"
+                        f" got {value!r}"
+                    )
+                if value:
+                    entry[str(key)] = value
+            checked.append(entry)
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"PlacementGroupFactory: strategy must be one of {', '.join(STRATEGIES)},"
+                f" got {strategy!r}"
+            )
+        self._bundles = checked
+        self._strategy = strategy
+
+    @property
+    def bundles(self) -> list[dict[str, float]]:
+        return [dict(b) for b in self._bundles]
+
+    @property
+    def strategy(self) -> str:
+        return self._strategy
+
+    @property
+    def head_bundle_is_empty(self) -> bool:
+        return not self._bundles[0]
+
+    @property
+    def required_resources(self) -> dict[str, float]:
+        """All bundles summed: what the trial needs in total."""
+        total: dict[str, float] = {}
+        for bundle in self._bundles:
+            for key, value in bundle.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundles": self.bundles, "strategy": self._strategy}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlacementGroupFactory:
+        return cls(list(data["bundles"]), data.get("strategy", "PACK"))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PlacementGroupFactory):
+            return NotImplemented
+        return self._bundles == other._bundles and self._strategy == other._strategy
+
+    def __hash__(self) -> int:
+        return hash((repr(self._bundles), self._strategy))
+
+    def __repr__(self) -> str:
+        return f"<PlacementGroupFactory (_bound=<BoundArguments (bundles={self._bundles}, strategy='{self._strategy}')>, head_bundle_is_empty={self.head_bundle_is_empty})>"  # noqa: E501
+
+
+_RESOURCE_KEYS = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
+
+
+def resources_to_pgf(resources: Any) -> PlacementGroupFactory:
+    """Turn what a user may pass as resources into a PlacementGroupFactory.
+
+    Accepts a PlacementGroupFactory, or a dict such as ``{"cpu": 2, "gpu": 1}`` (Ray's
+    lowercase form, with ``custom_resources`` for extra keys) or ``{"CPU": 2, "GPU": 1}``.
+    """
+    if isinstance(resources, PlacementGroupFactory):
+        return resources
+    if isinstance(resources, Mapping):
+        bundle: dict[str, float] = {}
+        for key, value in resources.items():
+            if key == "custom_resources":
+                if not isinstance(value, Mapping):
+                    raise ValueError("resources: custom_resources must be a dict")
+                bundle.update(value)
+            elif key == "extra_cpu" or key == "extra_gpu":
+                raise ValueError(f"resources: {key!r} is not supported; use bundles instead")
+            else:
+                bundle[_RESOURCE_KEYS.get(str(key), str(key))] = value
+        # Ray's rule: an empty dict means one CPU; otherwise unspecified CPU is zero.
+        return PlacementGroupFactory([bundle or {"CPU": 1}])
+    raise TypeError(
+        "resources must be a dict, a PlacementGroupFactory or a callable of config,"
+        f" got {type(resources).__name__}"
+    )
+
+
+DEFAULT_RESOURCES = {"bundles": [{"CPU": 1}], "strategy": "PACK"}

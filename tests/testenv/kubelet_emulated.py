@@ -1,0 +1,218 @@
+"""Emulated mode: pods "run" a scripted behaviour instead of processes (scale benchmarks).
+
+No thread per pod: the kubelet's thread pool writes statuses and its timer thread ends each
+pod after the duration the behaviour asked for. Init containers complete at once, native
+sidecars are started and ready while the pod runs and are stopped (exit 0) at its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .kubelet_api import ApiError, pod_path
+from .kubelet_status import (
+    INIT,
+    REGULAR,
+    SIDECAR,
+    ContainerRun,
+    build_status,
+    compute_phase,
+    now_rfc3339,
+)
+from .kubelet_volumes import PathMap, PodVolumes
+
+if TYPE_CHECKING:
+    from .kubelet import TestKubelet
+
+log = logging.getLogger("kubetune.testenv.kubelet")
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class EmulatedExit:
+    """How an emulated pod ends: after ``duration`` seconds its regular containers exit with
+    ``exit_code`` (or ``exit_codes[name]``)."""
+
+    exit_code: int = 0
+    duration: float = 0.0
+    exit_codes: dict[str, int] | None = None
+
+
+@dataclass
+class EmulatedPod:
+    """What a behaviour gets: the pod and where its volumes live on this machine."""
+
+    pod: JSON
+    pod_dir: Path
+    volumes: dict[str, Path]
+
+    @property
+    def name(self) -> str:
+        return str(self.pod["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.pod["metadata"]["namespace"])
+
+    def path(self, path: str, container: str | None = None) -> Path:
+        """Where ``path`` (as seen by ``container``, default the first) is on this machine."""
+        containers = self.pod["spec"]["containers"] + (self.pod["spec"].get("initContainers") or [])
+        c = next((c for c in containers if container in (None, c["name"])), None)
+        pm = PathMap()
+        for m in (c or {}).get("volumeMounts") or []:
+            if m["name"] in self.volumes:
+                pm.mounts[m["mountPath"]] = str(self.volumes[m["name"]] / m.get("subPath", ""))
+        return Path(pm.map(path))
+
+
+Behaviour = Callable[[EmulatedPod], int | EmulatedExit | None]
+
+
+class EmulatedPodRunner:
+    def __init__(self, kubelet: TestKubelet, pod: JSON, node: str) -> None:
+        self.kl = kubelet
+        self.pod = pod
+        self.node = node
+        meta = pod["metadata"]
+        self.uid: str = meta["uid"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.lock = threading.Lock()
+        self.state = "new"  # new | running | done | gone
+        self.timer: int | None = None
+        self.start_time = now_rfc3339()
+        self.runs: list[ContainerRun] = []
+        for c in pod["spec"].get("initContainers") or []:
+            kind = SIDECAR if c.get("restartPolicy") == "Always" else INIT
+            self.runs.append(ContainerRun(c["name"], c.get("image", ""), kind))
+        for c in pod["spec"].get("containers") or []:
+            self.runs.append(ContainerRun(c["name"], c.get("image", ""), REGULAR))
+        self.conditions: dict[str, JSON] = {}
+        self.finished = threading.Event()
+
+    def start(self) -> None:
+        self.kl.executor.submit(self._begin)
+
+    def update(self, pod: JSON) -> None:
+        if pod["metadata"].get("deletionTimestamp"):
+            self.kl.executor.submit(self._delete, True)
+
+    def deleted(self, pod: JSON) -> None:
+        self.kl.executor.submit(self._delete, False)
+
+    def shutdown(self) -> None:
+        with self.lock:
+            if self.timer is not None and self.kl.timers is not None:
+                self.kl.timers.cancel(self.timer)
+            self.state = "gone"
+        self.finished.set()
+
+    def join(self, timeout: float) -> None:
+        return None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def _begin(self) -> None:
+        try:
+            pod_dir = self.kl.make_pod_dir(self.namespace, self.name, self.uid)
+            volumes = PodVolumes(None, self.pod, pod_dir, self.kl.root, {})
+            volumes.setup(None, with_content=False)
+            outcome = self.kl.behaviour(EmulatedPod(self.pod, pod_dir, volumes.dirs))
+        except Exception:
+            log.exception("pod %s/%s: behaviour failed", self.namespace, self.name)
+            outcome = EmulatedExit(exit_code=1)
+        if not isinstance(outcome, EmulatedExit):
+            outcome = EmulatedExit(exit_code=int(outcome or 0))
+        with self.lock:
+            if self.state != "new":
+                return
+            self.state = "running"
+            for r in self.runs:
+                r.running(f"kubetune-emulated://{self.uid[:8]}-{r.name}")
+                if r.kind == INIT:
+                    r.terminated(0)
+                else:
+                    r.started = r.ready = True
+            self._patch()
+            assert self.kl.timers is not None
+            self.timer = self.kl.timers.call_at(
+                time.monotonic() + outcome.duration,
+                lambda: self._submit_finish(outcome),
+            )
+
+    def _submit_finish(self, outcome: EmulatedExit) -> None:
+        self.kl.executor.submit(self._finish, outcome)
+
+    def _finish(self, outcome: EmulatedExit) -> None:
+        with self.lock:
+            if self.state != "running":
+                return
+            self.state = "done"
+            codes = outcome.exit_codes or {}
+            for r in self.runs:
+                if r.kind == REGULAR:
+                    r.terminated(codes.get(r.name, outcome.exit_code))
+            for r in self.runs:
+                if r.kind == SIDECAR:
+                    r.terminated(0)
+            self._patch()
+
+    def _delete(self, confirm: bool) -> None:
+        with self.lock:
+            if self.state == "gone":
+                return
+            if self.timer is not None and self.kl.timers is not None:
+                self.kl.timers.cancel(self.timer)
+            was_running = self.state == "running"
+            self.state = "gone"
+            if was_running and confirm:
+                for r in self.runs:
+                    if r.state == "running":
+                        r.terminated(143)
+                self._patch(terminal=True)
+        if confirm:
+            try:
+                self.kl.api.delete(
+                    pod_path(self.namespace, self.name),
+                    {
+                        "apiVersion": "v1",
+                        "kind": "DeleteOptions",
+                        "gracePeriodSeconds": 0,
+                        "preconditions": {"uid": self.uid},
+                    },
+                )
+            except ApiError as e:
+                if e.status not in (404, 409):
+                    log.warning("pod %s/%s: confirm deletion: %s", self.namespace, self.name, e)
+        self.kl.forget(self.uid)
+        self.finished.set()
+
+    def _patch(self, terminal: bool = False) -> None:
+        phase = compute_phase(self.pod, self.runs, False)
+        if terminal and phase not in ("Succeeded", "Failed"):
+            phase = "Failed"
+        status = build_status(
+            self.pod,
+            self.runs,
+            phase,
+            sandbox_ready=True,
+            start_time=self.start_time,
+            host_ip=self.kl.host_ip,
+            previous=self.conditions,
+        )
+        try:
+            self.kl.api.merge_patch(
+                pod_path(self.namespace, self.name, "status"),
+                {"metadata": {"uid": self.uid}, "status": status},
+            )
+        except ApiError as e:
+            if e.status not in (404, 409):
+                log.warning("pod %s/%s: status patch: %s", self.namespace, self.name, e)
+            return
+        self.conditions = {c["type"]: c for c in status["conditions"]}

@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit cluster clean
+.PHONY: demo test lint unit cluster clean testenv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,7 +31,12 @@ lint: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest tests/unit
 
-test: lint
+# The control plane (etcd, kube-*, kubectl, helm) from the Go module proxy, cached in
+# ~/.cache/kubetune/testenv; a no-op once built.
+testenv: $(VENV)/.dev
+	$(BIN)/python -m tests.testenv.build
+
+test: lint testenv
 	$(BIN)/pytest
 
 clean:

@@ -209,6 +209,7 @@ class TestKubelet:
         delete_pods_on_stop: bool = True,
         workers: int = 8,
         keep_root: bool = False,
+        wait_schedulable: bool = True,
     ) -> None:
         if api is None:
             if kubeconfig is None:
@@ -226,6 +227,7 @@ class TestKubelet:
         self.status_interval = status_interval
         self.restart_backoff = restart_backoff
         self.delete_pods_on_stop = delete_pods_on_stop
+        self.wait_schedulable = wait_schedulable
         self.host_ip = POD_IP
         self.python = sys.executable
         self.nodes: dict[str, NodeSpec] = {}
@@ -328,7 +330,21 @@ class TestKubelet:
         self._watch_threads[name] = t
         t.start()
         stream_ready.wait(10)
+        if self.wait_schedulable:
+            self._wait_untainted(name)
         return name
+
+    def _wait_untainted(self, name: str, timeout: float = 60.0) -> None:
+        """Wait until the node-lifecycle controller lifts the ``not-ready`` taint that the
+        API server's admission puts on every new node (the scheduler would skip it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            node = self.api.get(f"/api/v1/nodes/{name}")
+            taints = (node.get("spec") or {}).get("taints") or []
+            if not any(t.get("key") == "node.kubernetes.io/not-ready" for t in taints):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"node {name} still tainted not-ready after {timeout}s")
 
     def remove_node(self, name: str) -> None:
         stream = self._watches.pop(name, None)

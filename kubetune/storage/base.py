@@ -1,0 +1,104 @@
+"""The storage interface shared by local mode, the sidecar and the operator."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubetune.storage.s3 import S3Config
+
+
+class StorageError(OSError):
+    """A storage operation failed; the message names the URI."""
+
+
+def join_key(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+class Storage(ABC):
+    """A tree of objects addressed by '/'-separated keys."""
+
+    @abstractmethod
+    def uri(self, key: str = "") -> str:
+        """A URI a user can paste (``/abs/path/key`` or ``s3://bucket/prefix/key``)."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """The object's bytes; FileNotFoundError if there is none."""
+
+    @abstractmethod
+    def put_file(self, local_path: str, key: str) -> None: ...
+
+    @abstractmethod
+    def get_file(self, key: str, local_path: str) -> None: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (recursively), sorted, as full keys."""
+
+    @abstractmethod
+    def list_children(self, prefix: str = "") -> list[str]:
+        """Names of the immediate children ("directories" and objects) under ``prefix``."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (a key or a "directory")."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.get_bytes(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def put_directory(self, local_dir: str, prefix: str) -> None:
+        for dirpath, _dirs, files in os.walk(local_dir):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, local_dir).replace(os.sep, "/")
+                self.put_file(full, join_key(prefix, rel))
+
+    def get_directory(self, prefix: str, local_dir: str) -> None:
+        keys = self.list_keys(prefix)
+        if not keys:
+            raise FileNotFoundError(f"nothing stored under {self.uri(prefix)}")
+        base = prefix.strip("/") + "/"
+        for key in keys:
+            rel = key[len(base) :] if key.startswith(base) else os.path.basename(key)
+            target = os.path.join(local_dir, *rel.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            self.get_file(key, target)
+
+    def is_local(self) -> bool:
+        return False
+
+    def local_path(self, key: str = "") -> str:
+        raise StorageError(f"{self.uri(key)} is not on the local file system")
+
+
+def open_storage(location: str, s3: S3Config | None = None, **s3_options: Any) -> Storage:
+    """``s3://bucket/prefix`` opens S3 (boto3, imported only then); anything else is a local
+    directory (``~`` expanded, created if missing)."""
+    if location.startswith("s3://"):
+        from kubetune.storage.s3 import S3Config, S3Storage
+
+        bucket, _, prefix = location[len("s3://") :].partition("/")
+        if not bucket:
+            raise StorageError(f"storage path {location!r} names no bucket")
+        config = s3 or S3Config.from_env(**s3_options)
+        return S3Storage(bucket, prefix, config)
+    if "://" in location and not location.startswith("file://"):
+        scheme = location.split("://", 1)[0]
+        raise StorageError(
+            f"storage path {location!r}: scheme {scheme!r} is not supported (use a local"
+            " directory or s3://bucket/prefix)"
+        )
+    from kubetune.storage.local import LocalStorage
+
+    return LocalStorage(location.removeprefix("file://"))

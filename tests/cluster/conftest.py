@@ -80,9 +80,9 @@ def namespace(kube_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[s
     """A fresh namespace, ready for pods: its `default` ServiceAccount and `kube-root-ca.crt`
     ConfigMap exist (the controller-manager makes both)."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
-    core = client.CoreV1Api(kube_api)
+    core: Any = client.CoreV1Api(kube_api)
     name = _namespace_name(request.node.name)
     core.create_namespace(
         client.V1Namespace(

@@ -51,9 +51,9 @@ def test_anonymous_and_unknown_tokens_are_refused(control_plane: ControlPlane) -
 
 def test_owner_deletion_garbage_collects_dependents(kube_api: ApiClient, namespace: str) -> None:
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
-    core = client.CoreV1Api(kube_api)
+    core: Any = client.CoreV1Api(kube_api)
     owner = core.create_namespaced_config_map(
         namespace,
         client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"), data={"role": "owner"}),
@@ -97,8 +97,8 @@ def test_rbac_denies_a_service_account_until_a_role_binding_allows_it(
 ) -> None:
     from kubernetes import client
 
-    core = client.CoreV1Api(kube_api)
-    rbac = client.RbacAuthorizationV1Api(kube_api)
+    core: Any = client.CoreV1Api(kube_api)
+    rbac: Any = client.RbacAuthorizationV1Api(kube_api)
     core.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reader"))
     )
@@ -175,9 +175,9 @@ def test_scheduler_binds_pods_to_registered_nodes_by_gpu_capacity(
     """Without a kubelet: register two nodes by hand, mark them Ready, and check that the real
     scheduler places a 2-GPU pod only on the node that has 2 GPUs."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
-    core = client.CoreV1Api(kube_api)
+    core: Any = client.CoreV1Api(kube_api)
     suffix = namespace[-6:]
     nodes = {f"cpu-only-{suffix}": 0, f"two-gpus-{suffix}": 2}
     try:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 KUBERNETES_VERSION = "v1.36.3"
 # The staging modules are published as v0.<minor>.<patch> of the same release.
@@ -165,13 +166,13 @@ def run_go(args: list[str], cwd: Path, *, capture: bool = True) -> str:
 # Wrapper modules
 
 
-def _upstream_gomod(module: str, version: str) -> dict[str, object]:
+def _upstream_gomod(module: str, version: str) -> dict[str, Any]:
     """The parsed go.mod of MODULE@VERSION as `go mod edit -json` reports it."""
     with tempfile.TemporaryDirectory() as tmp:
         info = json.loads(run_go(["mod", "download", "-json", f"{module}@{version}"], Path(tmp)))
         if info.get("Error"):
             raise SystemExit(f"testenv build: {module}@{version}: {info['Error']}")
-        parsed: dict[str, object] = json.loads(
+        parsed: dict[str, Any] = json.loads(
             run_go(["mod", "edit", "-json", info["GoMod"]], Path(tmp))
         )
     return parsed
@@ -180,10 +181,9 @@ def _upstream_gomod(module: str, version: str) -> dict[str, object]:
 def kubernetes_gomod() -> str:
     upstream = _upstream_gomod("k8s.io/kubernetes", KUBERNETES_VERSION)
     replaces = sorted(
-        r["Old"]["Path"]  # type: ignore[index]
-        for r in upstream.get("Replace") or []  # type: ignore[attr-defined]
-        if r["Old"]["Path"].startswith("k8s.io/")  # type: ignore[index]
-        and r["New"]["Path"].startswith("./staging/")  # type: ignore[index]
+        r["Old"]["Path"]
+        for r in upstream.get("Replace") or []
+        if r["Old"]["Path"].startswith("k8s.io/") and r["New"]["Path"].startswith("./staging/")
     )
     if not replaces:
         raise SystemExit("testenv build: found no staging replaces in k8s.io/kubernetes's go.mod")
@@ -194,7 +194,7 @@ def kubernetes_gomod() -> str:
         f"go {upstream['Go']}\n\n",
     ]
     # Upstream's godebug settings only apply when its module is the main module: carry them.
-    lines += [f"godebug {d['Key']}={d['Value']}\n" for d in godebug]  # type: ignore[attr-defined]
+    lines += [f"godebug {d['Key']}={d['Value']}\n" for d in godebug]
     lines.append("\ntool (\n")
     lines += [f"\t{b.package}\n" for b in binaries() if b.module == "kubernetes"]
     lines.append(")\n\n")
@@ -316,22 +316,24 @@ def _build_one(b: Binary, index: int, total: int) -> None:
     proc = subprocess.Popen(
         cmd, cwd=folder, env=go_env(), text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    compiled = 0
+    counts = {"modules downloaded": 0, "packages compiled": 0}
     tail: list[str] = []
     done = threading.Event()
 
     def heartbeat() -> None:
         while not done.wait(30):
-            print(
-                f"{label}: {compiled} packages compiled, {time.monotonic() - start:.0f} s",
-                flush=True,
-            )
+            so_far = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+            print(f"{label}: {so_far or 'working'}, {time.monotonic() - start:.0f} s", flush=True)
 
     ticker = threading.Thread(target=heartbeat, daemon=True)
     ticker.start()
     assert proc.stderr is not None
     for line in proc.stderr:
-        compiled += 1
+        # `go build -v` names each package it compiles; downloads are announced as such.
+        if line.startswith("go: downloading "):
+            counts["modules downloaded"] += 1
+        elif not line.startswith(("go: ", "#", " ", "\t")):
+            counts["packages compiled"] += 1
         tail = [*tail[-40:], line.rstrip("\n")]
     rc = proc.wait()
     done.set()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -110,7 +111,20 @@ class ControlPlane:
         timeout: float = READY_TIMEOUT_S,
     ) -> ControlPlane:
         """Start etcd, the apiserver, the controller-manager and the scheduler; return once the
-        apiserver's /readyz and both controllers' /healthz answer 200."""
+        apiserver's and the scheduler's /readyz and the controller-manager's /healthz answer
+        200. A port taken between choosing it and binding it costs one more try."""
+        for attempt in range(3):
+            try:
+                return cls._start_once(bin_dir, workdir, timeout)
+            except RuntimeError as err:
+                if "address already in use" not in str(err) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start_once(
+        cls, bin_dir: Path | None, workdir: Path | None, timeout: float
+    ) -> ControlPlane:
         began = time.monotonic()
         bin_dir = bin_dir or build.bin_dir()
         absent = [
@@ -284,9 +298,10 @@ class ControlPlane:
             # The scheduler's /readyz waits for its informers to sync.
             ("kube-scheduler", scheduler, "readyz"),
         ):
+            url = f"https://127.0.0.1:{ports[name]}/{check}"
             wait_until(
                 f"{name} /{check}",
-                lambda p=ports[name], c=check: _http_ok(f"https://127.0.0.1:{p}/{c}", insecure),
+                functools.partial(_http_ok, url, insecure),
                 deadline - time.monotonic(),
                 watch=[proc, apiserver],
             )

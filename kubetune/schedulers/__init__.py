@@ -1,0 +1,64 @@
+"""Trial schedulers: FIFO, ASHA, HyperBand, median stopping, PBT (pure decision objects)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetune.schedulers.async_hyperband import ASHAScheduler, AsyncHyperBandScheduler
+from kubetune.schedulers.hyperband import HyperBandScheduler
+from kubetune.schedulers.median_stopping_rule import MedianStoppingRule
+from kubetune.schedulers.pbt import PopulationBasedTraining
+from kubetune.schedulers.trial_scheduler import (
+    DecisionPoints,
+    Exploit,
+    FIFOScheduler,
+    MissingResultKeyError,
+    SchedulerCommand,
+    TrialScheduler,
+)
+from kubetune.search.errors import ConfigError
+
+__all__ = [
+    "SCHEDULERS",
+    "ASHAScheduler",
+    "AsyncHyperBandScheduler",
+    "DecisionPoints",
+    "Exploit",
+    "FIFOScheduler",
+    "HyperBandScheduler",
+    "MedianStoppingRule",
+    "MissingResultKeyError",
+    "PopulationBasedTraining",
+    "SchedulerCommand",
+    "TrialScheduler",
+    "create_scheduler",
+]
+
+# names accepted in manifests (tuneConfig.scheduler) and by create_scheduler
+SCHEDULERS: dict[str, type[TrialScheduler]] = {
+    "fifo": FIFOScheduler,
+    "async_hyperband": AsyncHyperBandScheduler,
+    "asha": AsyncHyperBandScheduler,
+    "hyperband": HyperBandScheduler,
+    "median_stopping_rule": MedianStoppingRule,
+    "median": MedianStoppingRule,
+    "pbt": PopulationBasedTraining,
+}
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("-", "_").replace("scheduler", "").strip("_")
+
+
+def create_scheduler(name: str, **kwargs: Any) -> TrialScheduler:
+    """A scheduler by name (``"asha"``, ``"hyperband"``, ``"median"``, ``"pbt"``, ``"fifo"``)."""
+    if not isinstance(name, str):
+        raise ConfigError("scheduler", f"must be a name, got {name!r}")
+    cls = SCHEDULERS.get(_normalise(name)) or SCHEDULERS.get(name)
+    if cls is None:
+        known = ", ".join(sorted(SCHEDULERS))
+        raise ConfigError("scheduler", f"unknown scheduler {name!r} (known: {known})")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError("scheduler", f"bad arguments for {name!r}: {exc}") from exc

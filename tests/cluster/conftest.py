@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 from tests.testenv.controlplane import BinariesMissing, ControlPlane
+from tests.testenv.kubelet_fixtures import kubelet, kubelet_factory  # noqa: F401
 from tests.testenv.s3 import S3Server
 
 if TYPE_CHECKING:

@@ -77,11 +77,16 @@ def _namespace_name(test_name: str) -> str:
 
 
 @pytest.fixture
-def namespace(kube_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(
+    control_plane: ControlPlane, kube_api: ApiClient, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """A fresh namespace, ready for pods: its `default` ServiceAccount and `kube-root-ca.crt`
     ConfigMap exist (the controller-manager makes both)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
+
+    if not control_plane.alive():
+        pytest.fail("a control-plane process died:\n" + control_plane.log_tails(), pytrace=False)
 
     core: Any = client.CoreV1Api(kube_api)
     name = _namespace_name(request.node.name)

@@ -44,6 +44,26 @@ def test_apiserver_is_ready_and_at_the_pinned_version(control_plane: ControlPlan
     assert control_plane.alive()
 
 
+def test_helm_talks_to_the_control_plane(control_plane: ControlPlane) -> None:
+    env = {**os.environ, **control_plane.env()}
+    version = subprocess.run(
+        [str(control_plane.helm_path), "version", "--short"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert version.startswith(build.HELM_VERSION)
+    listed = subprocess.run(
+        [str(control_plane.helm_path), "list", "--all-namespaces", "--output", "json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert listed.strip() == "[]"
+
+
 def test_anonymous_and_unknown_tokens_are_refused(control_plane: ControlPlane) -> None:
     status, _ = control_plane.request("GET", "/api/v1/namespaces", token="not-a-token")
     assert status == 401

@@ -93,10 +93,14 @@ class ControlPlane:
         return self.bin_dir / "helm"
 
     def env(self) -> dict[str, str]:
-        """Variables a process needs to reach this control plane as an in-cluster client would
-        (plus KUBECONFIG for kubectl and helm)."""
+        """Variables a process needs to reach this control plane as an in-cluster client would,
+        plus KUBECONFIG for kubectl and helm, and helm's homes inside the work dir."""
+        helm = self.workdir / "helm"
         return {
             "KUBECONFIG": str(self.kubeconfig),
+            "HELM_CACHE_HOME": str(helm / "cache"),
+            "HELM_CONFIG_HOME": str(helm / "config"),
+            "HELM_DATA_HOME": str(helm / "data"),
             "KUBERNETES_SERVICE_HOST": self.api_host,
             "KUBERNETES_SERVICE_PORT": str(self.api_port),
         }

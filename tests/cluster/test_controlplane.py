@@ -338,3 +338,29 @@ def _pid_alive(pid: int) -> bool:
 def test_every_binary_is_built_at_its_pin(control_plane: ControlPlane, binary: str) -> None:
     assert binary not in {b.name for b in build.missing()}
     assert os.access(build.binary(binary), os.X_OK)
+
+
+@pytest.mark.cluster
+def test_wrapper_replaces_exactly_the_staging_modules_of_the_pinned_kubernetes() -> None:
+    """The committed wrapper go.mod stays what the generator makes from upstream's go.mod."""
+    import json
+    import shutil
+
+    if not shutil.which("go") and not os.path.exists("/usr/local/go/bin/go"):
+        if os.environ.get("CI"):
+            pytest.fail("no Go toolchain")
+        pytest.skip("no Go toolchain to read go.mod files with")
+    folder = build.GO_DIR / "kubernetes"
+    committed = json.loads(build.run_go(["mod", "edit", "-json", "go.mod"], folder))
+    replaced = {
+        r["Old"]["Path"]: (r["New"]["Path"], r["New"].get("Version")) for r in committed["Replace"]
+    }
+    upstream = build._upstream_gomod("k8s.io/kubernetes", build.KUBERNETES_VERSION)
+    staging = {
+        r["Old"]["Path"] for r in upstream["Replace"] if r["New"]["Path"].startswith("./staging/")
+    }
+    assert set(replaced) == staging
+    assert all(new == (old, build.STAGING_VERSION) for old, new in replaced.items())
+    assert {"Path": "k8s.io/kubernetes", "Version": build.KUBERNETES_VERSION} in [
+        {"Path": r["Path"], "Version": r["Version"]} for r in committed["Require"]
+    ]

@@ -676,3 +676,62 @@ def test_stop_leaves_no_process_behind(kubelet_factory: KubeletFactory, namespac
         assert state == "Z", f"process {pid} still running"
     except FileNotFoundError:
         pass
+
+
+# -- init containers, restarts, start errors -------------------------------------------------
+def test_init_containers_run_in_order_and_a_failing_one_fails_the_pod(
+    kubelet: TestKubelet, namespace: str
+) -> None:
+    api = kubelet.api
+    mount = {
+        "env": [{"name": "W", "value": "/w"}],
+        "volumeMounts": [{"name": "w", "mountPath": "/w"}],
+    }
+    step = "import os, sys; d = os.environ['W']; {check}; open(d + '/{n}', 'w').write('x')"
+    inits = [
+        py("first", step.format(check="pass", n=1), **mount),
+        py("second", step.format(check="assert os.path.exists(d + '/1')", n=2), **mount),
+    ]
+    main = py("main", "import os; assert os.path.exists(os.environ['W'] + '/2')", **mount)
+    vols = [{"name": "w", "emptyDir": {}}]
+    api.create(pod_path(namespace), pod("ordered", [main], initContainers=inits, volumes=vols))
+    failing = [py("broken", "import sys; sys.exit(2)"), py("never", "pass")]
+    api.create(
+        pod_path(namespace),
+        pod("init-fails", [py("main", "pass")], initContainers=failing),
+    )
+    done = wait_pod(api, namespace, "ordered", phase_in("Succeeded", "Failed"))
+    assert done["status"]["phase"] == "Succeeded"
+    assert [
+        s["state"]["terminated"]["exitCode"] for s in done["status"]["initContainerStatuses"]
+    ] == [0, 0]
+    failed = wait_pod(api, namespace, "init-fails", phase_in("Succeeded", "Failed"))
+    assert failed["status"]["phase"] == "Failed"
+    broken = status_of(failed, "broken", init=True)["state"]["terminated"]
+    assert broken["exitCode"] == 2 and broken["reason"] == "Error"
+    assert "waiting" in status_of(failed, "never", init=True)["state"]
+    assert status_of(failed, "main")["state"]["waiting"]["reason"] == "PodInitializing"
+    assert condition(failed, "Initialized")["status"] == "False"
+
+
+def test_a_sidecar_that_exits_is_restarted(kubelet: TestKubelet, namespace: str) -> None:
+    api = kubelet.api
+    flaky = py(
+        "sidecar", "import time; time.sleep(0.2); raise SystemExit(1)", restartPolicy="Always"
+    )
+    api.create(
+        pod_path(namespace),
+        pod("flaky", [py("main", "import time; time.sleep(2.5)")], initContainers=[flaky]),
+    )
+    done = wait_pod(api, namespace, "flaky", phase_in("Succeeded", "Failed"))
+    assert done["status"]["phase"] == "Succeeded"  # terminated sidecars never decide the phase
+    assert status_of(done, "sidecar", init=True)["restartCount"] >= 1
+
+
+def test_a_missing_binary_is_a_start_error(kubelet: TestKubelet, namespace: str) -> None:
+    api = kubelet.api
+    api.create(pod_path(namespace), pod("nobin", [container("main", "/no/such/binary")]))
+    done = wait_pod(api, namespace, "nobin", phase_in("Succeeded", "Failed"))
+    assert done["status"]["phase"] == "Failed"
+    term = status_of(done, "main")["state"]["terminated"]
+    assert term["reason"] == "StartError" and term["exitCode"] == 128

@@ -88,6 +88,8 @@ class ProcessPodRunner:
             self._add(c, kind)
         for c in spec.get("containers") or []:
             self._add(c, REGULAR)
+            if spec.get("initContainers"):
+                self.runs[c["name"]].reason = "PodInitializing"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.gen: dict[str, int] = dict.fromkeys(self.runs, 0)
         self.probe_failures: dict[str, int] = dict.fromkeys(self.runs, 0)
@@ -208,6 +210,11 @@ class ProcessPodRunner:
             self.volumes = volumes
             self.specs = specs
             self.sandbox_ready = True
+            has_init = any(r.kind != REGULAR for r in self.runs.values())
+            for run in self.runs.values():
+                if run.state == "waiting":
+                    pending_init = run.kind == REGULAR and has_init
+                    run.waiting("PodInitializing" if pending_init else "ContainerCreating")
             return
 
     def _run_init(self, name: str) -> bool:

@@ -32,6 +32,23 @@ Path = tuple[Any, ...]
 _MAX_RESOLUTION_PASSES = 20
 
 
+def copy_space(value: Any) -> Any:
+    """Copy the containers (dicts, lists, tuples) of a space; domains are immutable and shared.
+
+    Much cheaper than ``copy.deepcopy`` (which would copy every domain object), and enough:
+    variant generation only ever replaces container items.
+    """
+    if isinstance(value, dict):
+        return {k: copy_space(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_space(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(copy_space(v) for v in value)
+    if isinstance(value, Domain):
+        return value
+    return copy.deepcopy(value)
+
+
 def _as_domain(value: Any) -> Domain | None:
     if isinstance(value, Domain):
         return value
@@ -168,7 +185,7 @@ def _grid_combinations(
         return
     indices = [0] * len(grid_vars)
     while True:
-        variant = copy.deepcopy(spec)
+        variant = copy_space(spec)
         for i, (path, domain) in enumerate(grid_vars):
             assign_value(variant, path, domain.categories[indices[i]])
         yield variant
@@ -190,7 +207,7 @@ def generate_variants(
     constant_grid_search: bool = False,
 ) -> Iterator[tuple[dict[Path, Any], dict[str, Any]]]:
     """Yield ``(resolved_vars, config)`` for every grid combination of ``space``."""
-    spec: dict[str, Any] = copy.deepcopy(dict(space))
+    spec: dict[str, Any] = copy_space(dict(space))
     domain_vars, grid_vars = parse_space(spec)
     if not domain_vars and not grid_vars:
         yield {}, spec
@@ -216,7 +233,7 @@ def generate_variants(
 
 def apply_preset(space: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
     """``space`` with the values of ``point`` (a full or partial config) filled in."""
-    spec: dict[str, Any] = copy.deepcopy(dict(space))
+    spec: dict[str, Any] = copy_space(dict(space))
     resolved, _ = split_space(point)
     for path, value in resolved.items():
         try:

@@ -735,3 +735,19 @@ def test_a_missing_binary_is_a_start_error(kubelet: TestKubelet, namespace: str)
     assert done["status"]["phase"] == "Failed"
     term = status_of(done, "main")["state"]["terminated"]
     assert term["reason"] == "StartError" and term["exitCode"] == 128
+
+
+def test_image_entrypoints_and_command_map(kubelet_factory: KubeletFactory, namespace: str) -> None:
+    kl = kubelet_factory(
+        image_entrypoints={"example/trainer": ["python", "-c", "import sys; print(sys.argv[1:])"]},
+        command_map={"kubetune-hello": ["python", "-c", "print('hello via command_map')"]},
+    )
+    entry = {"name": "main", "image": "example/trainer:1.0", "args": ["--lr", "0.1"]}
+    mapped = container("main", "/usr/local/bin/kubetune-hello")
+    kl.api.create(pod_path(namespace), pod("entry", [entry]))
+    kl.api.create(pod_path(namespace), pod("mapped", [mapped]))
+    for name in ("entry", "mapped"):
+        done = wait_pod(kl.api, namespace, name, phase_in("Succeeded", "Failed"))
+        assert done["status"]["phase"] == "Succeeded", kl.logs(namespace, name, "main")
+    assert "['--lr', '0.1']" in kl.logs(namespace, "entry", "main")
+    assert "hello via command_map" in kl.logs(namespace, "mapped", "main")

@@ -188,7 +188,22 @@ class Timers:
 
 
 class TestKubelet:
-    """The test kubelet (see the module docstring)."""
+    """The test kubelet (see the module docstring).
+
+    ``kubeconfig``: whom to talk to (``ControlPlane.kubelet_kubeconfig``), or ``api``.
+    ``nodes``: the nodes to register (default: one ``NodeSpec()`` with a random name).
+    ``mode``: ``"process"`` or ``"emulated"`` (then ``behaviour`` scripts each pod).
+    ``root_dir``: where pod directories go (default: a temp dir removed by ``stop()``).
+    ``heartbeat_interval`` / ``lease_duration_seconds`` / ``status_interval``: the Lease
+    renewal period, the Lease's duration, the node status period.
+    ``restart_backoff``: (first, cap) seconds before restarting a container.
+    ``extra_env``: added to every process's environment (before the pod's own env).
+    ``image_entrypoints``: image -> entrypoint argv for containers without ``command``.
+    ``command_map``: ``argv[0]`` -> local argv prefix (e.g. an image's binary -> a module).
+    ``delete_pods_on_stop``: force-delete the pods bound to this kubelet's nodes on stop.
+    ``wait_schedulable``: ``start()``/``add_node()`` return once the node is schedulable.
+    ``workers``: thread pool size (emulated mode, deletion confirmations).
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -210,6 +225,8 @@ class TestKubelet:
         workers: int = 8,
         keep_root: bool = False,
         wait_schedulable: bool = True,
+        image_entrypoints: Mapping[str, Sequence[str]] | None = None,
+        command_map: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if api is None:
             if kubeconfig is None:
@@ -228,6 +245,8 @@ class TestKubelet:
         self.restart_backoff = restart_backoff
         self.delete_pods_on_stop = delete_pods_on_stop
         self.wait_schedulable = wait_schedulable
+        self.image_entrypoints = dict(image_entrypoints or {})
+        self.command_map = dict(command_map or {})
         self.host_ip = POD_IP
         self.python = sys.executable
         self.nodes: dict[str, NodeSpec] = {}
@@ -510,8 +529,10 @@ class TestKubelet:
                 if not rv:
                     listing = self.api.get("/api/v1/pods", fieldSelector=selector)
                     rv = listing["metadata"]["resourceVersion"]
-                    for pod in listing.get("items") or []:
+                    items = listing.get("items") or []
+                    for pod in items:
                         self._on_event("ADDED", pod, node)
+                    self._forget_vanished(node, {p["metadata"]["uid"] for p in items})
                 stream = self.api.watch("/api/v1/pods", fieldSelector=selector, resourceVersion=rv)
                 self._watches[node] = stream
                 ready.set()
@@ -565,6 +586,17 @@ class TestKubelet:
                 new = ProcessPodRunner(self, pod, node)
             self._pods[uid] = new
         new.start()
+
+    def _forget_vanished(self, node: str, present: set[str]) -> None:
+        """After a re-list: pods deleted while the watch was down get their DELETED."""
+        with self._lock:
+            gone = [
+                (uid, r)
+                for uid, r in self._pods.items()
+                if getattr(r, "node", None) == node and uid not in present
+            ]
+        for _, runner in gone:
+            runner.deleted({})
 
     def _confirm_deletion(self, pod: JSON) -> None:
         meta = pod["metadata"]

@@ -197,6 +197,8 @@ class ProcessPodRunner:
                         api_host=self.kl.api.host,
                         api_port=self.kl.api.port,
                         allocatable=self.kl.allocatable(self.node),
+                        image_entrypoints=self.kl.image_entrypoints,
+                        command_map=self.kl.command_map,
                     )
                     for name in self.runs
                 }

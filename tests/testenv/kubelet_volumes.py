@@ -21,7 +21,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -411,8 +411,14 @@ def container_process(
     api_port: int,
     allocatable: Mapping[str, str],
     host_ip: str = POD_IP,
+    image_entrypoints: Mapping[str, Sequence[str]] | None = None,
+    command_map: Mapping[str, Sequence[str]] | None = None,
 ) -> ProcessSpec:
-    """argv, env and cwd of one container, its paths mapped onto this machine."""
+    """argv, env and cwd of one container, its paths mapped onto this machine.
+
+    Without a ``command`` the image's entrypoint comes from ``image_entrypoints`` (keyed by
+    the image as written, or without its tag); ``command_map`` replaces an ``argv[0]``
+    (as written, or its basename) by a local command line."""
     pm = volumes.path_map(container)
     env: dict[str, str] = dict(base_env)
     env.update(
@@ -461,10 +467,22 @@ def container_process(
             value = pm.map(expand_refs(var.get("value", ""), {**env, **declared}))
         declared[name] = value
         env[name] = value
-    argv = [pm.map(expand_refs(a, env)) for a in (container.get("command") or [])]
+    command = list(container.get("command") or [])
+    if not command:
+        image = str(container.get("image", ""))
+        entrypoints = image_entrypoints or {}
+        command = list(entrypoints.get(image) or entrypoints.get(image.rsplit(":", 1)[0]) or [])
+    argv = [pm.map(expand_refs(a, env)) for a in command]
     argv += [pm.map(expand_refs(a, env)) for a in (container.get("args") or [])]
     if not argv:
-        raise ConfigError("the test kubelet needs an explicit command (it has no images)")
+        raise ConfigError(
+            "the test kubelet has no images: give the container a command "
+            "(or the kubelet an image_entrypoints entry)"
+        )
+    if command_map:
+        mapped = command_map.get(argv[0]) or command_map.get(os.path.basename(argv[0]))
+        if mapped:
+            argv = [*mapped, *argv[1:]]
     if (os.path.basename(argv[0]) in PYTHON_NAMES and "/" not in argv[0]) or argv[0] in (
         "/usr/bin/python",
         "/usr/bin/python3",

@@ -37,8 +37,16 @@ from kubetune.tune.resources import PlacementGroupFactory
 from kubetune.tune.result import DATE_FORMAT, DONE, SHOULD_CHECKPOINT
 
 TRIAL_META_FILE = ".tune_metadata.json"
-DEBUG_METRICS = ("trial_id", "experiment_id", "date", "timestamp", "pid", "hostname", "node_ip",
-                 "config")  # fmt: skip
+DEBUG_METRICS = (
+    "trial_id",
+    "experiment_id",
+    "date",
+    "timestamp",
+    "pid",
+    "hostname",
+    "node_ip",
+    "config",
+)
 
 
 @dataclass

@@ -74,16 +74,20 @@ def test_class_api_trains_until_stop(run_trial):
 
 def test_class_api_checkpoint_example_restores(run_trial):
     run = run_trial(
-        "MyTrainableClass", {"input_size": 64}, stop={"training_iteration": 2},
+        "MyTrainableClass",
+        {"input_size": 64},
+        stop={"training_iteration": 2},
         checkpoint_at_end=True,
-    )  # fmt: skip
+    )
     assert run.code == exit_codes.STOPPED
     assert run.checkpoints() == ["checkpoint_000000"]
     assert os.path.exists(run.out / "checkpoint_000000" / "model.pth")
     resumed = run_trial(
-        "MyTrainableClass", {"input_size": 64}, stop={"training_iteration": 3},
+        "MyTrainableClass",
+        {"input_size": 64},
+        stop={"training_iteration": 3},
         restore_from=str(run.out / "checkpoint_000000"),
-    )  # fmt: skip
+    )
     (result,) = resumed.results
     assert result["training_iteration"] == 3
     assert result["model_sum"] == 3 * 64 * 10  # two steps before, one after restore
@@ -124,9 +128,12 @@ def test_manual_checkpointing_with_should_checkpoint(run_trial):
 
 def test_periodic_checkpointing_and_checkpoint_at_end(run_trial):
     run = run_trial(
-        "SlowClass", {}, stop={"training_iteration": 25}, checkpoint_frequency=10,
+        "SlowClass",
+        {},
+        stop={"training_iteration": 25},
+        checkpoint_frequency=10,
         checkpoint_at_end=True,
-    )  # fmt: skip
+    )
     with_ckpt = [r["training_iteration"] for r in run.results if r["checkpoint_dir_name"]]
     assert with_ckpt == [10, 20, 25]
     assert run.checkpoints() == ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]

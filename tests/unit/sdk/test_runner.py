@@ -22,11 +22,23 @@ def test_output_layout_and_auto_filled_fields(run_trial):
     assert json.loads((run.out / "params.json").read_text()) == {"a": 2, "b": 4}
     first = run.results[0]
     for key in (
-        "score", "time_this_iter_s", "done", "training_iteration", "trial_id", "date",
-        "timestamp", "time_total_s", "pid", "hostname", "node_ip", "config",
-        "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+        "score",
+        "time_this_iter_s",
+        "done",
+        "training_iteration",
+        "trial_id",
+        "date",
+        "timestamp",
+        "time_total_s",
+        "pid",
+        "hostname",
+        "node_ip",
+        "config",
+        "time_since_restore",
+        "iterations_since_restore",
+        "checkpoint_dir_name",
         "experiment_tag",
-    ):  # fmt: skip
+    ):
         assert key in first, key
     assert first["experiment_tag"] == "0_a=2,b=4"
     assert first["config"] == {"a": 2, "b": 4}
@@ -38,9 +50,12 @@ def test_output_layout_and_auto_filled_fields(run_trial):
     assert len(rows) == 20
     assert not (run.out / "error.txt").exists()
     assert run.status == {
-        "exit_code": 0, "status": "finished", "reason": "", "training_iteration": 20,
+        "exit_code": 0,
+        "status": "finished",
+        "reason": "",
+        "training_iteration": 20,
         "last_checkpoint": None,
-    }  # fmt: skip
+    }
 
 
 def test_tune_report_and_train_report_aliases(run_trial):

@@ -1,0 +1,1 @@
+"""Local mode: the engine driving trial subprocesses on this machine (no cluster)."""

@@ -1,0 +1,159 @@
+"""One trial subprocess in local mode: start it, follow its results, answer its gate, end it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import IO, Any
+
+from kubetune.trial import exit_codes
+from kubetune.trial.output import RESULT_FILE
+from kubetune.trial.spec import TrialSpec
+
+
+class ResultTail:
+    """Reads the complete lines appended to a result.json since the last call."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._f: IO[bytes] | None = None
+        self._partial = b""
+
+    def read(self) -> list[dict[str, Any]]:
+        if self._f is None:
+            try:
+                self._f = open(self.path, "rb")  # noqa: SIM115 - held while the trial runs
+            except FileNotFoundError:
+                return []
+        chunk = self._f.read()
+        if not chunk:
+            return []
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+class TrialProcess:
+    """``python -m kubetune.trial`` for one trial attempt, with a verdict pipe."""
+
+    def __init__(
+        self,
+        spec: TrialSpec,
+        spec_path: str,
+        env: dict[str, str] | None = None,
+        log_path: str | None = None,
+    ) -> None:
+        self.spec = spec
+        to_trial_r, to_trial_w = os.pipe()
+        from_trial_r, from_trial_w = os.pipe()
+        spec.gate = {"kind": "pipe", "write_fd": from_trial_w, "read_fd": to_trial_r}
+        spec.done_marker = os.path.join(spec.out_dir, ".done.json")
+        os.makedirs(spec.out_dir, exist_ok=True)
+        try:
+            os.unlink(spec.done_marker)
+        except FileNotFoundError:
+            pass
+        spec.dump(spec_path)
+        self._log: IO[bytes] | None = open(log_path, "ab") if log_path else None  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubetune.trial", spec_path],
+            env={**os.environ, **(env or {})},
+            pass_fds=(from_trial_w, to_trial_r),
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the driver reaches the driver only
+        )
+        os.close(from_trial_w)
+        os.close(to_trial_r)
+        self._gate_in = from_trial_r
+        os.set_blocking(self._gate_in, False)
+        self._gate_out = to_trial_w
+        self._gate_buf = b""
+        self.tail = ResultTail(os.path.join(spec.out_dir, RESULT_FILE))
+        self.started = time.monotonic()
+        self.kill_requested: str | None = None
+        self._term_sent_at: float | None = None
+
+    @property
+    def gate_fd(self) -> int:
+        return self._gate_in
+
+    def read_gate(self) -> list[dict[str, Any]]:
+        """Decision requests the trial has sent (non-blocking)."""
+        try:
+            chunk = os.read(self._gate_in, 65536)
+        except BlockingIOError:
+            return []
+        except OSError:
+            return []
+        if not chunk:
+            return []
+        data = self._gate_buf + chunk
+        lines = data.split(b"\n")
+        self._gate_buf = lines.pop()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def answer(self, seq: int, action: str, reason: str = "") -> None:
+        message = json.dumps({"seq": seq, "action": action, "reason": reason}) + "\n"
+        try:
+            os.write(self._gate_out, message.encode())
+        except (BrokenPipeError, OSError):
+            pass  # the trial already exited; its exit status tells the rest
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def terminate(self, reason: str) -> None:
+        """Ask the trial to end now (SIGTERM: it finishes the write in progress)."""
+        if self.kill_requested is None:
+            self.kill_requested = reason
+        if self.proc.poll() is None and self._term_sent_at is None:
+            self._term_sent_at = time.monotonic()
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def kill_if_overdue(self, grace_s: float) -> None:
+        if (
+            self._term_sent_at is not None
+            and self.proc.poll() is None
+            and time.monotonic() - self._term_sent_at > grace_s
+        ):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def status(self) -> dict[str, Any]:
+        """The runner's done marker, or what the exit code alone says (e.g. after SIGKILL)."""
+        code = self.proc.poll()
+        assert self.spec.done_marker is not None
+        try:
+            with open(self.spec.done_marker, encoding="utf-8") as f:
+                return dict(json.load(f))
+        except (FileNotFoundError, json.JSONDecodeError):
+            name = exit_codes.NAMES.get(code or 0, "errored")
+            if code is not None and code < 0:
+                name = "killed"
+            return {"exit_code": code, "status": name, "reason": f"exit code {code}"}
+
+    def close(self) -> None:
+        self.tail.close()
+        for fd in (self._gate_in, self._gate_out):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self._log is not None:
+            self._log.close()

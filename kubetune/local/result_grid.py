@@ -1,0 +1,272 @@
+"""``ResultGrid`` and ``Result``: what ``Tuner.fit()`` returns, read back from storage.
+
+Everything here is rebuilt from the experiment directory (``experiment_state.json`` plus each
+trial's ``result.json`` and checkpoints), so a finished, running or restored experiment reads
+the same, and ``kubetune results PATH`` uses the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune._util import flatten_dict, unflattened_lookup
+from kubetune.air.checkpoint import Checkpoint
+
+SCOPES = ("last", "all", "avg", "last-5-avg", "last-10-avg")
+STATE_FILE = "experiment_state.json"
+
+
+class TuneError(RuntimeError):
+    """An experiment-level failure (Ray's ``TuneError``)."""
+
+
+class TrialError(RuntimeError):
+    """A trial failed; the message holds the trial's error.txt."""
+
+
+def scope_value(values: list[float], mode: str, scope: str) -> float | None:
+    """One number per trial for ranking: the last, best ("all"), or an average of values."""
+    if not values:
+        return None
+    if scope == "last":
+        return values[-1]
+    if scope == "all":
+        return max(values) if mode == "max" else min(values)
+    if scope == "avg":
+        return sum(values) / len(values)
+    if scope == "last-5-avg":
+        tail = values[-5:]
+        return sum(tail) / len(tail)
+    if scope == "last-10-avg":
+        tail = values[-10:]
+        return sum(tail) / len(tail)
+    raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+
+def check_metric_mode(metric: str | None, mode: str | None, where: str) -> tuple[str, str]:
+    if not metric or not mode:
+        raise ValueError(
+            f"{where}: no metric/mode given here or in TuneConfig: pass metric='...' and"
+            " mode='min' or 'max'"
+        )
+    if mode not in ("min", "max"):
+        raise ValueError(f"{where}: mode must be 'min' or 'max', got {mode!r}")
+    return metric, mode
+
+
+def read_results(path: str) -> list[dict[str, Any]]:
+    """Every complete line of a result.json (a half-written last line is ignored)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        line = line.strip()
+        if line:
+            out.append(json.loads(line))
+    return out
+
+
+@dataclass
+class Result:
+    """One trial's outcome: last metrics, config, latest checkpoint, error."""
+
+    metrics: dict[str, Any] | None
+    checkpoint: Checkpoint | None
+    error: Exception | None
+    path: str
+    local_path: str = ""
+    best_checkpoints: list[tuple[Checkpoint, dict[str, Any]]] = field(default_factory=list)
+    _history: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        return None if self.metrics is None else self.metrics.get("config")
+
+    @property
+    def log_dir(self) -> str:
+        return self.local_path or self.path
+
+    def history(self) -> list[dict[str, Any]]:
+        if self._history is None:
+            self._history = read_results(os.path.join(self.log_dir, "result.json"))
+        return self._history
+
+    @property
+    def metrics_dataframe(self) -> Any:
+        pd = _pandas()
+        rows = [flatten_dict({k: v for k, v in r.items() if k != "config"}) for r in self.history()]
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in (self.metrics or {}).items() if k not in ("config", "date")}
+        return f"Result(metrics={shown}, path={self.path!r}, error={self.error!r})"
+
+
+def _pandas() -> Any:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("this needs pandas: pip install 'kubetune[pandas]'") from None
+    return pd
+
+
+class ResultGrid:
+    """The results of every trial of an experiment, in trial order."""
+
+    def __init__(
+        self,
+        experiment_path: str,
+        results: list[Result],
+        metric: str | None = None,
+        mode: str | None = None,
+        local_path: str | None = None,
+    ) -> None:
+        self.experiment_path = experiment_path
+        self._local_path = local_path or experiment_path
+        self._results = results
+        self._metric = metric
+        self._mode = mode
+
+    @classmethod
+    def from_directory(cls, local_path: str, experiment_path: str | None = None) -> ResultGrid:
+        """Read a (finished or running) experiment from its local directory."""
+        state_path = os.path.join(local_path, STATE_FILE)
+        try:
+            with open(state_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{local_path} holds no kubetune experiment ({STATE_FILE} is missing)"
+            ) from None
+        uri = experiment_path or local_path
+        results = []
+        for trial in state.get("trials", []):
+            trial_local = os.path.join(local_path, trial["dirname"])
+            history = read_results(os.path.join(trial_local, "result.json"))
+            metrics = dict(history[-1]) if history else None
+            if metrics is not None and trial.get("status") == "TERMINATED":
+                metrics["done"] = True
+            checkpoints = [
+                (Checkpoint.from_directory(os.path.join(trial_local, name)), m)
+                for name, m in trial.get("checkpoints", [])
+                if os.path.isdir(os.path.join(trial_local, name))
+            ]
+            latest = trial.get("latest_checkpoint")
+            checkpoint = None
+            if latest and os.path.isdir(os.path.join(trial_local, latest)):
+                checkpoint = Checkpoint.from_directory(os.path.join(trial_local, latest))
+            error = None
+            if trial.get("status") == "ERROR":
+                error = TrialError(trial.get("error") or f"trial {trial['trial_id']} failed")
+            results.append(
+                Result(
+                    metrics=metrics,
+                    checkpoint=checkpoint,
+                    error=error,
+                    path=f"{uri.rstrip('/')}/{trial['dirname']}",
+                    local_path=trial_local,
+                    best_checkpoints=checkpoints,
+                    _history=history,
+                )
+            )
+        return cls(uri, results, state.get("metric"), state.get("mode"), local_path)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __getitem__(self, i: int) -> Result:
+        return self._results[i]
+
+    def __iter__(self) -> Iterator[Result]:
+        return iter(self._results)
+
+    @property
+    def errors(self) -> list[Exception]:
+        return [r.error for r in self._results if r.error is not None]
+
+    @property
+    def num_errors(self) -> int:
+        return len(self.errors)
+
+    @property
+    def num_terminated(self) -> int:
+        return sum(
+            1
+            for r in self._results
+            if r.error is None and r.metrics is not None and r.metrics.get("done")
+        )
+
+    def get_best_result(
+        self,
+        metric: str | None = None,
+        mode: str | None = None,
+        scope: str = "last",
+        filter_nan_and_inf: bool = True,
+    ) -> Result:
+        metric, mode = check_metric_mode(
+            metric or self._metric, mode or self._mode, "get_best_result"
+        )
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        best: tuple[float, Result] | None = None
+        for result in self._results:
+            values = []
+            for row in result.history():
+                try:
+                    value = unflattened_lookup(metric, row)
+                except KeyError:
+                    continue
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if filter_nan_and_inf and not math.isfinite(value):
+                        continue
+                    values.append(float(value))
+            score = scope_value(values, mode, scope)
+            if score is None:
+                continue
+            if best is None or (score > best[0] if mode == "max" else score < best[0]):
+                best = (score, result)
+        if best is None:
+            raise RuntimeError(
+                f"no trial reported the metric {metric!r}"
+                + (" with a finite value" if filter_nan_and_inf else "")
+            )
+        return best[1]
+
+    def get_dataframe(
+        self, filter_metric: str | None = None, filter_mode: str | None = None
+    ) -> Any:
+        """One row per trial: its last result (or its best, with filter_metric/mode)."""
+        pd = _pandas()
+        rows = []
+        for result in self._results:
+            row: dict[str, Any] | None = result.metrics
+            if filter_metric is not None:
+                _, mode = check_metric_mode(filter_metric, filter_mode, "get_dataframe")
+                scored = [
+                    r for r in result.history() if isinstance(r.get(filter_metric), (int, float))
+                ]
+                if scored:
+                    pick = max if mode == "max" else min
+                    row = pick(scored, key=lambda r: r[filter_metric])
+            if row is None:
+                continue
+            flat = flatten_dict({k: v for k, v in row.items() if k != "config"})
+            flat.update(
+                {f"config/{k}": v for k, v in flatten_dict(row.get("config") or {}).items()}
+            )
+            flat["logdir"] = result.path
+            rows.append(flat)
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        return f"ResultGrid<{len(self)} results, {self.num_errors} errors>"

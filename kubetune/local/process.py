@@ -18,8 +18,9 @@ from kubetune.trial.spec import TrialSpec
 class ResultTail:
     """Reads the complete lines appended to a result.json since the last call."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, offset: int = 0) -> None:
         self.path = path
+        self.offset = offset
         self._f: IO[bytes] | None = None
         self._partial = b""
 
@@ -29,6 +30,7 @@ class ResultTail:
                 self._f = open(self.path, "rb")  # noqa: SIM115 - held while the trial runs
             except FileNotFoundError:
                 return []
+            self._f.seek(self.offset)
         chunk = self._f.read()
         if not chunk:
             return []
@@ -64,6 +66,10 @@ class TrialProcess:
         except FileNotFoundError:
             pass
         spec.dump(spec_path)
+        result_path = os.path.join(spec.out_dir, RESULT_FILE)
+        # a retry appends to the same result.json: follow only what this attempt writes
+        offset = os.path.getsize(result_path) if os.path.exists(result_path) else 0
+        self.tail = ResultTail(result_path, offset)
         self._log: IO[bytes] | None = open(log_path, "ab") if log_path else None  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubetune.trial", spec_path],
@@ -79,7 +85,6 @@ class TrialProcess:
         os.set_blocking(self._gate_in, False)
         self._gate_out = to_trial_w
         self._gate_buf = b""
-        self.tail = ResultTail(os.path.join(spec.out_dir, RESULT_FILE))
         self.started = time.monotonic()
         self.kill_requested: str | None = None
         self._term_sent_at: float | None = None

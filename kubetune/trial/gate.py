@@ -107,21 +107,37 @@ def open_gate(spec: dict[str, Any] | None) -> Gate | None:
     return FileGate(str(spec["dir"]))
 
 
-class DecisionPoints:
-    """Tracks which decision points a trial has passed."""
+class DecisionTracker:
+    """Follows a trial's results and says which ones are decision points.
 
-    def __init__(self, points: list[float] | str | None) -> None:
-        self.every = points == "every"
-        self._pending = sorted(points) if isinstance(points, list) else []
+    ``points`` is the engine's ``DecisionPoints.to_dict()`` (milestones, an interval, or every
+    result), a plain list of milestones, or ``"every"``.
+    """
 
-    def due(self, value: Any) -> bool:
-        """True when ``value`` of the time attribute reaches the next pending point."""
-        if self.every:
-            return True
-        if not self._pending or not isinstance(value, (int, float)):
+    def __init__(self, points: dict[str, Any] | list[float] | str | None) -> None:
+        from kubetune.schedulers.trial_scheduler import DecisionPoints
+
+        if points is None:
+            self.points = DecisionPoints()
+        elif points == "every":
+            self.points = DecisionPoints(every_result=True)
+        elif isinstance(points, list):
+            self.points = DecisionPoints(milestones=tuple(points))
+        elif isinstance(points, dict):
+            self.points = DecisionPoints.from_dict(points)
+        else:
+            raise ValueError(f"decision points must be a dict, a list or 'every': {points!r}")
+        self.time_attr = self.points.time_attr
+        self._prev: float | None = None
+        self._last: float | None = None
+
+    def due(self, result: dict[str, Any]) -> bool:
+        """True when this result is a decision point (call once per result, in order)."""
+        value = result.get(self.time_attr)
+        if self.points.is_empty() or not isinstance(value, (int, float)):
             return False
-        if value < self._pending[0]:
-            return False
-        while self._pending and self._pending[0] <= value:
-            self._pending.pop(0)
-        return True
+        due = self.points.is_due(value, self._prev, self._last)
+        self._prev = value
+        if due:
+            self._last = value
+        return due

@@ -22,7 +22,7 @@ from kubetune._util import unflattened_lookup
 from kubetune.air import session as _session
 from kubetune.air.checkpoint import Checkpoint
 from kubetune.trial import exit_codes
-from kubetune.trial.gate import DecisionPoints, Gate, open_gate
+from kubetune.trial.gate import DecisionTracker, Gate, open_gate
 from kubetune.trial.output import OutputWriter, encode_result, json_safe
 from kubetune.trial.spec import TrialSpec
 from kubetune.tune._autofill import AutoFiller
@@ -121,7 +121,7 @@ class TrialRunner:
         self.resources = PlacementGroupFactory.from_dict(spec.resources or DEFAULT_RESOURCES)
         self.config_json = json_safe(spec.config)
         self.filler = AutoFiller(spec.trial_id, self.config_json)
-        self.points = DecisionPoints(spec.decision_points)
+        self.points = DecisionTracker(spec.decision_points)
         self.gate: Gate | None = None
         self.stopper: Any = None
         self.seq = 0
@@ -344,7 +344,7 @@ class TrialRunner:
         return None
 
     def _maybe_ask(self, result: dict[str, Any]) -> None:
-        if self.gate is None or not self.points.due(result.get(self.spec.time_attr)):
+        if not self.points.due(result) or self.gate is None:
             return
         self.seq += 1
         verdict = self.gate.ask(
@@ -352,8 +352,8 @@ class TrialRunner:
                 "seq": self.seq,
                 "trial_id": self.spec.trial_id,
                 "training_iteration": result["training_iteration"],
-                "time_attr": self.spec.time_attr,
-                "value": result.get(self.spec.time_attr),
+                "time_attr": self.points.time_attr,
+                "value": result.get(self.points.time_attr),
             }
         )
         action = verdict["action"]

@@ -34,8 +34,8 @@ class TrialSpec:
     checkpoint_at_end: bool = False
     resources: dict[str, Any] | None = None  # PlacementGroupFactory.to_dict()
     chdir_to_trial_dir: bool = True
-    time_attr: str = "training_iteration"
-    decision_points: list[float] | str | None = None  # values of time_attr, or "every"
+    # DecisionPoints.to_dict() from the engine, a list of milestones, or "every"
+    decision_points: dict[str, Any] | list[float] | str | None = None
     gate: dict[str, Any] | None = None  # {"kind": "file", "dir": ...} or {"kind": "pipe", ...}
     done_marker: str | None = None  # written with the exit status when the runner ends
     python_path: list[str] = field(default_factory=list)
@@ -63,14 +63,11 @@ class TrialSpec:
         if not isinstance(self.checkpoint_frequency, int) or self.checkpoint_frequency < 0:
             raise SpecError("trial spec: checkpoint_frequency must be an integer >= 0")
         points = self.decision_points
-        if (
-            points is not None
-            and points != "every"
-            and (
-                not isinstance(points, list) or not all(isinstance(v, (int, float)) for v in points)
+        valid_list = isinstance(points, list) and all(isinstance(v, (int, float)) for v in points)
+        if not (points is None or points == "every" or isinstance(points, dict) or valid_list):
+            raise SpecError(
+                "trial spec: decision_points must be an object, a list of numbers or 'every'"
             )
-        ):
-            raise SpecError("trial spec: decision_points must be a list of numbers or 'every'")
         if self.gate is not None and self.gate.get("kind") not in ("file", "pipe"):
             raise SpecError("trial spec: gate.kind must be 'file' or 'pipe'")
         if self.trial_name is None:

@@ -1,0 +1,431 @@
+"""The local backend: the engine's actions carried out with trial subprocesses.
+
+One loop, no threads: launch what fits, read each trial's new result lines and decision
+requests, feed results to the engine, answer requests with its verdicts, turn process exits
+into engine events, and save the experiment state. A STOP or PAUSE for a trial that is not
+waiting at a decision point is sent as SIGTERM, which the runner honours at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.engine import (
+    Action,
+    CheckpointRef,
+    CreateTrial,
+    DeleteCheckpoint,
+    ExperimentEngine,
+    ExperimentFinished,
+    PauseTrial,
+    RestartTrial,
+    ResumeTrial,
+    StopTrial,
+    Verdict,
+)
+from kubetune.local.process import TrialProcess
+from kubetune.local.resources import ResourceError, ResourcePool
+from kubetune.local.result_grid import STATE_FILE
+from kubetune.trial.output import ERROR_FILE
+from kubetune.trial.spec import TrialSpec
+from kubetune.tune.resources import PlacementGroupFactory
+
+GATE_ANSWERS = {
+    Verdict.CONTINUE: "continue",
+    Verdict.STOP: "stop",
+    Verdict.PAUSE: "pause",
+    Verdict.RESTART: "restart",
+}
+STATE_SAVE_INTERVAL_S = 0.5
+TICK_INTERVAL_S = 0.25
+KILL_GRACE_S = 10.0
+
+
+@dataclass
+class TrialTemplate:
+    """What every trial of the experiment shares."""
+
+    experiment_name: str
+    experiment_dir: str
+    trainable_pickle: str
+    params_dir: str | None
+    stop: dict[str, float] | None
+    checkpoint_frequency: int
+    checkpoint_at_end: bool
+    chdir_to_trial_dir: bool
+    python_path: list[str]
+    resources_for: Callable[[dict[str, Any], dict[str, Any]], PlacementGroupFactory]
+
+
+@dataclass
+class LocalTrial:
+    trial_id: str
+    name: str
+    tag: str
+    config: dict[str, Any]
+    base_resources: dict[str, Any]
+    restore_from: CheckpointRef | None = None
+    decision_points: dict[str, Any] | None = None
+    proc: TrialProcess | None = None
+    pgf: PlacementGroupFactory | None = None
+    gpus: list[int] = field(default_factory=list)
+    attempt: int = 0
+    verdicts: dict[int, str] = field(default_factory=dict)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+    ended_by_engine: str | None = None  # "stop" | "pause" | "restart"
+    relaunch: bool = False
+    checkpoints_seen: set[str] = field(default_factory=set)
+
+    @property
+    def dirname(self) -> str:
+        return self.name
+
+
+class LocalBackend:
+    def __init__(
+        self,
+        engine: ExperimentEngine,
+        template: TrialTemplate,
+        pool: ResourcePool,
+        on_progress: Callable[[LocalBackend], None] | None = None,
+        extra_state: dict[str, Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.template = template
+        self.pool = pool
+        self.on_progress = on_progress
+        self.extra_state = extra_state or {}
+        self.trials: dict[str, LocalTrial] = {}
+        self.queue: deque[str] = deque()
+        self.running: dict[str, LocalTrial] = {}
+        self.selector = selectors.DefaultSelector()
+        self.finished: ExperimentFinished | None = None
+        self.results_seen = 0
+        self._dirty = True
+        self._last_save = 0.0
+        self._last_tick = 0.0
+        self._specs_dir = os.path.join(template.experiment_dir, ".kubetune", "specs")
+        os.makedirs(self._specs_dir, exist_ok=True)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, initial: list[Action]) -> None:
+        try:
+            self.apply(initial)
+            while True:
+                self._launch_queued()
+                self._poll()
+                now = time.time()
+                if now - self._last_tick >= TICK_INTERVAL_S:
+                    self._last_tick = now
+                    self.apply(self.engine.on_tick(now))
+                    if self.on_progress is not None:
+                        self.on_progress(self)
+                self.save_state()
+                if self.engine.is_finished() and not self.running:
+                    break
+                if not self.running and not self.queue and not self.engine.is_finished():
+                    # Nothing runs and nothing waits: only the engine's clock can move it on.
+                    time.sleep(0.01)
+                    continue
+                self._wait(0.01)
+        except BaseException:
+            self.shutdown()
+            raise
+        finally:
+            self.save_state(force=True)
+            if self.on_progress is not None:
+                self.on_progress(self)
+
+    def shutdown(self) -> None:
+        """Stop every trial process (SIGTERM, then SIGKILL after a grace period)."""
+        for trial in self.running.values():
+            if trial.proc is not None:
+                trial.proc.terminate("driver stopped")
+        deadline = time.monotonic() + KILL_GRACE_S
+        for trial in list(self.running.values()):
+            proc = trial.proc
+            if proc is None:
+                continue
+            try:
+                proc.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:
+                proc.kill_if_overdue(0)
+                proc.proc.wait()
+            proc.close()
+        self.running.clear()
+
+    def _wait(self, timeout: float) -> None:
+        if self.selector.get_map():
+            self.selector.select(timeout)
+        else:
+            time.sleep(timeout)
+
+    # -- engine actions -------------------------------------------------------------------
+    def apply(self, actions: list[Action] | Any) -> None:
+        for action in actions:
+            self._dirty = True
+            if isinstance(action, CreateTrial):
+                trial = LocalTrial(
+                    trial_id=action.trial_id,
+                    name=action.trial_name,
+                    tag=action.experiment_tag,
+                    config=action.config,
+                    base_resources=action.resources,
+                    restore_from=action.restore_from,
+                    decision_points=action.decision_points.to_dict(),
+                )
+                self.trials[trial.trial_id] = trial
+                self.queue.append(trial.trial_id)
+            elif isinstance(action, ResumeTrial):
+                trial = self.trials[action.trial_id]
+                trial.config = action.config
+                trial.restore_from = action.restore_from
+                trial.decision_points = action.decision_points.to_dict()
+                trial.ended_by_engine = None
+                self._queue_or_relaunch(trial)
+            elif isinstance(action, RestartTrial):
+                trial = self.trials[action.trial_id]
+                trial.config = action.new_config
+                trial.restore_from = action.restore_from
+                trial.decision_points = action.decision_points.to_dict()
+                if trial.proc is not None:
+                    trial.ended_by_engine = "restart"
+                    self._end_running(trial, "restart")
+                self._queue_or_relaunch(trial)
+            elif isinstance(action, StopTrial):
+                self._stop(action.trial_id, "stop")
+            elif isinstance(action, PauseTrial):
+                self._stop(action.trial_id, "pause")
+            elif isinstance(action, DeleteCheckpoint):
+                owner = self.trials.get(action.trial_id)
+                if owner is not None:
+                    path = os.path.join(self.trial_dir(owner), action.checkpoint_dir_name)
+                    shutil.rmtree(path, ignore_errors=True)
+            elif isinstance(action, ExperimentFinished):
+                self.finished = action
+
+    def _queue_or_relaunch(self, trial: LocalTrial) -> None:
+        if trial.proc is not None:
+            trial.relaunch = True  # start again once the current process has exited
+        elif trial.trial_id not in self.queue:
+            self.queue.append(trial.trial_id)
+
+    def _stop(self, trial_id: str, how: str) -> None:
+        trial = self.trials.get(trial_id)
+        if trial is None:
+            return
+        if trial.trial_id in self.queue:
+            self.queue.remove(trial.trial_id)
+        trial.relaunch = False
+        if trial.proc is not None:
+            trial.ended_by_engine = how
+            self._end_running(trial, how)
+
+    def _end_running(self, trial: LocalTrial, action: str) -> None:
+        """Answer a waiting decision with ``action``; otherwise end the process now."""
+        assert trial.proc is not None
+        if trial.waiting:
+            for request in trial.waiting:
+                trial.proc.answer(request["seq"], action, "scheduler")
+            trial.waiting.clear()
+        else:
+            trial.proc.terminate(action)
+
+    # -- launching --------------------------------------------------------------------------
+    def trial_dir(self, trial: LocalTrial) -> str:
+        return os.path.join(self.template.experiment_dir, trial.dirname)
+
+    def checkpoint_path(self, ref: CheckpointRef) -> str:
+        owner = self.trials.get(ref.trial_id)
+        dirname = owner.dirname if owner is not None else ref.trial_id
+        return os.path.join(self.template.experiment_dir, dirname, ref.checkpoint_dir_name)
+
+    def _launch_queued(self) -> None:
+        blocked: list[str] = []
+        while self.queue:
+            trial = self.trials[self.queue.popleft()]
+            if trial.pgf is None:
+                trial.pgf = self.template.resources_for(trial.config, trial.base_resources)
+                try:
+                    self.pool.check_fits(trial.pgf, f"trial {trial.name}")
+                except ResourceError as exc:
+                    self.apply(self.engine.on_trial_error(trial.trial_id, str(exc), time.time()))
+                    continue
+            gpus = self.pool.try_acquire(trial.pgf)
+            if gpus is None:
+                blocked.append(trial.trial_id)
+                continue
+            self._launch(trial, gpus)
+        self.queue.extend(blocked)
+
+    def _launch(self, trial: LocalTrial, gpus: list[int]) -> None:
+        t = self.template
+        trial.attempt += 1
+        trial.gpus = gpus
+        trial.verdicts.clear()
+        trial.waiting.clear()
+        trial.ended_by_engine = None
+        trial.relaunch = False
+        assert trial.pgf is not None
+        spec = TrialSpec(
+            trial_id=trial.trial_id,
+            out_dir=self.trial_dir(trial),
+            trainable_pickle=t.trainable_pickle,
+            config=trial.config,
+            trial_name=trial.name,
+            experiment_name=t.experiment_name,
+            experiment_tag=trial.tag,
+            params_dir=t.params_dir,
+            restore_from=self.checkpoint_path(trial.restore_from) if trial.restore_from else None,
+            stop=t.stop,
+            checkpoint_frequency=t.checkpoint_frequency,
+            checkpoint_at_end=t.checkpoint_at_end,
+            resources=trial.pgf.to_dict(),
+            chdir_to_trial_dir=t.chdir_to_trial_dir,
+            decision_points=trial.decision_points,
+            python_path=t.python_path,
+        )
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {}
+        if not gpus and self.pool.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU trial must not grab a GPU
+        spec_path = os.path.join(self._specs_dir, f"{trial.trial_id}.json")
+        log_path = os.path.join(spec.out_dir, "trial.log")
+        trial.proc = TrialProcess(spec, spec_path, env=env, log_path=log_path)
+        self.selector.register(trial.proc.gate_fd, selectors.EVENT_READ, trial.trial_id)
+        self.running[trial.trial_id] = trial
+        self.apply(self.engine.on_trial_started(trial.trial_id, time.time()))
+
+    # -- following running trials -----------------------------------------------------------
+    def _poll(self) -> None:
+        for trial in list(self.running.values()):
+            proc = trial.proc
+            assert proc is not None
+            requests = proc.read_gate()  # read before the results: they were written first
+            self._feed_results(trial)
+            trial.waiting.extend(requests)
+            self._answer_waiting(trial)
+            if proc.poll() is not None:
+                self._feed_results(trial)
+                self._on_exit(trial)
+            elif proc.kill_requested is not None:
+                proc.kill_if_overdue(KILL_GRACE_S)
+
+    def _feed_results(self, trial: LocalTrial) -> None:
+        proc = trial.proc
+        assert proc is not None
+        for result in proc.tail.read():
+            self.results_seen += 1
+            name = result.get("checkpoint_dir_name")
+            if name:
+                trial.checkpoints_seen.add(name)
+            if trial.ended_by_engine is not None:
+                continue  # the engine already ended this attempt
+            response = self.engine.on_result(trial.trial_id, result, time.time())
+            iteration = result.get("training_iteration")
+            if isinstance(iteration, int):
+                trial.verdicts[iteration] = GATE_ANSWERS[response.verdict]
+            self.apply(response.actions)
+            self._dirty = True
+
+    def _answer_waiting(self, trial: LocalTrial) -> None:
+        if not trial.waiting or trial.proc is None:
+            return
+        still: list[dict[str, Any]] = []
+        for request in trial.waiting:
+            answer = trial.verdicts.pop(request["training_iteration"], None)
+            if answer is None:
+                still.append(request)
+            else:
+                trial.proc.answer(request["seq"], answer)
+        trial.waiting = still
+
+    def _on_exit(self, trial: LocalTrial) -> None:
+        proc = trial.proc
+        assert proc is not None and trial.pgf is not None
+        status = proc.status()
+        self.selector.unregister(proc.gate_fd)
+        proc.close()
+        self.pool.release(trial.pgf, trial.gpus)
+        trial.proc = None
+        del self.running[trial.trial_id]
+        self._dirty = True
+        now = time.time()
+        last = status.get("last_checkpoint")
+        if last and last not in trial.checkpoints_seen:
+            trial.checkpoints_seen.add(last)
+            self.apply(self.engine.on_checkpoint(trial.trial_id, last))
+        if trial.relaunch:
+            trial.relaunch = False
+            self.queue.append(trial.trial_id)
+            return
+        if trial.ended_by_engine is not None:
+            return
+        kind = status.get("status")
+        if kind in ("finished", "stopped"):
+            self.apply(self.engine.on_trial_complete(trial.trial_id, now))
+        elif kind in ("paused", "restart"):
+            return  # only ever on the engine's word, handled above
+        else:
+            self.apply(
+                self.engine.on_trial_error(trial.trial_id, self._error_text(trial, status), now)
+            )
+
+    def _error_text(self, trial: LocalTrial, status: dict[str, Any]) -> str:
+        try:
+            with open(os.path.join(self.trial_dir(trial), ERROR_FILE), encoding="utf-8") as f:
+                text = f.read()
+            if text:
+                return text
+        except FileNotFoundError:
+            pass
+        return f"trial process ended ({status.get('status')}): {status.get('reason')}"
+
+    # -- state ------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        trials = []
+        for trial_id in self.engine.trial_ids():
+            summary = self.engine.trial_summary(trial_id)
+            latest = summary.get("latest_checkpoint")
+            best = summary.get("best_checkpoint")
+            trials.append(
+                {
+                    "trial_id": trial_id,
+                    "trial_name": summary["trial_name"],
+                    "dirname": summary["trial_name"],
+                    "experiment_tag": summary["experiment_tag"],
+                    "status": summary["status"],
+                    "error": summary["error"],
+                    "num_failures": summary["num_failures"],
+                    "latest_checkpoint": latest["checkpoint_dir_name"] if latest else None,
+                    "best_checkpoint": best["checkpoint_dir_name"] if best else None,
+                    "checkpoints": summary["checkpoints"],
+                }
+            )
+        return {
+            "format": 1,
+            "updated": time.time(),
+            "finished": self.finished.to_dict() if self.finished else None,
+            "engine": self.engine.to_state(),
+            "trials": trials,
+            **self.extra_state,
+        }
+
+    def save_state(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and (not self._dirty or now - self._last_save < STATE_SAVE_INTERVAL_S):
+            return
+        self._last_save = now
+        self._dirty = False
+        path = os.path.join(self.template.experiment_dir, STATE_FILE)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.state(), f)
+        os.replace(tmp, path)

@@ -1,16 +1,15 @@
 """Quickstart: the reference page's objective, tuned on this machine (no cluster needed).
 
 Run: make demo   (or: python examples/quickstart.py)
+The same experiment as a manifest: kubetune run examples/quickstart.yaml
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
+import time
 
+from kubetune import air, tune
 from kubetune.air import session
 
 
@@ -26,31 +25,20 @@ def trainable(config: dict) -> None:
 
 
 def main() -> None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = tempfile.mkdtemp(prefix="kubetune_quickstart_")
-    best: tuple[float, dict] | None = None
-    for i, config in enumerate([{"a": 1, "b": 1}, {"a": 2, "b": 4}, {"a": 3, "b": 0}]):
-        trial_dir = os.path.join(out, f"trial_{i}")
-        spec = {
-            "trial_id": f"trial_{i}",
-            "out_dir": trial_dir,
-            "trainable": "quickstart:trainable",
-            "config": config,
-            "python_path": [here],
-        }
-        code = subprocess.call(
-            [sys.executable, "-m", "kubetune.trial", "--spec-json", json.dumps(spec)]
-        )
-        with open(os.path.join(trial_dir, "result.json")) as f:
-            last = json.loads(f.readlines()[-1])
-        print(
-            f"trial_{i} config={config} exit={code}"
-            f" iterations={last['training_iteration']} score={last['score']:.3f}"
-        )
-        if best is None or last["score"] > best[0]:
-            best = (last["score"], config)
-    assert best is not None
-    print(f"best: score={best[0]:.3f} config={best[1]}  (results in {out})")
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"a": tune.grid_search([1, 2, 3]), "b": tune.uniform(0, 4)},
+        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=2, seed=7),
+        # each run gets its own directory: quickstart_<date>
+        run_config=air.RunConfig(
+            name=f"quickstart_{time.strftime('%Y-%m-%d_%H-%M-%S')}",
+            storage_path=os.environ.get("KUBETUNE_RESULTS_DIR", "~/kubetune_results"),
+        ),
+    )
+    results = tuner.fit()
+    best = results.get_best_result()
+    print(f"best config: {best.config}  score: {best.metrics['score']:.3f}")
+    print(f"results: {results.experiment_path}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ class LocalExperiment:
                 base = open_storage(root)  # creates it, or says why it cannot
                 self.local_dir = base.local_path(self.name)
                 self.uri = self.local_dir
+        if restore is None and os.path.exists(os.path.join(self.local_dir, STATE_FILE)):
+            raise FileExistsError(
+                f"{self.uri} already holds an experiment: continue it with"
+                f" Tuner.restore({self.uri!r}, trainable), or choose another RunConfig.name"
+            )
         self.mirror: DirectoryMirror | None = None
         if self.uri.startswith("s3://"):
             self.mirror = DirectoryMirror(self.local_dir, open_storage(self.uri), "")

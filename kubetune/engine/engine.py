@@ -191,6 +191,9 @@ class ExperimentEngine:
             return True
         return self._slots_full() and self._may_have_more()
 
+    def more_trials_expected(self) -> bool:
+        return self._may_have_more()
+
     def latest_checkpoint(self, trial_id: str) -> str | None:
         rec = self.trials.get(trial_id)
         return rec.latest_checkpoint if rec else None

@@ -34,8 +34,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
     pos = (n - 1) * q / 100.0
     lo = math.floor(pos)
     hi = min(lo + 1, n - 1)
-    frac = pos - lo
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+    t = pos - lo
+    a, b = sorted_values[lo], sorted_values[hi]
+    # numpy's _lerp: interpolate from the nearer end, so that e.g. the median of 0.1 and 0.5
+    # is exactly 0.3 (ties at a cutoff must fall the same way as in Ray)
+    if t >= 0.5:
+        return b - (b - a) * (1 - t)
+    return a + (b - a) * t
 
 
 class _Rung:

@@ -7,6 +7,10 @@ has reached it; then the best ``ceil(n / eta)`` continue to ``min(r * eta, max_t
 are resumed, the current one continues) and the others stop. When the last milestone is reached
 the bracket's trials stop. Paused trials are resumed through :meth:`choose_trial_to_resume`,
 brackets with the least completed work first, as Ray does.
+
+One difference from Ray: Ray adds trials to brackets while they are still pending, so a bracket
+is full before its first trial reaches a milestone. The engine creates trials only when a slot
+frees, so a bracket is not halved before it is full unless no more trials will come.
 """
 
 from __future__ import annotations
@@ -227,6 +231,10 @@ class HyperBandScheduler(TrialScheduler):
         action = self.PAUSE
         if not bracket.cur_iter_done():
             return action
+        if not bracket.filled() and self.context.more_trials_expected():
+            # Ray adds trials to brackets ahead of running them; the engine creates them only
+            # when a slot frees, so wait for the bracket to fill before halving it
+            return action
         if bracket.finished():
             for tid in list(bracket.live):
                 if tid != current and self.context.trial_status(tid) == PAUSED:
@@ -280,6 +288,19 @@ class HyperBandScheduler(TrialScheduler):
 
     def choose_trial_to_resume(self, paused: list[str], more_trials_waiting: bool) -> str | None:
         paused_set = set(paused)
+        if not more_trials_waiting:
+            # no more trials will join: brackets left unfilled are processed now
+            for band in self._bands:
+                for b in band:
+                    if (
+                        b is not None
+                        and b.live
+                        and not b.filled()
+                        and not b.finished()
+                        and b.cur_iter_done()
+                        and not b.to_unpause
+                    ):
+                        self._process_bracket(b, current=None)
         for band in self._bands:
             brackets = [b for b in band if b is not None]
             for bracket in sorted(brackets, key=lambda b: b.completion()):

@@ -1,8 +1,9 @@
 """Median stopping (Ray's ``MedianStoppingRule``, after Google Vizier).
 
-At time ``t`` past ``grace_period``, a trial whose best score is below the median of the other
-trials' running means (their scores between ``grace_period`` and ``t``, over trials that have
-reached ``t``) stops, once at least ``min_samples_required`` other trials are comparable. With
+At time ``t >= grace_period``, a trial whose best score so far is strictly worse than the median
+of the other trials' running means (their scores between ``grace_period`` and ``t``, over trials
+that have reached ``t``; non-finite means ignored) stops, once at least
+``min_samples_required`` such means exist. With
 too few comparable trials it PAUSEs to yield its slot when other trials are waiting and
 ``min_time_slice`` has passed since it last paused, as Ray does. Every result after the grace
 period is a decision point.
@@ -13,6 +14,7 @@ two floats per result and nothing else.
 
 from __future__ import annotations
 
+import math
 import statistics
 from array import array
 from typing import Any
@@ -69,15 +71,16 @@ class MedianStoppingRule(TrialScheduler):
         if t < self._grace_period:
             return self.CONTINUE
         others = [tid for tid, ts in self._times.items() if ts[-1] >= t and tid != trial_id]
-        if len(others) < self._min_samples_required:
+        means = [m for m in (self._running_mean(tid, t) for tid in others) if math.isfinite(m)]
+        if len(means) < self._min_samples_required:
             pause = t - self._last_pause.get(trial_id, float("-inf")) > self._min_time_slice
             if pause and self.context.has_waiting_trials():
                 self._last_pause[trial_id] = t
                 return self.PAUSE
             return self.CONTINUE
-        median = statistics.median(self._running_mean(tid, t) for tid in others)
+        median = statistics.median(means)
         best = max(self._scores[trial_id])
-        if best < median and t > self._grace_period:
+        if best < median:  # strictly worse than the median (Ray 2.60)
             self._stopped.add(trial_id)
             return self.STOP if self._hard_stop else self.PAUSE
         return self.CONTINUE

@@ -337,10 +337,12 @@ class PopulationBasedTraining(TrialScheduler):
         self._forget(trial_id)
 
     def choose_trial_to_resume(self, paused: list[str], more_trials_waiting: bool) -> str | None:
-        # Ray's FIFO: new (PENDING) trials first, then paused ones in order
+        # Ray: the waiting trial with the least training time runs next (a new trial has none)
         if more_trials_waiting or not paused:
             return None
-        return paused[0]
+        return min(
+            paused, key=lambda t: self._states[t].last_train_time if t in self._states else 0
+        )
 
     def decision_points(self, trial_id: str) -> DecisionPoints:
         state = self._states.get(trial_id)

@@ -143,6 +143,8 @@ class SchedulerContext(Protocol):
 
     def has_waiting_trials(self) -> bool: ...
 
+    def more_trials_expected(self) -> bool: ...
+
     def latest_checkpoint(self, trial_id: str) -> str | None: ...
 
 
@@ -159,6 +161,9 @@ class _StandaloneContext:
 
     def has_waiting_trials(self) -> bool:
         return self.waiting
+
+    def more_trials_expected(self) -> bool:
+        return False
 
     def latest_checkpoint(self, trial_id: str) -> str | None:
         return self.checkpoints.get(trial_id)

@@ -114,9 +114,12 @@ class S3Server:
             f"-master.port.grpc={port['master.grpc']}",
             # Small volumes: the default 30 GiB limit would reserve far more than tests write.
             "-master.volumeSizeLimitMB=128",
+            # One master: no need to wait out a multi-node election.
+            "-master.electionTimeout=500ms",
+            "-master.heartbeatInterval=100ms",
             f"-volume.port={port['volume']}",
             f"-volume.port.grpc={port['volume.grpc']}",
-            "-volume.max=64",
+            "-volume.max=0",  # as many as the disk holds: each bucket takes 7 volumes
             "-volume.preStopSeconds=0",
             "-filer",
             f"-filer.port={port['filer']}",
@@ -148,7 +151,7 @@ class S3Server:
     def _probe(self) -> bool:
         # Ready means the whole path works (gateway, filer, a writable volume), not only that
         # the port is open: create a bucket, write to it and remove both.
-        client = self.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
+        client = self.client(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1})
         bucket = "kubetune-readiness-probe"
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=bucket)

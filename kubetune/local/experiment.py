@@ -55,6 +55,7 @@ class LocalExperiment:
     def __init__(self, tuner: Tuner) -> None:
         self.tuner = tuner
         tc, rc = tuner.tune_config, tuner.run_config
+        self._validate_trainable()  # before anything is written
         restore = tuner._restore
         if restore is not None:
             self.local_dir, self.uri = restore["local_dir"], restore["storage_uri"]
@@ -85,7 +86,6 @@ class LocalExperiment:
         if not os.access(self.local_dir, os.W_OK):
             raise StorageError(f"the experiment directory {self.local_dir} is not writable")
         self.metric, self.mode = tc.metric, tc.mode
-        self._validate_trainable()
 
     # -- preparation ------------------------------------------------------------------------
     def _validate_trainable(self) -> None:

@@ -156,9 +156,10 @@ class ResultGrid:
             metrics = dict(history[-1]) if history else None
             if metrics is not None and trial.get("status") == "TERMINATED":
                 metrics["done"] = True
+            by_name = {r["checkpoint_dir_name"]: r for r in history if r.get("checkpoint_dir_name")}
             checkpoints = [
-                (Checkpoint.from_directory(os.path.join(trial_local, name)), m)
-                for name, m in trial.get("checkpoints", [])
+                (Checkpoint.from_directory(os.path.join(trial_local, name)), by_name.get(name, {}))
+                for name in trial.get("checkpoints", [])
                 if os.path.isdir(os.path.join(trial_local, name))
             ]
             latest = trial.get("latest_checkpoint")

@@ -1,0 +1,202 @@
+"""Local mode through Tuner.fit(): the reference page's examples end to end, schedulers,
+failures and bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from kubetune import air, tune
+from kubetune.tune.schedulers import ASHAScheduler
+
+from . import trainables as T
+
+FINAL = T.objective(19, 2, 4)
+
+
+def fit(trainable, **kwargs):
+    kwargs.setdefault("run_config", air.RunConfig(verbose=0))
+    return tune.Tuner(trainable, **kwargs).fit()
+
+
+def test_function_api_reference_example():
+    results = fit(T.every_step, param_space={"a": 2, "b": 4})
+    assert len(results) == 1 and results.num_errors == 0
+    metrics = results[0].metrics
+    assert math.isclose(metrics["score"], FINAL)
+    assert metrics["training_iteration"] == 20
+    assert metrics["done"] is True
+    assert results[0].config == {"a": 2, "b": 4}
+
+
+def test_function_api_returned_final_metrics():
+    results = fit(T.returns_final, param_space={"a": 2, "b": 4})
+    assert math.isclose(results[0].metrics["score"], FINAL)
+
+
+def test_function_api_checkpointing_example():
+    results = fit(T.train_func)
+    result = results[0]
+    assert result.metrics["training_iteration"] == 2
+    assert result.checkpoint is not None
+    assert result.checkpoint.to_dict() == {"step": 1}
+    assert os.path.basename(result.checkpoint.path) == "checkpoint_000001"
+
+
+def test_class_api_reference_example():
+    class Trainable(tune.Trainable):
+        def setup(self, config: dict):
+            self.x = 0
+            self.a = config["a"]
+            self.b = config["b"]
+
+        def step(self):
+            score = T.objective(self.x, self.a, self.b)
+            self.x += 1
+            return {"score": score}
+
+    results = fit(
+        Trainable,
+        run_config=air.RunConfig(stop={"training_iteration": 20}, verbose=0),
+        param_space={"a": 2, "b": 4},
+    )
+    assert math.isclose(results[0].metrics["score"], FINAL)
+    assert results[0].metrics["training_iteration"] == 20
+
+
+def test_class_api_checkpoint_at_end_and_frequency():
+    results = fit(
+        T.Counter,
+        param_space={"a": 1},
+        run_config=air.RunConfig(
+            stop={"training_iteration": 25},
+            checkpoint_config=air.CheckpointConfig(checkpoint_frequency=10, checkpoint_at_end=True),
+            verbose=0,
+        ),
+    )
+    result = results[0]
+    names = sorted(os.path.basename(c.path) for c, _ in result.best_checkpoints)
+    assert names == ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]
+    assert result.checkpoint.to_dict() == {"n": 25}
+
+
+def test_grid_and_random_search_with_best_result():
+    results = fit(
+        T.every_step,
+        param_space={"a": tune.grid_search([1, 2, 3]), "b": tune.uniform(0, 1)},
+        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=2, seed=3),
+    )
+    assert len(results) == 6
+    best = results.get_best_result()
+    assert best.config["a"] == 3
+    assert best.metrics["score"] == max(r.metrics["score"] for r in results)
+    worst = results.get_best_result(metric="score", mode="min")
+    assert worst.config["a"] == 1
+    df = results.get_dataframe()
+    assert len(df) == 6 and "config/a" in df.columns
+    assert len(results[0].metrics_dataframe) == 20
+
+
+def test_asha_terminates_trials_early():
+    scheduler = ASHAScheduler(max_t=16, grace_period=1, reduction_factor=2)
+    results = fit(
+        T.curve,
+        param_space={
+            "level": tune.grid_search([0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]),
+            "iters": 16,
+        },
+        tune_config=tune.TuneConfig(
+            metric="acc", mode="max", scheduler=scheduler, max_concurrent_trials=2
+        ),
+    )
+    iterations = {r.config["level"]: r.metrics["training_iteration"] for r in results}
+    # good trials come first, so ASHA has a bar to cut the later, worse ones at
+    assert iterations[0.8] == 16  # the best trial runs to max_t
+    stopped = [it for it in iterations.values() if it < 16]
+    assert stopped, iterations
+    # stopped exactly at rung milestones, never past one
+    assert set(stopped) <= {1, 2, 4, 8}, iterations
+
+
+def test_failing_trainable_ends_with_a_summary(capsys):
+    results = tune.Tuner(
+        T.always_fails,
+        param_space={"k": tune.grid_search([1, 2, 3])},
+        run_config=air.RunConfig(verbose=1),
+    ).fit()
+    assert results.num_errors == 3
+    assert "bad trainable" in str(results.errors[0])
+    err = capsys.readouterr().err
+    assert "3 errored" in err and "every trial failed" in err
+    assert "error.txt" in err
+
+
+def test_retries_from_checkpoint_up_to_max_failures(tmp_path):
+    # always_fails never gets past its first report: each retry fails again
+    results = fit(
+        T.always_fails,
+        run_config=air.RunConfig(failure_config=air.FailureConfig(max_failures=2), verbose=0),
+    )
+    state = os.path.join(results.experiment_path, "experiment_state.json")
+    import json
+
+    trial = json.load(open(state))["trials"][0]
+    assert trial["num_failures"] == 3 and trial["status"] == "ERROR"
+
+
+def test_storage_path_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="cannot create storage directory"):
+        fit(T.every_step, run_config=air.RunConfig(storage_path=str(blocker / "sub"), verbose=0))
+
+
+def test_more_gpus_than_the_machine_has_fails_before_running(tmp_path):
+    wrapped = tune.with_resources(T.every_step, {"gpu": 64})
+    with pytest.raises(ValueError, match="needs 64 GPUs but this machine has"):
+        fit(wrapped, param_space={"a": 1, "b": 1})
+    assert not (tmp_path / "results").exists()  # nothing was written
+
+
+def test_checkpoint_frequency_with_function_api_is_refused():
+    with pytest.raises(ValueError, match="only work with the Class API"):
+        fit(
+            T.train_func,
+            run_config=air.RunConfig(
+                checkpoint_config=air.CheckpointConfig(checkpoint_frequency=2), verbose=0
+            ),
+        )
+
+
+def test_same_name_twice_is_refused():
+    fit(
+        T.returns_final,
+        param_space={"a": 1, "b": 1},
+        run_config=air.RunConfig(name="twice", verbose=0),
+    )
+    with pytest.raises(FileExistsError, match="already holds an experiment"):
+        fit(
+            T.returns_final,
+            param_space={"a": 1, "b": 1},
+            run_config=air.RunConfig(name="twice", verbose=0),
+        )
+
+
+def test_with_parameters_objects_are_stored_once():
+    data = list(range(1000))
+
+    def train(config, data=None):
+        from kubetune.air import session
+
+        session.report({"total": sum(data)})
+
+    results = fit(
+        tune.with_parameters(train, data=data), param_space={"k": tune.grid_search([1, 2])}
+    )
+    assert [r.metrics["total"] for r in results] == [sum(data)] * 2
+    params = os.path.join(results.experiment_path, ".kubetune", "params")
+    assert os.listdir(params) == ["data.pkl"]
+    size = os.path.getsize(os.path.join(results.experiment_path, ".kubetune", "trainable.pkl"))
+    assert size < 20_000  # the data travels beside the trainable, not inside it

@@ -1,0 +1,113 @@
+"""Trainables for the local-mode tests (importable by trial processes)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from kubetune import tune
+from kubetune.air import session
+from kubetune.air.checkpoint import Checkpoint
+
+
+def objective(x, a, b):
+    return a * (x**0.5) + b
+
+
+def every_step(config):
+    for x in range(20):
+        session.report({"score": objective(x, config["a"], config["b"])})
+
+
+def returns_final(config):
+    final = 0.0
+    for x in range(20):
+        final = objective(x, config["a"], config["b"])
+    return {"score": final}
+
+
+def train_func(config):
+    epochs = config.get("epochs", 2)
+    start = 0
+    loaded = session.get_checkpoint()
+    if loaded:
+        start = loaded.to_dict()["step"] + 1
+    for step in range(start, epochs):
+        session.report(
+            {"metric": "my_metric", "step": step}, checkpoint=Checkpoint.from_dict({"step": step})
+        )
+
+
+def slow_checkpointing(config):
+    """Reports every 50 ms with a checkpoint; writes its pid so a test can kill it."""
+    start = 0
+    loaded = session.get_checkpoint()
+    if loaded:
+        start = loaded.to_dict()["step"] + 1
+    with open(os.path.join(config["pid_dir"], f"{session.get_trial_id()}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    for step in range(start, config["steps"]):
+        time.sleep(config.get("sleep", 0.05))
+        session.report(
+            {"step": step, "score": step}, checkpoint=Checkpoint.from_dict({"step": step})
+        )
+
+
+def curve(config):
+    """A learning curve whose level is config["level"]: better trials are higher throughout."""
+    for i in range(1, config.get("iters", 20) + 1):
+        session.report({"acc": config["level"] * (1 - 1 / (i + 1))})
+
+
+def always_fails(config):
+    session.report({"x": 1})
+    raise RuntimeError(f"bad trainable (config {config})")
+
+
+def sleeps_between_reports(config):
+    for i in range(1000):
+        session.report({"i": i})
+        time.sleep(0.05)
+
+
+class Counter(tune.Trainable):
+    def setup(self, config):
+        self.n = 0
+        self.resets = 0
+        self.pid = os.getpid()
+
+    def step(self):
+        self.n += 1
+        return {
+            "n": self.n,
+            "score": self.config["a"] * self.n,
+            "pid": self.pid,
+            "resets": self.resets,
+        }
+
+    def save_checkpoint(self, d):
+        return {"n": self.n}
+
+    def load_checkpoint(self, c):
+        self.n = c["n"]
+
+    def reset_config(self, new_config):
+        self.config = new_config
+        self.n = 0
+        self.resets += 1
+        return True
+
+
+class PBTCounter(tune.Trainable):
+    def setup(self, config):
+        self.value = 0.0
+
+    def step(self):
+        self.value += self.config["lr"]
+        return {"value": self.value, "lr": self.config["lr"]}
+
+    def save_checkpoint(self, d):
+        return {"value": self.value}
+
+    def load_checkpoint(self, c):
+        self.value = c["value"]

@@ -363,6 +363,50 @@ class ExperimentEngine:
     def on_tick(self, now: float) -> list[Action]:
         return self._after_event(now)
 
+    def resume_trial(self, trial_id: str, now: float, from_checkpoint: bool = True) -> list[Action]:
+        """After a driver restart (``Tuner.restore``): start a trial again.
+
+        A trial that was running (or about to start) when the driver stopped is still active
+        here; it restarts from its latest checkpoint (or from scratch). An errored trial is
+        revived (``resume_errored`` / ``restart_errored``): its failures are forgotten and it
+        takes a slot again, so a finished experiment goes on.
+        """
+        rec = self._get(trial_id)
+        out: list[Action] = []
+        if rec.status == ERROR:
+            rec.error = None
+            rec.num_failures = 0
+            rec.ended_at = None
+            self._num_active += 1
+            if self._finished is not None and not self._stopping:
+                self._finished = None
+        elif rec.status not in ACTIVE:
+            return out
+        rec.status = PENDING
+        restore = self._restore_source(rec) if from_checkpoint else None
+        if restore is not None:
+            self._pin(rec.trial_id, restore)
+        out.append(
+            ResumeTrial(
+                trial_id,
+                rec.config,
+                restore,
+                reason="restore",
+                decision_points=self.scheduler.decision_points(trial_id),
+            )
+        )
+        return out
+
+    def stop_trial(self, trial_id: str, now: float, reason: str) -> list[Action]:
+        """End an active or paused trial as TERMINATED (``resume_unfinished=False``)."""
+        rec = self._get(trial_id)
+        out: list[Action] = []
+        if rec.status in ACTIVE or rec.status == PAUSED:
+            self._complete(rec, rec.last_result, now, out, reason=reason, emit=True)
+            self.scheduler.on_trial_remove(trial_id)
+            self._after(now, out)
+        return out
+
     def stop_experiment(self, now: float, reason: str = "stopped by request") -> list[Action]:
         out: list[Action] = []
         if not self._finished:

@@ -200,8 +200,9 @@ class ExperimentPlateauStopper(Stopper):
     results, every trial stops.
     """
 
-    def __init__(self, metric: str, std: float = 0.001, top: int = 10, mode: str = "min",
-                 patience: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, metric: str, std: float = 0.001, top: int = 10, mode: str = "min", patience: int = 0
+    ) -> None:
         if not metric:
             raise ConfigError("metric", "ExperimentPlateauStopper needs `metric`")
         check_mode(mode, allow_none=False)

@@ -878,8 +878,9 @@ class ExperimentEngine:
                 raise ConfigError(
                     key, f"state was saved with {st[key]['type']}, got {type(obj).__name__}"
                 )
-        engine = cls(config, search_alg=search_alg, scheduler=scheduler, stopper=stopper,
-                     seed=st["seed"])  # fmt: skip
+        engine = cls(
+            config, search_alg=search_alg, scheduler=scheduler, stopper=stopper, seed=st["seed"]
+        )
         engine.searcher.set_state(st["searcher"]["state"])
         engine.scheduler.set_state(st["scheduler"]["state"])
         engine.stopper.set_state(st["stopper"])

@@ -200,10 +200,14 @@ class HyperBandScheduler(TrialScheduler):
                     continue
                 band.append(
                     _Bracket(
-                        self._n0(s), self._r0(s), int(self._max_t), self._eta, s,
+                        self._n0(s),
+                        self._r0(s),
+                        int(self._max_t),
+                        self._eta,
+                        s,
                         self._stop_last_trials,
                     )
-                )  # fmt: skip
+                )
                 self._cur = (self._band_idx, len(band) - 1)
                 break
         assert self._cur is not None

@@ -33,8 +33,9 @@ def engine(space=None, stopper=None, scheduler=None, **kw) -> ExperimentEngine:
     kw.setdefault("metric", "acc")
     kw.setdefault("mode", "max")
     space = space if space is not None else {"x": S.uniform(0, 1)}
-    return ExperimentEngine(EngineConfig(param_space=space, **kw), scheduler=scheduler,
-                            stopper=stopper, seed=1)  # fmt: skip
+    return ExperimentEngine(
+        EngineConfig(param_space=space, **kw), scheduler=scheduler, stopper=stopper, seed=1
+    )
 
 
 def acc(cfg, tid, it):
@@ -76,7 +77,11 @@ def test_dict_stop_criteria_with_nested_key() -> None:
 
 
 def test_function_and_stopper_objects() -> None:
-    sim = Sim(engine(num_samples=2, stopper=lambda tid, r: r["acc"] > 1.5), lambda c, t, it: {"acc": it}, max_iter=9).run()
+    sim = Sim(
+        engine(num_samples=2, stopper=lambda tid, r: r["acc"] > 1.5),
+        lambda c, t, it: {"acc": it},
+        max_iter=9,
+    ).run()
     assert set(sim.stopped_at().values()) == {2}
     sim = Sim(engine(num_samples=2, stopper=MaximumIterationStopper(4)), acc, max_iter=9).run()
     assert set(sim.stopped_at().values()) == {4}
@@ -84,20 +89,28 @@ def test_function_and_stopper_objects() -> None:
 
 def test_stop_all_ends_the_experiment() -> None:
     stopper = ExperimentPlateauStopper("acc", std=0.1, top=2, mode="max")
-    sim = Sim(engine(num_samples=4, max_concurrent_trials=2, stopper=stopper), lambda c, t, it: {"acc": 1.0}, max_iter=9).run()
+    sim = Sim(
+        engine(num_samples=4, max_concurrent_trials=2, stopper=stopper),
+        lambda c, t, it: {"acc": 1.0},
+        max_iter=9,
+    ).run()
     assert sim.finished.reason == "stopper.stop_all()"
     assert len([a for a in sim.actions if a["type"] == "CreateTrial"]) == 2
     assert sim.engine.counts()["TERMINATED"] == 2
 
 
 def test_timeout_stopper_uses_event_time() -> None:
-    sim = Sim(engine(num_samples=50, max_concurrent_trials=1, stopper=TimeoutStopper(5)), acc, max_iter=3).run()
+    sim = Sim(
+        engine(num_samples=50, max_concurrent_trials=1, stopper=TimeoutStopper(5)), acc, max_iter=3
+    ).run()
     assert sim.finished.reason == "stopper.stop_all()"
     assert sim.now <= 7
 
 
 def test_time_budget() -> None:
-    sim = Sim(engine(num_samples=20, max_concurrent_trials=2, time_budget_s=10), acc, max_iter=100).run()
+    sim = Sim(
+        engine(num_samples=20, max_concurrent_trials=2, time_budget_s=10), acc, max_iter=100
+    ).run()
     assert sim.finished.reason == "time budget exhausted"
     assert sim.now <= 11
     assert all(s in ("TERMINATED",) for s in (r.status for r in sim.engine.trials.values()))
@@ -105,7 +118,9 @@ def test_time_budget() -> None:
 
 def test_retry_from_latest_checkpoint_then_error() -> None:
     fail = {("00000", 5): "error", ("00000", 6): "lost", ("00000", 7): "error"}
-    sim = Sim(engine(num_samples=2, max_failures=2), acc, max_iter=8, checkpoint_every=2, fail_at=fail).run()
+    sim = Sim(
+        engine(num_samples=2, max_failures=2), acc, max_iter=8, checkpoint_every=2, fail_at=fail
+    ).run()
     retries = [a for a in sim.actions if a["type"] == "ResumeTrial"]
     assert [r["reason"] for r in retries] == ["retry", "retry"]
     assert retries[0]["restore_from"]["checkpoint_dir_name"] == ckpt_name(4)
@@ -121,13 +136,19 @@ def test_retry_from_latest_checkpoint_then_error() -> None:
 
 def test_infinite_retries() -> None:
     fail = {("00000", 2): "error", ("00000", 3): "error", ("00000", 4): "error"}
-    sim = Sim(engine(num_samples=1, max_failures=-1), acc, max_iter=5, checkpoint_every=1, fail_at=fail).run()
+    sim = Sim(
+        engine(num_samples=1, max_failures=-1), acc, max_iter=5, checkpoint_every=1, fail_at=fail
+    ).run()
     assert sim.engine.trials[sim.order[0]].status == "TERMINATED"
 
 
 def test_fail_fast() -> None:
-    sim = Sim(engine(num_samples=6, max_concurrent_trials=3, fail_fast=True), acc, max_iter=5,
-              fail_at={("00001", 2): "error"}).run()  # fmt: skip
+    sim = Sim(
+        engine(num_samples=6, max_concurrent_trials=3, fail_fast=True),
+        acc,
+        max_iter=5,
+        fail_at={("00001", 2): "error"},
+    ).run()
     assert sim.finished.status == "FAILED"
     assert "fail_fast" in sim.finished.reason
     counts = sim.engine.counts()
@@ -143,7 +164,11 @@ def test_missing_metric_errors_the_trial_not_the_experiment() -> None:
     sim = Sim(engine(num_samples=3, scheduler=sched), curve, max_iter=3).run()
     bad = sim.engine.trials[sim.order[1]]
     assert bad.status == "ERROR"
-    assert sim.order[1] in bad.error and "`acc`" in bad.error and "AsyncHyperBandScheduler" in bad.error
+    assert (
+        sim.order[1] in bad.error
+        and "`acc`" in bad.error
+        and "AsyncHyperBandScheduler" in bad.error
+    )
     assert [r.status for r in sim.engine.trials.values()].count("TERMINATED") == 2
     stop = next(a for a in sim.actions if a["type"] == "StopTrial" and a["status"] == "ERROR")
     assert stop["trial_id"] == sim.order[1]
@@ -164,29 +189,42 @@ def test_done_result_ends_the_trial_and_late_events_are_ignored() -> None:
 
 
 def test_checkpoints_by_score() -> None:
-    ck = CheckpointSettings(num_to_keep=2, checkpoint_score_attribute="acc", checkpoint_score_order="max")
+    ck = CheckpointSettings(
+        num_to_keep=2, checkpoint_score_attribute="acc", checkpoint_score_order="max"
+    )
     e = engine(num_samples=1, checkpoint=ck)
     tid = e.start(0)[0].trial_id
     deleted = []
     for it, a in enumerate([0.5, 0.9, 0.1, 0.7, 0.2], start=1):
-        resp = e.on_result(tid, {"training_iteration": it, "acc": a, "checkpoint_dir_name": ckpt_name(it)}, it)
+        resp = e.on_result(
+            tid, {"training_iteration": it, "acc": a, "checkpoint_dir_name": ckpt_name(it)}, it
+        )
         deleted += [d.checkpoint_dir_name for d in resp if isinstance(d, DeleteCheckpoint)]
     # kept: the best two (0.9 @2, 0.7 @4) and always the latest (@5)
     assert sorted(deleted) == [ckpt_name(1), ckpt_name(3)]
     assert e.trial_summary(tid)["checkpoints"] == [ckpt_name(5), ckpt_name(4), ckpt_name(2)]
     assert e.best_checkpoint(tid) == CheckpointRef(tid, ckpt_name(2))
-    assert e.trial_summary(tid)["latest_checkpoint"] == {"trial_id": tid, "checkpoint_dir_name": ckpt_name(5)}
+    assert e.trial_summary(tid)["latest_checkpoint"] == {
+        "trial_id": tid,
+        "checkpoint_dir_name": ckpt_name(5),
+    }
     # the next checkpoint (0.8) leaves 0.9 and 0.8; the old latest and 0.7 go (Ray's rule)
-    resp = e.on_result(tid, {"training_iteration": 6, "acc": 0.8, "checkpoint_dir_name": ckpt_name(6)}, 6)
+    resp = e.on_result(
+        tid, {"training_iteration": 6, "acc": 0.8, "checkpoint_dir_name": ckpt_name(6)}, 6
+    )
     gone = [d.checkpoint_dir_name for d in resp if isinstance(d, DeleteCheckpoint)]
     assert sorted(gone) == [ckpt_name(4), ckpt_name(5)]
 
 
 def test_checkpoints_min_order_and_newest() -> None:
-    ck = CheckpointSettings(num_to_keep=1, checkpoint_score_attribute="loss", checkpoint_score_order="min")
+    ck = CheckpointSettings(
+        num_to_keep=1, checkpoint_score_attribute="loss", checkpoint_score_order="min"
+    )
     e = engine(num_samples=1, checkpoint=ck)
     tid = e.start(0)[0].trial_id
-    e.on_result(tid, {"training_iteration": 1, "acc": 1, "loss": 0.5, "checkpoint_dir_name": "c1"}, 1)
+    e.on_result(
+        tid, {"training_iteration": 1, "acc": 1, "loss": 0.5, "checkpoint_dir_name": "c1"}, 1
+    )
     out = e.on_checkpoint(tid, "c2", {"loss": 0.2})
     assert [d.checkpoint_dir_name for d in out] == ["c1"]
     assert e.best_checkpoint(tid).checkpoint_dir_name == "c2"
@@ -242,7 +280,10 @@ def test_best_trial_scopes() -> None:
         ({"max_failures": -2}, "max_failures"),
         ({"fail_fast": True, "max_failures": 1}, "fail_fast"),
         ({"checkpoint": CheckpointSettings(num_to_keep=0)}, "checkpoint.num_to_keep"),
-        ({"checkpoint": CheckpointSettings(checkpoint_score_order="up")}, "checkpoint.checkpoint_score_order"),
+        (
+            {"checkpoint": CheckpointSettings(checkpoint_score_order="up")},
+            "checkpoint.checkpoint_score_order",
+        ),
         ({"param_space": [1]}, "param_space"),
     ],
 )
@@ -284,7 +325,12 @@ def test_decision_points_semantics() -> None:
     assert [t for t in range(1, 20) if dp.is_due(t, t - 1)] == [4, 16]
     assert dp.is_due(5, prev=3)  # first result past a milestone
     pbt = DecisionPoints("time_total_s", interval=10, anchor=0, start=5)
-    assert not pbt.is_due(9.9) and pbt.is_due(10) and not pbt.is_due(15, last=10) and pbt.is_due(20, last=10)
+    assert (
+        not pbt.is_due(9.9)
+        and pbt.is_due(10)
+        and not pbt.is_due(15, last=10)
+        and pbt.is_due(20, last=10)
+    )
     med = DecisionPoints("t", start=3, every_result=True)
     assert not med.is_due(2) and med.is_due(3)
     assert DecisionPoints().is_empty()

@@ -47,7 +47,9 @@ def make_scheduler(kind: str) -> Any:
     if kind == "hyperband":
         return HyperBandScheduler(max_t=9, reduction_factor=3)
     if kind == "median":
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=2, min_samples_required=2)
+        return MedianStoppingRule(
+            time_attr="training_iteration", grace_period=2, min_samples_required=2
+        )
     return PopulationBasedTraining(
         time_attr="training_iteration",
         perturbation_interval=3,
@@ -100,11 +102,15 @@ def build(sc: dict[str, Any], engine: ExperimentEngine | None = None) -> Sim:
         max_concurrent_trials=sc["max_concurrent"],
         max_failures=sc["max_failures"],
         time_budget_s=sc["budget"],
-        checkpoint=CheckpointSettings(num_to_keep=sc["num_to_keep"], checkpoint_score_attribute="acc"),
+        checkpoint=CheckpointSettings(
+            num_to_keep=sc["num_to_keep"], checkpoint_score_attribute="acc"
+        ),
     )
     stopper = MaximumIterationStopper(sc["stop_at"]) if sc["stop_at"] else None
     if engine is None:
-        engine = ExperimentEngine(config, scheduler=make_scheduler(sc["scheduler"]), stopper=stopper, seed=sc["seed"])
+        engine = ExperimentEngine(
+            config, scheduler=make_scheduler(sc["scheduler"]), stopper=stopper, seed=sc["seed"]
+        )
     fail = {(f"{i:05d}", it): kind for i, it, kind in sc["failures"]}
     return Sim(engine, curve, max_iter=sc["max_iter"], checkpoint_every=1, fail_at=fail)
 
@@ -185,7 +191,9 @@ def test_snapshot_restore_continue_equals_uninterrupted(sc: dict[str, Any]) -> N
         swapped = True
         state = json.loads(s.engine.to_json())
         stopper = MaximumIterationStopper(sc["stop_at"]) if sc["stop_at"] else None
-        s.engine = ExperimentEngine.from_json(state, scheduler=make_scheduler(sc["scheduler"]), stopper=stopper)
+        s.engine = ExperimentEngine.from_json(
+            state, scheduler=make_scheduler(sc["scheduler"]), stopper=stopper
+        )
         assert json.loads(s.engine.to_json()) == state
 
     resumed.on_event = swap

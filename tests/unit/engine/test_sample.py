@@ -17,9 +17,21 @@ def draws(domain: S.Domain, n: int = 3000, seed: int = 0) -> list:
 
 
 def test_public_names_come_from_sample_module() -> None:
-    for name in ["grid_search", "choice", "uniform", "quniform", "loguniform", "qloguniform",
-                 "randn", "qrandn", "randint", "qrandint", "lograndint", "qlograndint",
-                 "sample_from"]:  # fmt: skip
+    for name in [
+        "grid_search",
+        "choice",
+        "uniform",
+        "quniform",
+        "loguniform",
+        "qloguniform",
+        "randn",
+        "qrandn",
+        "randint",
+        "qrandint",
+        "lograndint",
+        "qlograndint",
+        "sample_from",
+    ]:
         assert getattr(tune, name) is getattr(S, name)
 
 

@@ -136,8 +136,13 @@ def test_median_stopping_table() -> None:
         "D": [0, 1, 2, 2, 2, 2],
         "E": [9, 9, 9, 9, 9, 9],
     }
-    s = MedianStoppingRule(time_attr="training_iteration", metric="acc", mode="max",
-                           grace_period=2, min_samples_required=2)  # fmt: skip
+    s = MedianStoppingRule(
+        time_attr="training_iteration",
+        metric="acc",
+        mode="max",
+        grace_period=2,
+        min_samples_required=2,
+    )
     # t=2, D: A, B, C have reached t=2; their running means over [2, 2] are 2, 3, 4 -> median
     # 3 > D's best 1 -> STOP. Nobody else is ever below the median of the others.
     assert round_robin(s, curves, iters=6) == [("D", 2, "STOP")]
@@ -149,8 +154,14 @@ def test_median_stopping_min_mode_and_soft_stop() -> None:
     curves = {
         k: [-x for x in v] for k, v in {"A": [1, 2], "B": [2, 3], "C": [3, 4], "D": [0, 1]}.items()
     }
-    s = MedianStoppingRule(time_attr="training_iteration", metric="loss", mode="min",
-                           grace_period=1, min_samples_required=2, hard_stop=False)  # fmt: skip
+    s = MedianStoppingRule(
+        time_attr="training_iteration",
+        metric="loss",
+        mode="min",
+        grace_period=1,
+        min_samples_required=2,
+        hard_stop=False,
+    )
     stops = round_robin(s, curves, metric="loss", iters=2)
     assert ("D", 1, "PAUSE") in stops
 
@@ -176,8 +187,16 @@ def test_hyperband_table() -> None:
     # Bracket s=0 has no halving: all three run to 9 (the first two pause there until the
     # third arrives, then the bracket finishes and all stop).
     ids = sim.order
-    assert sim.stopped_at() == {ids[0]: 9, ids[1]: 9, ids[2]: 9, ids[3]: 9, ids[4]: 3,
-                                ids[5]: 9, ids[6]: 3, ids[7]: 3}  # fmt: skip
+    assert sim.stopped_at() == {
+        ids[0]: 9,
+        ids[1]: 9,
+        ids[2]: 9,
+        ids[3]: 9,
+        ids[4]: 3,
+        ids[5]: 9,
+        ids[6]: 3,
+        ids[7]: 3,
+    }
     paused = {a["trial_id"] for a in sim.actions if a["type"] == "PauseTrial"}
     resumed = [a["trial_id"] for a in sim.actions if a["type"] == "ResumeTrial"]
     assert {ids[3], ids[4], ids[5], ids[6]} <= paused
@@ -215,11 +234,21 @@ def test_pbt_exploits_bottom_from_top_within_space() -> None:
         "bs": [16, 32, 64],
         "opt": {"mom": S.choice([0.8, 0.9, 0.99])},
     }
-    pbt = SpyPBT(time_attr="training_iteration", perturbation_interval=2, hyperparam_mutations=mutations,
-                 quantile_fraction=0.25, resample_probability=0.25, seed=3)  # fmt: skip
-    config = EngineConfig(param_space={"lr": S.uniform(0.001, 0.1), "bs": S.choice([16, 32, 64])},
-                          metric="acc", mode="max", num_samples=8,
-                          checkpoint=__import__("kubetune.engine", fromlist=["x"]).CheckpointSettings(num_to_keep=2))  # fmt: skip
+    pbt = SpyPBT(
+        time_attr="training_iteration",
+        perturbation_interval=2,
+        hyperparam_mutations=mutations,
+        quantile_fraction=0.25,
+        resample_probability=0.25,
+        seed=3,
+    )
+    config = EngineConfig(
+        param_space={"lr": S.uniform(0.001, 0.1), "bs": S.choice([16, 32, 64])},
+        metric="acc",
+        mode="max",
+        num_samples=8,
+        checkpoint=__import__("kubetune.engine", fromlist=["x"]).CheckpointSettings(num_to_keep=2),
+    )
     engine = ExperimentEngine(config, scheduler=pbt, seed=5)
     events = []
     real = engine._exploit
@@ -254,12 +283,25 @@ def test_pbt_exploits_bottom_from_top_within_space() -> None:
 
 
 def test_pbt_pauses_to_yield_when_trials_wait() -> None:
-    pbt = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=2,
-                                  hyperparam_mutations={"lr": [0.1, 0.2, 0.3]}, seed=0)  # fmt: skip
-    config = EngineConfig(param_space={"lr": S.choice([0.1, 0.2, 0.3])}, metric="acc", mode="max",
-                          num_samples=4, max_concurrent_trials=2)  # fmt: skip
-    sim = Sim(ExperimentEngine(config, scheduler=pbt), lambda c, t, it: {"acc": c["lr"] * it},
-              max_iter=6, checkpoint_every=1).run()  # fmt: skip
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=2,
+        hyperparam_mutations={"lr": [0.1, 0.2, 0.3]},
+        seed=0,
+    )
+    config = EngineConfig(
+        param_space={"lr": S.choice([0.1, 0.2, 0.3])},
+        metric="acc",
+        mode="max",
+        num_samples=4,
+        max_concurrent_trials=2,
+    )
+    sim = Sim(
+        ExperimentEngine(config, scheduler=pbt),
+        lambda c, t, it: {"acc": c["lr"] * it},
+        max_iter=6,
+        checkpoint_every=1,
+    ).run()
     assert sim.max_active_seen <= 2
     assert any(a["type"] == "PauseTrial" for a in sim.actions)
     assert all(s == 6 for s in sim.stopped_at().values())

@@ -33,13 +33,19 @@ def test_two_grids_times_num_samples_first_key_fastest() -> None:
     total, out = expand({"a": S.grid_search([1, 2]), "b": S.grid_search(["x", "y", "z"])}, 2)
     # Ray 2.60: 12 trials, "a" varies fastest, the whole grid repeats per sample
     expected = [
-        ("0_a=1,b=x", {"a": 1, "b": "x"}), ("1_a=2,b=x", {"a": 2, "b": "x"}),
-        ("2_a=1,b=y", {"a": 1, "b": "y"}), ("3_a=2,b=y", {"a": 2, "b": "y"}),
-        ("4_a=1,b=z", {"a": 1, "b": "z"}), ("5_a=2,b=z", {"a": 2, "b": "z"}),
-        ("6_a=1,b=x", {"a": 1, "b": "x"}), ("7_a=2,b=x", {"a": 2, "b": "x"}),
-        ("8_a=1,b=y", {"a": 1, "b": "y"}), ("9_a=2,b=y", {"a": 2, "b": "y"}),
-        ("10_a=1,b=z", {"a": 1, "b": "z"}), ("11_a=2,b=z", {"a": 2, "b": "z"}),
-    ]  # fmt: skip
+        ("0_a=1,b=x", {"a": 1, "b": "x"}),
+        ("1_a=2,b=x", {"a": 2, "b": "x"}),
+        ("2_a=1,b=y", {"a": 1, "b": "y"}),
+        ("3_a=2,b=y", {"a": 2, "b": "y"}),
+        ("4_a=1,b=z", {"a": 1, "b": "z"}),
+        ("5_a=2,b=z", {"a": 2, "b": "z"}),
+        ("6_a=1,b=x", {"a": 1, "b": "x"}),
+        ("7_a=2,b=x", {"a": 2, "b": "x"}),
+        ("8_a=1,b=y", {"a": 1, "b": "y"}),
+        ("9_a=2,b=y", {"a": 2, "b": "y"}),
+        ("10_a=1,b=z", {"a": 1, "b": "z"}),
+        ("11_a=2,b=z", {"a": 2, "b": "z"}),
+    ]
     assert total == 12
     assert out == expected
 
@@ -54,9 +60,15 @@ def test_nested_grids_ordered_by_path() -> None:
     # Ray 2.60: paths sorted -> m/a fastest, then m/b, then z
     tags = [t for t, _ in out]
     assert tags == [
-        "0_a=5,b=3,z=1", "1_a=6,b=3,z=1", "2_a=5,b=4,z=1", "3_a=6,b=4,z=1",
-        "4_a=5,b=3,z=2", "5_a=6,b=3,z=2", "6_a=5,b=4,z=2", "7_a=6,b=4,z=2",
-    ]  # fmt: skip
+        "0_a=5,b=3,z=1",
+        "1_a=6,b=3,z=1",
+        "2_a=5,b=4,z=1",
+        "3_a=6,b=4,z=1",
+        "4_a=5,b=3,z=2",
+        "5_a=6,b=3,z=2",
+        "6_a=5,b=4,z=2",
+        "7_a=6,b=4,z=2",
+    ]
     assert out[5][1] == {"z": 2, "m": {"b": 3, "a": 6}, "c": 7}
     assert total == 8
 
@@ -128,8 +140,12 @@ def test_circular_sample_from_is_an_error() -> None:
 
 def test_float_tags_and_cleaning() -> None:
     _, out = expand({"a": S.grid_search([0.1, 1e-5]), "s": S.grid_search(["a b/c", "d"])})
-    assert [t for t, _ in out] == ["0_a=0.1000,s=a_b_c", "1_a=0.0000,s=a_b_c",
-                                   "2_a=0.1000,s=d", "3_a=0.0000,s=d"]  # fmt: skip
+    assert [t for t, _ in out] == [
+        "0_a=0.1000,s=a_b_c",
+        "1_a=0.0000,s=a_b_c",
+        "2_a=0.1000,s=d",
+        "3_a=0.0000,s=d",
+    ]
 
 
 def test_nested_domains_inside_grid_values_are_resolved() -> None:

@@ -84,6 +84,7 @@ from kubetune.schedulers.trial_scheduler import (
     TrialScheduler,
 )
 from kubetune.search.basic_variant import BasicVariantGenerator
+from kubetune.search.concurrency_limiter import ConcurrencyLimiter
 from kubetune.search.errors import ConfigError, check_mode
 from kubetune.search.searcher import Searcher
 from kubetune.search.variant_generator import has_unresolved
@@ -164,6 +165,15 @@ class ExperimentEngine:
 
         self._prefix = config.id_prefix()
         self._max_concurrent = config.max_concurrent_trials or 0
+        if (
+            config.num_samples == -1
+            and not self._max_concurrent
+            and not isinstance(search_alg, ConcurrencyLimiter)
+        ):
+            raise ConfigError(
+                "max_concurrent_trials",
+                "num_samples=-1 (no limit) needs max_concurrent_trials (or a ConcurrencyLimiter)",
+            )
         self._cap = None if (self._grid_searcher or config.num_samples < 0) else config.num_samples
         self._ckpt: CheckpointSettings = config.checkpoint
         self._score_sign = 1.0 if self._ckpt.checkpoint_score_order == "max" else -1.0

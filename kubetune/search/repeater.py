@@ -28,8 +28,10 @@ class Repeater(Searcher):
         self.searcher = searcher
         self.repeat = repeat
         self.set_index = set_index
-        # group: {"primary": id, "config": dict, "trials": [ids], "scores": {id: float|None}}
-        self._groups: list[dict[str, Any]] = []
+        # group number -> {"primary": id, "config": dict, "trials": [ids], "scores": {id: score}}
+        # a group is dropped once all its trials have reported, so the state stays small
+        self._groups: dict[int, dict[str, Any]] = {}
+        self._current = -1
         self._trial_group: dict[str, int] = {}
 
     @property
@@ -46,17 +48,21 @@ class Repeater(Searcher):
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        current = self._groups[-1] if self._groups else None
+        current = self._groups.get(self._current)
         if current is None or len(current["trials"]) >= self.repeat:
             config = self.searcher.suggest(trial_id)
             if not isinstance(config, dict):
                 return config
             current = {"primary": trial_id, "config": copy.deepcopy(config), "trials": []}
             current["scores"] = {}
-            self._groups.append(current)
+            previous = self._groups.get(self._current)
+            if previous is not None and previous.get("done"):
+                del self._groups[self._current]
+            self._current += 1
+            self._groups[self._current] = current
         index = len(current["trials"])
         current["trials"].append(trial_id)
-        self._trial_group[trial_id] = len(self._groups) - 1
+        self._trial_group[trial_id] = self._current
         config = copy.deepcopy(current["config"])
         if self.set_index:
             config[TRIAL_INDEX] = index
@@ -78,19 +84,24 @@ class Repeater(Searcher):
             values = [s for s in group["scores"].values() if s is not None and not math.isnan(s)]
             mean = sum(values) / len(values) if values else math.nan
             self.searcher.on_trial_complete(group["primary"], result={metric: mean}, error=error)
-            group["done"] = True
+            if index != self._current:
+                del self._groups[index]
+            else:
+                group["done"] = True
 
     def trial_tag(self, trial_id: str) -> str | None:
         return self.searcher.trial_tag(trial_id)
 
     def get_state(self) -> dict[str, Any]:
         return {
-            "groups": copy.deepcopy(self._groups),
+            "groups": {str(k): copy.deepcopy(v) for k, v in self._groups.items()},
+            "current": self._current,
             "trial_group": dict(self._trial_group),
             "searcher": self.searcher.get_state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._groups = copy.deepcopy(state["groups"])
+        self._groups = {int(k): copy.deepcopy(v) for k, v in state["groups"].items()}
+        self._current = int(state["current"])
         self._trial_group = {k: int(v) for k, v in state["trial_group"].items()}
         self.searcher.set_state(state["searcher"])

@@ -267,3 +267,21 @@ def test_optuna_unsupported_domains(space, field) -> None:
 def test_create_searcher_optuna() -> None:
     assert isinstance(create_searcher("optuna", metric="m", mode="max"), OptunaSearch)
     assert isinstance(create_searcher("variant_generator"), BasicVariantGenerator)
+
+
+def test_repeater_state_stays_small() -> None:
+    rep = Repeater(Counting(), repeat=2)
+    for i in range(6):
+        rep.suggest(f"t{i}")
+        rep.on_trial_complete(f"t{i}", {"acc": 1.0})
+    assert len(rep.get_state()["groups"]) == 1
+
+
+def test_unbounded_samples_need_a_concurrency_limit() -> None:
+    with pytest.raises(ConfigError) as info:
+        ExperimentEngine(EngineConfig(param_space={"x": S.uniform(0, 1)}, num_samples=-1))
+    assert info.value.field == "max_concurrent_trials"
+    e = ExperimentEngine(
+        EngineConfig(param_space={"x": S.uniform(0, 1)}, num_samples=-1, max_concurrent_trials=3)
+    )
+    assert len(e.start(0)) == 3

@@ -109,7 +109,11 @@ def _cmd_results(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
         from rich.table import Table
+
+        fancy = sys.stdout.isatty()
     except ImportError:
+        fancy = False
+    if not fancy:  # plain columns for pipes and scripts
         print("\t".join(header))
         for row in rows:
             print("\t".join(row))

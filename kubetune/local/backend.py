@@ -116,8 +116,27 @@ class LocalBackend:
         os.makedirs(self._specs_dir, exist_ok=True)
 
     # -- the loop ---------------------------------------------------------------------------
+    def _adopt_existing(self) -> None:
+        """Know the trials a restored engine already has (their processes are gone)."""
+        for trial_id in self.engine.trial_ids():
+            if trial_id in self.trials:
+                continue
+            summary = self.engine.trial_summary(trial_id)
+            latest = summary.get("latest_checkpoint")
+            trial = LocalTrial(
+                trial_id=trial_id,
+                name=summary["trial_name"],
+                tag=summary["experiment_tag"],
+                config=summary["config"],
+                base_resources=self.engine.trials[trial_id].resources,
+            )
+            if latest:
+                trial.checkpoints_seen.add(latest["checkpoint_dir_name"])
+            self.trials[trial_id] = trial
+
     def run(self, initial: list[Action]) -> None:
         try:
+            self._adopt_existing()
             self.apply(initial)
             while True:
                 self._launch_queued()

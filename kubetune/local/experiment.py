@@ -12,7 +12,7 @@ from kubetune.engine import trial as trial_states
 from kubetune.local.backend import LocalBackend, TrialTemplate
 from kubetune.local.progress import Progress
 from kubetune.local.resources import ResourcePool
-from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError
+from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError, read_results
 from kubetune.local.sync import DirectoryMirror
 from kubetune.local.tuner import (
     INTERNAL_DIR,
@@ -25,6 +25,7 @@ from kubetune.local.tuner import (
     static_resources,
 )
 from kubetune.storage import StorageError, open_storage
+from kubetune.trial.output import RESULT_FILE
 from kubetune.tune.helpers import store_parameters, trainable_resources
 from kubetune.tune.resources import PlacementGroupFactory, resources_to_pgf
 from kubetune.tune.trainable import Trainable
@@ -186,6 +187,14 @@ class LocalExperiment:
         """Trials that were running when the driver stopped start again from their latest
         checkpoint; errored ones only when asked."""
         actions: list[Any] = []
+        for trial_id in engine.trial_ids():
+            # The saved state may be older than the result logs: replay what it has not seen
+            # (with their checkpoints), so no result is lost and resumption starts from the
+            # newest checkpoint.
+            summary = engine.trial_summary(trial_id)
+            rows = read_results(os.path.join(self.local_dir, summary["trial_name"], RESULT_FILE))
+            for row in rows[summary["num_results"] :]:
+                actions.extend(engine.on_result(trial_id, row, now()))
         for trial_id in engine.trial_ids():
             status = engine.trial_status(trial_id)
             if status in (trial_states.RUNNING, trial_states.PENDING):

@@ -73,7 +73,7 @@ class TrialProcess:
         self._log: IO[bytes] | None = open(log_path, "ab") if log_path else None  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubetune.trial", spec_path],
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), "KUBETUNE_PARENT_PID": str(os.getpid())},
             pass_fds=(from_trial_w, to_trial_r),
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,

@@ -154,6 +154,7 @@ class TrialRunner:
 
     def _run(self) -> int:
         spec = self.spec
+        _die_with_parent()
         if spec.params_dir:
             os.environ[PARAMS_ENV] = spec.params_dir
         self.gate = open_gate(spec.gate)
@@ -388,6 +389,26 @@ class TrialRunner:
             with open(tmp, "w") as f:
                 json.dump(status, f)
             os.replace(tmp, self.spec.done_marker)
+
+
+PARENT_ENV = "KUBETUNE_PARENT_PID"
+
+
+def _die_with_parent() -> None:
+    """In local mode a trial must not outlive its driver (kill -9 of the driver included):
+    ask Linux to send SIGTERM when the parent dies, and exit if it is already gone."""
+    expected = os.environ.get(PARENT_ENV)
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(expected):
+        raise TrialExit(exit_codes.TERMINATED, "the driver exited before the trial started")
 
 
 def _read_trial_meta(directory: str) -> dict[str, Any]:

@@ -141,8 +141,9 @@ def test_retries_from_checkpoint_up_to_max_failures(tmp_path):
     )
     state = os.path.join(results.experiment_path, "experiment_state.json")
     import json
+    from pathlib import Path
 
-    trial = json.load(open(state))["trials"][0]
+    trial = json.loads(Path(state).read_text())["trials"][0]
     assert trial["num_failures"] == 3 and trial["status"] == "ERROR"
 
 

@@ -322,6 +322,9 @@ def sidecar(**extra: Any) -> JSON:
 MAIN_CODE = """
     import os, pathlib, sys, time
     shared = pathlib.Path(os.environ["SHARED"])
+    deadline = time.time() + float(os.environ.get("WAIT_READY", "0"))
+    while not (shared / "ready").exists() and time.time() < deadline:
+        time.sleep(0.05)
     if not (shared / "ready").exists():
         print("main started before the sidecar was ready", flush=True)
         sys.exit(1)
@@ -331,11 +334,14 @@ MAIN_CODE = """
 """
 
 
-def main_container() -> JSON:
+def main_container(wait_ready: float = 0) -> JSON:
     return py(
         "main",
         MAIN_CODE,
-        env=[{"name": "SHARED", "value": "/shared"}],
+        env=[
+            {"name": "SHARED", "value": "/shared"},
+            {"name": "WAIT_READY", "value": str(wait_ready)},
+        ],
         volumeMounts=[{"name": "shared", "mountPath": "/shared"}],
     )
 
@@ -346,7 +352,7 @@ def test_native_sidecar_pod_completes_when_main_exits(kubelet: TestKubelet, name
         pod_path(namespace),
         pod(
             "with-sidecar",
-            [main_container()],
+            [main_container(wait_ready=10)],  # no startup probe: no ordering guarantee
             initContainers=[sidecar()],
             volumes=[{"name": "shared", "emptyDir": {}}],
         ),
@@ -751,3 +757,14 @@ def test_image_entrypoints_and_command_map(kubelet_factory: KubeletFactory, name
         assert done["status"]["phase"] == "Succeeded", kl.logs(namespace, name, "main")
     assert "['--lr', '0.1']" in kl.logs(namespace, "entry", "main")
     assert "hello via command_map" in kl.logs(namespace, "mapped", "main")
+
+
+def test_active_deadline_fails_the_pod(kubelet: TestKubelet, namespace: str) -> None:
+    kubelet.api.create(
+        pod_path(namespace),
+        pod("late", [container("main", "sleep", "60")], activeDeadlineSeconds=1),
+    )
+    done = kubelet.wait_for_phase(namespace, "late", timeout=20)
+    assert done["status"]["phase"] == "Failed"
+    assert done["status"]["reason"] == "DeadlineExceeded"
+    assert status_of(done, "main")["state"]["terminated"]["exitCode"] == 143  # SIGTERM

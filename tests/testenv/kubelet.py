@@ -636,6 +636,20 @@ class TestKubelet:
         path = self.pod_dir(namespace, name) / "logs" / f"{container}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def wait_for_phase(
+        self, namespace: str, name: str, *phases: str, timeout: float = 30.0
+    ) -> JSON:
+        """Poll the pod until its phase is one of ``phases`` (default: a terminal one)."""
+        want = phases or ("Succeeded", "Failed")
+        deadline = time.monotonic() + timeout
+        pod: JSON = {}
+        while time.monotonic() < deadline:
+            pod = self.api.get(pod_path(namespace, name))
+            if (pod.get("status") or {}).get("phase") in want:
+                return pod
+            time.sleep(0.05)
+        raise TimeoutError(f"pod {namespace}/{name} not in {want} after {timeout}s: {pod}")
+
     def running_pods(self) -> int:
         with self._lock:
             return len(self._pods)

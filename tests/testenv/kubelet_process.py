@@ -60,6 +60,10 @@ class _Shutdown(Exception):
     pass
 
 
+class _DeadlineExceeded(Exception):
+    pass
+
+
 def deletion_grace(pod: JSON) -> float:
     meta = pod.get("metadata", {})
     if meta.get("deletionGracePeriodSeconds") is not None:
@@ -106,6 +110,8 @@ class ProcessPodRunner:
         self._last_status: JSON | None = None
         self._conditions: dict[str, JSON] = {}
         self._stop_probes = threading.Event()
+        deadline = spec.get("activeDeadlineSeconds")
+        self.active_deadline = time.monotonic() + float(deadline) if deadline else None
         self.thread = threading.Thread(
             target=self._run, name=f"pod-{self.namespace}/{self.name}", daemon=True
         )
@@ -140,7 +146,10 @@ class ProcessPodRunner:
     def _run(self) -> None:
         try:
             try:
-                self._lifecycle()
+                try:
+                    self._lifecycle()
+                except _DeadlineExceeded:
+                    self._deadline_exceeded()
                 while True:  # terminal: wait for the deletion to confirm it
                     self._pump(None)
             except _Deleting as d:
@@ -233,6 +242,20 @@ class ProcessPodRunner:
             if policy == "Never":
                 return False
             self._schedule_restart(name)
+
+    def _deadline_exceeded(self) -> None:
+        """activeDeadlineSeconds passed: the kubelet kills the pod and fails it."""
+        self.active_deadline = None
+        self.status_reason = "DeadlineExceeded"
+        self.status_message = "Pod was active on the node longer than the specified deadline"
+        self.terminating = True
+        grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+        self._stop_containers(time.monotonic() + grace)
+        for run in self.runs.values():
+            if run.state != "terminated" and run.container_id:
+                run.terminated(137)
+        self.final = True
+        self._sync_status(force_terminal=True)
 
     def _regular_done(self) -> bool:
         return all(
@@ -354,6 +377,8 @@ class ProcessPodRunner:
 
     def _next_timeout(self) -> float:
         times = list(self.restart_due.values())
+        if self.active_deadline is not None:
+            times.append(self.active_deadline)
         if self.volumes is not None:
             times += [t.refresh_at for t in self.volumes.tokens]
         if not times:
@@ -448,6 +473,9 @@ class ProcessPodRunner:
             self._due_restarts()
         self._refresh_tokens()
         self._sync_status()
+        deadline = self.active_deadline
+        if deadline is not None and time.monotonic() >= deadline and not self.final:
+            raise _DeadlineExceeded()
 
     def _handle(self, ev: tuple[Any, ...]) -> None:
         kind = ev[0]
@@ -564,10 +592,13 @@ class ProcessPodRunner:
     def _sync_status(self, force_terminal: bool = False) -> None:
         runs = list(self.runs.values())
         phase = compute_phase(self.pod, runs, bool(self.restart_due))
-        if force_terminal and phase not in ("Succeeded", "Failed"):
+        if (force_terminal or self.final) and (
+            phase not in ("Succeeded", "Failed") or self.status_reason
+        ):
             phase = "Failed"
-        if self.final and phase not in ("Succeeded", "Failed"):
-            phase = "Failed"
+        elif not (force_terminal or self.final) and phase in ("Succeeded", "Failed"):
+            # as the kubelet: terminal only once every container (sidecars too) has stopped
+            phase = "Running"
         status = build_status(
             self.pod,
             runs,

@@ -114,6 +114,30 @@ def test_owner_deletion_garbage_collects_dependents(kube_api: ApiClient, namespa
     assert core.read_namespaced_config_map("bystander", namespace).data == {"role": "none"}
 
 
+def test_namespace_deletion_removes_its_contents(kube_api: ApiClient) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core: Any = client.CoreV1Api(kube_api)
+    name = f"t-doomed-{os.urandom(3).hex()}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    core.create_namespaced_config_map(
+        name, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="content"), data={"a": "b"})
+    )
+    core.delete_namespace(name)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(name)
+        except ApiException as err:
+            if err.status == 404:
+                return True
+            raise
+        return False
+
+    eventually("the namespace controller finishes deleting the namespace", gone)
+
+
 def test_rbac_denies_a_service_account_until_a_role_binding_allows_it(
     control_plane: ControlPlane, kube_api: ApiClient, namespace: str
 ) -> None:

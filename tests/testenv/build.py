@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,17 +113,23 @@ def binaries() -> list[Binary]:
             k8s,
         ),
         Binary("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl", KUBERNETES_VERSION, k8s),
-        Binary(
-            "helm",
-            "helm",
-            "helm.sh/helm/v3/cmd/helm",
-            HELM_VERSION,
-            (
-                f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
-                "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
-            ),
-        ),
+        Binary("helm", "helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION, _helm_ldflags()),
     ]
+
+
+def _helm_ldflags() -> tuple[str, ...]:
+    flags = [
+        f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    ]
+    # As helm's Makefile does: the Kubernetes version that `helm template` and `helm lint`
+    # assume without a cluster is the one of the client-go helm is built with (v0.X -> 1.X).
+    gomod = GO_DIR / "helm" / "go.mod"
+    found = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", gomod.read_text(), re.MULTILINE)
+    if found:
+        for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+            flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={found[1]}"]
+    return tuple(flags)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +278,9 @@ def _save_stamp(stamp: dict[str, str]) -> None:
 
 
 def _stamp_value(b: Binary) -> str:
-    return f"{b.package}@{b.version}"
+    # The link flags are part of what was built (all but the build date).
+    recipe = " ".join(f for f in b.ldflags if ".buildDate=" not in f)
+    return f"{b.package}@{b.version} ldflags:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
 def missing() -> list[Binary]:

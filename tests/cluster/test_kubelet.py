@@ -768,3 +768,37 @@ def test_active_deadline_fails_the_pod(kubelet: TestKubelet, namespace: str) -> 
     assert done["status"]["phase"] == "Failed"
     assert done["status"]["reason"] == "DeadlineExceeded"
     assert status_of(done, "main")["state"]["terminated"]["exitCode"] == 143  # SIGTERM
+
+
+# -- pure parts --------------------------------------------------------------------------------
+def test_path_map_rewrites_paths_under_mounts_only() -> None:
+    from tests.testenv.kubelet_volumes import PathMap, expand_refs
+
+    pm = PathMap({"/kubetune": "/tmp/p/volumes/shared", "/kubetune/out": "/tmp/p/volumes/out"})
+    assert pm.map("/kubetune") == "/tmp/p/volumes/shared"
+    assert pm.map("/kubetune/restore/x") == "/tmp/p/volumes/shared/restore/x"
+    assert pm.map("/kubetune/out/result.json") == "/tmp/p/volumes/out/result.json"
+    assert pm.map("/kubetuneX/y") == "/kubetuneX/y"
+    assert pm.map("--dir=/kubetune") == "--dir=/kubetune"
+    assert json.loads(pm.to_env())["/kubetune"] == "/tmp/p/volumes/shared"
+    assert expand_refs("$(A)-$(B)-$$(A)", {"A": "a"}) == "a-$(B)-$(A)"
+
+
+def test_phase_rules() -> None:
+    from tests.testenv.kubelet_status import INIT, REGULAR, SIDECAR, ContainerRun, compute_phase
+
+    never: JSON = {"spec": {"restartPolicy": "Never"}}
+    side = ContainerRun("side", "", SIDECAR)
+    side.terminated(137)
+    ok = ContainerRun("main", "", REGULAR)
+    ok.terminated(0)
+    assert compute_phase(never, [side, ok], False) == "Succeeded"  # sidecars don't count
+    bad = ContainerRun("other", "", REGULAR)
+    bad.terminated(2)
+    assert compute_phase(never, [side, ok, bad], False) == "Failed"
+    on_failure: JSON = {"spec": {"restartPolicy": "OnFailure"}}
+    assert compute_phase(on_failure, [ok, bad], True) == "Running"
+    init = ContainerRun("init", "", INIT)
+    init.terminated(1)
+    assert compute_phase(never, [init, ContainerRun("main", "", REGULAR)], False) == "Failed"
+    assert compute_phase(never, [ContainerRun("main", "", REGULAR)], False) == "Pending"

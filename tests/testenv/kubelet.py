@@ -63,6 +63,12 @@ Emulated mode (``mode="emulated"``)
     per-container codes); it may write files into the pod's emptyDir directories. The pod
     goes Running at once and terminates after the duration; a timer thread and a small
     thread pool serve thousands of pods.
+
+Not emulated
+    livenessProbe and readinessProbe are not run (a container is ready once started),
+    lifecycle hooks, Events, ``kubectl logs``/``exec``, resource enforcement, image pulls.
+    Pod status also follows ``activeDeadlineSeconds`` (Failed, reason DeadlineExceeded) and
+    restartPolicy OnFailure/Always with a short back-off (``restart_backoff``).
 """
 
 from __future__ import annotations
@@ -446,7 +452,10 @@ class TestKubelet:
             f"/api/v1/nodes/{spec.name}/status",
             {"status": self._node_status(spec, self._transition)},
         )
-        self._renew_lease(spec.name)
+        try:
+            self._renew_lease(spec.name)
+        except ApiError as e:  # kube-node-lease may not exist yet: the heartbeat retries
+            log.warning("node %s lease: %s", spec.name, e)
 
     def _renew_lease(self, name: str) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases/{name}"

@@ -802,3 +802,38 @@ def test_phase_rules() -> None:
     init.terminated(1)
     assert compute_phase(never, [init, ContainerRun("main", "", REGULAR)], False) == "Failed"
     assert compute_phase(never, [ContainerRun("main", "", REGULAR)], False) == "Pending"
+
+
+@pytest.mark.parametrize("kind", ["httpGet", "tcpSocket"])
+def test_http_and_tcp_startup_probes_gate_the_main_container(
+    kubelet: TestKubelet, namespace: str, kind: str
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = py(
+        "server",
+        f"""
+        import http.server, time
+        time.sleep(1.0)
+        http.server.HTTPServer(("127.0.0.1", {port}), http.server.SimpleHTTPRequestHandler
+                               ).serve_forever()
+        """,
+        restartPolicy="Always",
+        ports=[{"name": "web", "containerPort": port}],
+        startupProbe={
+            kind: {"port": "web", **({"path": "/"} if kind == "httpGet" else {})},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
+    )
+    client = py(
+        "main",
+        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2)",
+    )
+    name = f"probe-{kind.lower()}"
+    kubelet.api.create(pod_path(namespace), pod(name, [client], initContainers=[server]))
+    done = kubelet.wait_for_phase(namespace, name, timeout=30)
+    assert done["status"]["phase"] == "Succeeded", kubelet.logs(namespace, name, "main")

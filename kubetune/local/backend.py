@@ -62,6 +62,7 @@ class TrialTemplate:
     checkpoint_at_end: bool
     chdir_to_trial_dir: bool
     python_path: list[str]
+    reuse_actors: bool
     resources_for: Callable[[dict[str, Any], dict[str, Any]], PlacementGroupFactory]
 
 
@@ -83,6 +84,9 @@ class LocalTrial:
     ended_by_engine: str | None = None  # "stop" | "pause" | "restart"
     relaunch: bool = False
     checkpoints_seen: set[str] = field(default_factory=set)
+    # the runner wrote a result with done=True: it ends this trial by itself (stop criteria,
+    # done), so an engine STOP needs no signal (which could hit a reused process's next trial)
+    self_ending: bool = False
 
     @property
     def dirname(self) -> str:
@@ -246,7 +250,8 @@ class LocalBackend:
         trial.relaunch = False
         if trial.proc is not None:
             trial.ended_by_engine = how
-            self._end_running(trial, how)
+            if not trial.self_ending:
+                self._end_running(trial, how)
 
     def _end_running(self, trial: LocalTrial, action: str) -> None:
         """Answer a waiting decision with ``action``; otherwise end the process now."""
@@ -285,16 +290,19 @@ class LocalBackend:
             self._launch(trial, gpus)
         self.queue.extend(blocked)
 
-    def _launch(self, trial: LocalTrial, gpus: list[int]) -> None:
-        t = self.template
+    def _prepare_attempt(self, trial: LocalTrial, gpus: list[int]) -> None:
         trial.attempt += 1
         trial.gpus = gpus
         trial.verdicts.clear()
         trial.waiting.clear()
         trial.ended_by_engine = None
         trial.relaunch = False
+        trial.self_ending = False
+
+    def _spec(self, trial: LocalTrial) -> TrialSpec:
+        t = self.template
         assert trial.pgf is not None
-        spec = TrialSpec(
+        return TrialSpec(
             trial_id=trial.trial_id,
             out_dir=self.trial_dir(trial),
             trainable_pickle=t.trainable_pickle,
@@ -311,7 +319,12 @@ class LocalBackend:
             chdir_to_trial_dir=t.chdir_to_trial_dir,
             decision_points=trial.decision_points,
             python_path=t.python_path,
+            reuse=t.reuse_actors,
         )
+
+    def _launch(self, trial: LocalTrial, gpus: list[int]) -> None:
+        self._prepare_attempt(trial, gpus)
+        spec = self._spec(trial)
         env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {}
         if not gpus and self.pool.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU trial must not grab a GPU
@@ -329,19 +342,26 @@ class LocalBackend:
             assert proc is not None
             requests = proc.read_gate()  # read before the results: they were written first
             self._feed_results(trial)
-            trial.waiting.extend(requests)
-            self._answer_waiting(trial)
-            if proc.poll() is not None:
-                self._feed_results(trial)
-                self._on_exit(trial)
-            elif proc.kill_requested is not None:
-                proc.kill_if_overdue(KILL_GRACE_S)
+            for request in requests:
+                if request.get("event") == "next":
+                    self._hand_over(trial, request)
+                    break
+                trial.waiting.append(request)
+            else:
+                self._answer_waiting(trial)
+                if proc.poll() is not None:
+                    self._feed_results(trial)
+                    self._on_exit(trial)
+                elif proc.kill_requested is not None:
+                    proc.kill_if_overdue(KILL_GRACE_S)
 
     def _feed_results(self, trial: LocalTrial) -> None:
         proc = trial.proc
         assert proc is not None
         for result in proc.tail.read():
             self.results_seen += 1
+            if result.get("done"):
+                trial.self_ending = True
             name = result.get("checkpoint_dir_name")
             if name:
                 trial.checkpoints_seen.add(name)
@@ -375,6 +395,47 @@ class LocalBackend:
         self.pool.release(trial.pgf, trial.gpus)
         trial.proc = None
         del self.running[trial.trial_id]
+        self._trial_ended(trial, status)
+
+    def _hand_over(self, trial: LocalTrial, request: dict[str, Any]) -> None:
+        """reuse_actors: the trial ended and its process asks for more work."""
+        proc = trial.proc
+        assert proc is not None and trial.pgf is not None
+        status = proc.status()
+        trial.proc = None
+        del self.running[trial.trial_id]
+        self._trial_ended(trial, status)  # may queue new trials: they can take this process
+        successor = None
+        for candidate_id in list(self.queue):
+            candidate = self.trials[candidate_id]
+            if candidate.pgf is None:
+                candidate.pgf = self.template.resources_for(
+                    candidate.config, candidate.base_resources
+                )
+            if candidate.pgf == trial.pgf:
+                successor = candidate
+                self.queue.remove(candidate_id)
+                break
+        if successor is None or self.engine.is_finished():
+            if successor is not None:
+                self.queue.appendleft(successor.trial_id)
+            proc.reply(request["seq"], {"action": "exit"})
+            # the process exits by itself; keep following it as the finished trial's
+            trial.proc = proc
+            trial.ended_by_engine = trial.ended_by_engine or "done"
+            self.running[trial.trial_id] = trial
+            return
+        self._prepare_attempt(successor, trial.gpus)
+        spec = self._spec(successor)
+        message = proc.retarget(spec)
+        self.selector.modify(proc.gate_fd, selectors.EVENT_READ, successor.trial_id)
+        successor.proc = proc
+        trial.gpus = []
+        self.running[successor.trial_id] = successor
+        proc.reply(request["seq"], {"action": "next", "spec": message})
+        self.apply(self.engine.on_trial_started(successor.trial_id, time.time()))
+
+    def _trial_ended(self, trial: LocalTrial, status: dict[str, Any]) -> None:
         self._dirty = True
         now = time.time()
         last = status.get("last_checkpoint")
@@ -388,6 +449,9 @@ class LocalBackend:
         if trial.ended_by_engine is not None:
             return
         kind = status.get("status")
+        if kind == "reset_refused":  # reuse_actors: run it again in a fresh process
+            self.queue.appendleft(trial.trial_id)
+            return
         if kind in ("finished", "stopped"):
             self.apply(self.engine.on_trial_complete(trial.trial_id, now))
         elif kind in ("paused", "restart"):

@@ -237,6 +237,9 @@ class LocalExperiment:
             checkpoint_at_end=bool(ckpt.checkpoint_at_end),
             chdir_to_trial_dir=tc.chdir_to_trial_dir,
             python_path=_python_path(),
+            reuse_actors=bool(tc.reuse_actors)
+            and isinstance(trainable, type)
+            and issubclass(trainable, Trainable),
             resources_for=resources_for,
         )
         progress = Progress(

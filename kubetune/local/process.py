@@ -89,6 +89,30 @@ class TrialProcess:
         self.kill_requested: str | None = None
         self._term_sent_at: float | None = None
 
+    def retarget(self, spec: TrialSpec) -> dict[str, Any]:
+        """The process takes over another trial (reuse_actors): follow that trial's output.
+        Returns the spec as the process must receive it."""
+        spec.done_marker = os.path.join(spec.out_dir, ".done.json")
+        spec.gate = None  # the process keeps its pipe
+        os.makedirs(spec.out_dir, exist_ok=True)
+        try:
+            os.unlink(spec.done_marker)
+        except FileNotFoundError:
+            pass
+        self.tail.close()
+        result_path = os.path.join(spec.out_dir, RESULT_FILE)
+        offset = os.path.getsize(result_path) if os.path.exists(result_path) else 0
+        self.tail = ResultTail(result_path, offset)
+        self.spec = spec
+        self.kill_requested = None
+        return spec.to_dict()
+
+    def reply(self, seq: int, message: dict[str, Any]) -> None:
+        try:
+            os.write(self._gate_out, (json.dumps({"seq": seq, **message}) + "\n").encode())
+        except OSError:
+            pass
+
     @property
     def gate_fd(self) -> int:
         return self._gate_in
@@ -140,12 +164,13 @@ class TrialProcess:
             except ProcessLookupError:
                 pass
 
-    def status(self) -> dict[str, Any]:
+    def status(self, spec: TrialSpec | None = None) -> dict[str, Any]:
         """The runner's done marker, or what the exit code alone says (e.g. after SIGKILL)."""
         code = self.proc.poll()
-        assert self.spec.done_marker is not None
+        spec = spec or self.spec
+        assert spec.done_marker is not None
         try:
-            with open(self.spec.done_marker, encoding="utf-8") as f:
+            with open(spec.done_marker, encoding="utf-8") as f:
                 return dict(json.load(f))
         except (FileNotFoundError, json.JSONDecodeError):
             name = exit_codes.NAMES.get(code or 0, "errored")

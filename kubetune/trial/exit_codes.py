@@ -9,6 +9,7 @@ STOPPED = 10  # a stop criterion was met or the scheduler said STOP
 PAUSED = 11  # the scheduler said PAUSE; the newest checkpoint holds the state
 RESTART = 12  # the scheduler said RESTART (PBT exploit): start again with a new config
 TERMINATED = 13  # SIGTERM: the write in progress was finished, then the runner exited
+RESET_REFUSED = 14  # reuse_actors: reset_config returned False; run the trial in a new process
 
 NAMES = {
     FINISHED: "finished",
@@ -18,4 +19,5 @@ NAMES = {
     PAUSED: "paused",
     RESTART: "restart",
     TERMINATED: "terminated",
+    RESET_REFUSED: "reset_refused",
 }

@@ -6,6 +6,9 @@ the gate and blocks until a verdict comes back:
     request  {"seq": N, "trial_id": ..., "training_iteration": I, "time_attr": ..., "value": V}
     verdict  {"seq": N, "action": "continue" | "stop" | "pause" | "restart", "reason": ...}
 
+With ``reuse_actors`` a finished Class-API trial also asks ``{"seq": N, "event": "next"}`` and
+gets ``{"action": "next", "spec": {...}}`` (run that trial in this process) or ``"exit"``.
+
 Two transports carry it: a pipe (local mode: the driver holds the other ends) and files in a
 directory (in a pod: the sidecar relays the request to the operator and writes the verdict).
 """
@@ -17,7 +20,7 @@ import os
 import time
 from typing import Any, Protocol
 
-ACTIONS = ("continue", "stop", "pause", "restart")
+ACTIONS = ("continue", "stop", "pause", "restart", "next", "exit")
 
 
 class GateError(RuntimeError):

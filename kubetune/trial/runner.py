@@ -115,14 +115,17 @@ class _FunctionSession:
 
 
 class TrialRunner:
-    def __init__(self, spec: TrialSpec) -> None:
+    def __init__(
+        self, spec: TrialSpec, gate: Gate | None = None, reused: Trainable | None = None
+    ) -> None:
         self.spec = spec
+        self.instance: Trainable | None = reused  # a Class-API trainable kept for reuse
         self.writer = OutputWriter(spec.out_dir, spec.checkpoint_index_start)
         self.resources = PlacementGroupFactory.from_dict(spec.resources or DEFAULT_RESOURCES)
         self.config_json = json_safe(spec.config)
         self.filler = AutoFiller(spec.trial_id, self.config_json)
         self.points = DecisionTracker(spec.decision_points)
-        self.gate: Gate | None = None
+        self.gate: Gate | None = gate
         self.stopper: Any = None
         self.seq = 0
         self.last_checkpoint: str | None = None
@@ -157,7 +160,8 @@ class TrialRunner:
         _die_with_parent()
         if spec.params_dir:
             os.environ[PARAMS_ENV] = spec.params_dir
-        self.gate = open_gate(spec.gate)
+        if self.gate is None:
+            self.gate = open_gate(spec.gate)
         if spec.stopper_pickle:
             import cloudpickle
 
@@ -263,14 +267,33 @@ class TrialRunner:
             resources=self.resources,
         )
         _session._set_session(_FunctionSession(self, None))
-        trainable = cls(config=copy.deepcopy(spec.config), trial_info=info)
+        trainable = self.instance
+        if trainable is not None:
+            trainable._set_trial_info(info)
+            if not trainable.reset(copy.deepcopy(spec.config)):
+                # Ray's rule: a trainable that cannot reset gets a new process
+                self.instance = None
+                trainable.stop()
+                return exit_codes.RESET_REFUSED
+        else:
+            trainable = cls(config=copy.deepcopy(spec.config), trial_info=info)
         trainable._filler.config = self.config_json
+        keep = False
         try:
             if spec.restore_from is not None:
                 trainable.restore(spec.restore_from)
-            return self._class_loop(trainable)
+            code = self._class_loop(trainable)
+            keep = spec.reuse and code in (exit_codes.FINISHED, exit_codes.STOPPED)
+            return code
+        except TrialExit as exit_:
+            keep = spec.reuse and exit_.code == exit_codes.STOPPED
+            raise
         finally:
-            trainable.stop()
+            if keep:
+                self.instance = trainable
+            else:
+                self.instance = None
+                trainable.stop()
 
     def _class_loop(self, trainable: Trainable) -> int:
         spec = self.spec
@@ -375,8 +398,6 @@ class TrialRunner:
 
     def _finish(self, code: int) -> None:
         self.writer.close()
-        if self.gate is not None:
-            self.gate.close()
         if self.spec.done_marker:
             status = {
                 "exit_code": code,
@@ -438,4 +459,29 @@ def _format_error(trial_id: str, exc: BaseException) -> str:
 
 
 def run_spec(spec: TrialSpec) -> int:
-    return TrialRunner(spec).run()
+    """Run the trial; with ``reuse``, then run the trials the driver hands over next."""
+    runner = TrialRunner(spec)
+    code = runner.run()
+    try:
+        while runner.instance is not None and runner.gate is not None:
+            runner.seq += 1
+            reply = runner.gate.ask(
+                {
+                    "seq": runner.seq,
+                    "event": "next",
+                    "trial_id": runner.spec.trial_id,
+                    "exit_code": code,
+                }
+            )
+            if reply["action"] != "next":
+                break
+            next_spec = TrialSpec.from_dict(reply["spec"])
+            next_spec.reuse = True
+            runner = TrialRunner(next_spec, gate=runner.gate, reused=runner.instance)
+            code = runner.run()
+    finally:
+        if runner.instance is not None:
+            runner.instance.stop()
+        if runner.gate is not None:
+            runner.gate.close()
+    return code

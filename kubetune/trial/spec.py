@@ -40,6 +40,9 @@ class TrialSpec:
     done_marker: str | None = None  # written with the exit status when the runner ends
     python_path: list[str] = field(default_factory=list)
     checkpoint_index_start: int = 0  # first checkpoint_NNNNNN number this attempt uses
+    # reuse_actors: after a Class-API trial ends, ask the gate for the next trial and run it
+    # in this process after Trainable.reset(new_config)
+    reuse: bool = False
 
     def __post_init__(self) -> None:
         if not self.trial_id or not isinstance(self.trial_id, str):

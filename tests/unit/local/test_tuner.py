@@ -201,3 +201,28 @@ def test_with_parameters_objects_are_stored_once():
     assert os.listdir(params) == ["data.pkl"]
     size = os.path.getsize(os.path.join(results.experiment_path, ".kubetune", "trainable.pkl"))
     assert size < 20_000  # the data travels beside the trainable, not inside it
+
+
+def test_reuse_actors_calls_reset_config_in_the_same_process():
+    results = fit(
+        T.Counter,
+        param_space={"a": tune.grid_search([1, 2, 3, 4])},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+        run_config=air.RunConfig(stop={"training_iteration": 3}, verbose=0),
+    )
+    assert results.num_errors == 0
+    assert [r.metrics["training_iteration"] for r in results] == [3, 3, 3, 3]
+    assert len({r.metrics["pid"] for r in results}) == 1  # one process for all four
+    assert sorted(r.metrics["resets"] for r in results) == [0, 1, 2, 3]
+    assert [r.metrics["score"] for r in results] == [3, 6, 9, 12]  # each with its own config
+
+
+def test_reuse_actors_refused_reset_starts_a_new_process():
+    results = fit(
+        T.MyTrainableNoReset,
+        param_space={"a": tune.grid_search([1, 2])},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+        run_config=air.RunConfig(stop={"training_iteration": 2}, verbose=0),
+    )
+    assert results.num_errors == 0
+    assert len({r.metrics["pid"] for r in results}) == 2

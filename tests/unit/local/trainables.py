@@ -111,3 +111,10 @@ class PBTCounter(tune.Trainable):
 
     def load_checkpoint(self, c):
         self.value = c["value"]
+
+
+class MyTrainableNoReset(tune.Trainable):
+    """reset_config is not implemented: reuse must fall back to a new process."""
+
+    def step(self):
+        return {"pid": os.getpid(), "a": self.config["a"]}

@@ -61,6 +61,11 @@ class Manifest:
         self._line: dict[Path_, int] = dict(_lines(node)) if node is not None else {}
 
     @classmethod
+    def from_dict(cls, doc: dict[str, Any], source: str = "<object>") -> Manifest:
+        """A manifest already parsed (e.g. a TuneExperiment read from the API server)."""
+        return cls(yaml.safe_dump(doc, sort_keys=False), source)
+
+    @classmethod
     def load(cls, path: str) -> Manifest:
         try:
             with open(path, encoding="utf-8") as f:

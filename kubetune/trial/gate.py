@@ -131,6 +131,8 @@ class DecisionTracker:
         else:
             raise ValueError(f"decision points must be a dict, a list or 'every': {points!r}")
         self.time_attr = self.points.time_attr
+        # interval-based points are PBT's perturbations: the Class-API runner checkpoints there
+        self.wants_checkpoints = self.points.interval is not None
         self._prev: float | None = None
         self._last: float | None = None
 

@@ -305,10 +305,14 @@ class TrialRunner:
             if stop_reason:
                 result[DONE] = True  # as Ray marks the result that met a stop criterion
             ends = bool(stop_reason) or bool(result.get(DONE))
+            at_decision = not ends and self.points.due(result)
             wants_checkpoint = (
                 bool(result.get(SHOULD_CHECKPOINT))
                 or (freq > 0 and result["training_iteration"] % freq == 0)
                 or (ends and spec.checkpoint_at_end)
+                # PBT exploits copy a top trial's state at perturbation points: have it saved
+                # then, as Ray saves the top quantile's trials before exploiting
+                or (at_decision and self.points.wants_checkpoints)
             )
             tmp = name = None
             if wants_checkpoint:
@@ -332,7 +336,7 @@ class TrialRunner:
             if result.get(DONE):
                 return exit_codes.FINISHED
             try:
-                self._maybe_ask(result)
+                self._maybe_ask(result, at_decision)
             except TrialExit as exit_:
                 needs_state = exit_.code in (exit_codes.PAUSED, exit_codes.RESTART) or (
                     exit_.code == exit_codes.STOPPED and spec.checkpoint_at_end
@@ -367,8 +371,10 @@ class TrialRunner:
             return "stopper"
         return None
 
-    def _maybe_ask(self, result: dict[str, Any]) -> None:
-        if not self.points.due(result) or self.gate is None:
+    def _maybe_ask(self, result: dict[str, Any], due: bool | None = None) -> None:
+        if due is None:
+            due = self.points.due(result)
+        if not due or self.gate is None:
             return
         self.seq += 1
         verdict = self.gate.ask(

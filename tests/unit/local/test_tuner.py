@@ -3,6 +3,7 @@ failures and bad input."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -226,3 +227,54 @@ def test_reuse_actors_refused_reset_starts_a_new_process():
     )
     assert results.num_errors == 0
     assert len({r.metrics["pid"] for r in results}) == 2
+
+
+def test_pbt_exploits_restart_bottom_trials_from_top_checkpoints():
+    from kubetune.tune.schedulers import PopulationBasedTraining
+
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=3,
+        hyperparam_mutations={"lr": tune.uniform(0.01, 1.0)},
+        quantile_fraction=0.5,
+        seed=5,
+    )
+    results = fit(
+        tune.with_resources(T.PBTCounter, {"cpu": 0.5}),
+        param_space={"lr": tune.grid_search([0.01, 0.02, 0.5, 1.0])},
+        tune_config=tune.TuneConfig(metric="value", mode="max", scheduler=pbt),
+        run_config=air.RunConfig(stop={"training_iteration": 12}, verbose=0),
+    )
+    assert results.num_errors == 0
+    restarts = []
+    for result in results:
+        rows = result.history()
+        assert rows[-1]["training_iteration"] == 12
+        for prev, row in itertools.pairwise(rows):
+            if row["iterations_since_restore"] == 1:
+                restarts.append((prev, row))
+                assert 0.01 <= row["lr"] <= 1.0  # mutations stay inside the declared space
+    assert restarts, "PBT never exploited"
+    # an exploited trial continues from its donor's state: its value jumps, not restarts at 0
+    assert all(row["value"] > row["lr"] for _, row in restarts)
+
+
+@pytest.mark.parametrize("example", ["quickstart", "asha", "pbt", "sklearn_svm"])
+def test_examples_run_in_under_a_minute(example, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if example == "sklearn_svm":
+        pytest.importorskip("sklearn", reason="the examples extra (scikit-learn) is missing")
+    script = Path(__file__).resolve().parents[3] / "examples" / f"{example}.py"
+    env = dict(os.environ, KUBETUNE_RESULTS_DIR=str(tmp_path))
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
+    )
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "best" in out.stdout
+    assert elapsed < 60, f"{example} took {elapsed:.0f} s"

@@ -118,7 +118,7 @@ class DecisionTracker:
     """
 
     def __init__(self, points: dict[str, Any] | list[float] | str | None) -> None:
-        from kubetune.schedulers.trial_scheduler import DecisionPoints
+        from kubetune._decision import DecisionPoints
 
         if points is None:
             self.points = DecisionPoints()

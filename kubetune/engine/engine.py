@@ -65,6 +65,7 @@ from kubetune.engine.actions import (
     StopTrial,
     Verdict,
 )
+from kubetune.engine.checkpoints import register_checkpoint
 from kubetune.engine.config import SCOPES, CheckpointSettings, EngineConfig
 from kubetune.engine.trial import (
     ACTIVE,
@@ -783,39 +784,24 @@ class ExperimentEngine:
     ) -> None:
         if name == rec.latest_checkpoint:
             return
-        ckpts = rec.checkpoints
-        for i, entry in enumerate(ckpts):
-            if entry[2] == name:  # reported again (e.g. after a restore): re-rank it
-                del ckpts[i]
-                break
         rec.seq += 1
-        attr = self._ckpt.checkpoint_score_attribute
-        if attr:
-            value = _lookup(result, attr)
-            if isinstance(value, _NUMBER) and not isinstance(value, bool) and not math.isnan(value):
-                key: list[Any] = [1, self._score_sign * float(value)]
-            else:
-                key = [0, 0.0]  # NaN or missing ranks worst (Ray)
-            pos = len(ckpts)
-            while pos > 0 and ckpts[pos - 1][0] > key:
-                pos -= 1
-            ckpts.insert(pos, [key, rec.seq, name])
-        else:
-            ckpts.append([[1, float(rec.seq)], rec.seq, name])
-        rec.latest_checkpoint = name
         keep = self._ckpt.num_to_keep
-        if keep is None or len(ckpts) <= keep:
-            return
-        pinned = self._pinned()
-        survivors = ckpts[-keep:]
-        for entry in ckpts[:-keep]:
-            cname = entry[2]
-            if cname == name or (rec.trial_id, cname) in pinned:
-                survivors.append(entry)
-                continue
+        pinned: set[str] = set()
+        if keep is not None and len(rec.checkpoints) + 1 > keep:
+            pinned = {c for t, c in self._pinned() if t == rec.trial_id}
+        rec.checkpoints, deleted = register_checkpoint(
+            rec.checkpoints,
+            name,
+            result,
+            rec.seq,
+            num_to_keep=keep,
+            score_attribute=self._ckpt.checkpoint_score_attribute,
+            score_order=self._ckpt.checkpoint_score_order,
+            pinned=pinned,
+        )
+        rec.latest_checkpoint = name
+        for cname in deleted:
             out.append(DeleteCheckpoint(rec.trial_id, cname))
-        survivors.sort(key=lambda e: (e[0], e[1]))
-        rec.checkpoints = survivors
 
     def _pinned(self) -> set[tuple[str, str]]:
         pinned = set(self.scheduler.referenced_checkpoints())

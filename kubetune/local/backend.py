@@ -273,22 +273,22 @@ class LocalBackend:
         return os.path.join(self.template.experiment_dir, dirname, ref.checkpoint_dir_name)
 
     def _launch_queued(self) -> None:
-        blocked: list[str] = []
+        # FIFO, as Ray: the first trial that does not fit waits, and so do those behind it
         while self.queue:
-            trial = self.trials[self.queue.popleft()]
+            trial = self.trials[self.queue[0]]
             if trial.pgf is None:
                 trial.pgf = self.template.resources_for(trial.config, trial.base_resources)
                 try:
                     self.pool.check_fits(trial.pgf, f"trial {trial.name}")
                 except ResourceError as exc:
+                    self.queue.popleft()
                     self.apply(self.engine.on_trial_error(trial.trial_id, str(exc), time.time()))
                     continue
             gpus = self.pool.try_acquire(trial.pgf)
             if gpus is None:
-                blocked.append(trial.trial_id)
-                continue
+                return
+            self.queue.popleft()
             self._launch(trial, gpus)
-        self.queue.extend(blocked)
 
     def _prepare_attempt(self, trial: LocalTrial, gpus: list[int]) -> None:
         trial.attempt += 1
@@ -332,6 +332,8 @@ class LocalBackend:
         log_path = os.path.join(spec.out_dir, "trial.log")
         trial.proc = TrialProcess(spec, spec_path, env=env, log_path=log_path)
         self.selector.register(trial.proc.gate_fd, selectors.EVENT_READ, trial.trial_id)
+        if trial.proc.exit_fd is not None:  # wake up the moment the process exits
+            self.selector.register(trial.proc.exit_fd, selectors.EVENT_READ, trial.trial_id)
         self.running[trial.trial_id] = trial
         self.apply(self.engine.on_trial_started(trial.trial_id, time.time()))
 
@@ -391,6 +393,8 @@ class LocalBackend:
         assert proc is not None and trial.pgf is not None
         status = proc.status()
         self.selector.unregister(proc.gate_fd)
+        if proc.exit_fd is not None:
+            self.selector.unregister(proc.exit_fd)
         proc.close()
         self.pool.release(trial.pgf, trial.gpus)
         trial.proc = None

@@ -81,6 +81,13 @@ class TrialProcess:
         )
         os.close(from_trial_w)
         os.close(to_trial_r)
+        self.exit_fd: int | None = None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                self.exit_fd = pidfd_open(self.proc.pid)
+            except OSError:
+                self.exit_fd = None
         self._gate_in = from_trial_r
         os.set_blocking(self._gate_in, False)
         self._gate_out = to_trial_w
@@ -180,6 +187,9 @@ class TrialProcess:
 
     def close(self) -> None:
         self.tail.close()
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
         for fd in (self._gate_in, self._gate_out):
             try:
                 os.close(fd)

@@ -633,6 +633,11 @@ def tune_trial_crd() -> dict[str, Any]:
                 "What the operator wants of the trial.", enum=["Running", "Paused", "Stopped"]
             ),
             "verdict": free("The operator's answer to the trial's pending decision."),
+            "trialName": string("Ray's trial name (the trial's folder in storage)."),
+            "checkpointIndexStart": integer(
+                "First checkpoint index of the next attempt (names never repeat).", minimum=0
+            ),
+            "parametersFrom": string("URI of the with_parameters objects to restore."),
         },
         ["experiment", "trialId"],
     )

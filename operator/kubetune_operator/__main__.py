@@ -1,0 +1,5 @@
+import sys
+
+from kubetune_operator.main import main
+
+sys.exit(main())

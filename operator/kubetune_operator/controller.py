@@ -1,0 +1,606 @@
+"""One experiment's reconcile loop, without I/O of its own.
+
+:class:`ExperimentRuntime` owns the engine of one TuneExperiment. ``step()`` takes what the
+watches observed (views of its TuneTrials and Pods, see ``views.py``), feeds new results and
+pod endings to the engine, and carries out the engine's actions through an ``api`` object (the
+methods of :class:`kubetune_operator.api.KubeApi`; tests pass a recorder) and a
+:class:`kubetune.storage.Storage` rooted at ``PREFIX/EXPERIMENT/``.
+
+Bookkeeping that is not in the engine's snapshot is rebuilt from the observed objects after
+a restart: the attempt of a trial is the highest ``kubetune.io/attempt`` label of its pods, and
+results the snapshot has not seen are replayed from ``TRIAL/result.json`` in storage.
+
+Ordering that keeps restarts safe: the engine snapshot is written before any TuneTrial of a
+new trial is created (so a restarted operator knows every trial that may exist), children
+have deterministic names (a 409 on create means "already done"), and a pod that vanished
+without our asking counts as a failure of its attempt (retried from the latest checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubetune.engine import (
+    Action,
+    CheckpointRef,
+    CreateTrial,
+    DeleteCheckpoint,
+    ExperimentEngine,
+    ExperimentFinished,
+    PauseTrial,
+    RestartTrial,
+    ResumeTrial,
+    StopTrial,
+    Verdict,
+)
+from kubetune.engine import trial as states
+from kubetune.storage import Storage, StorageError
+from kubetune_operator import objects
+from kubetune_operator.views import LIVE, pod_failure_message
+
+log = logging.getLogger("kubetune_operator")
+
+STATE_KEY = "experiment_state.json"
+RESULT_FILE = "result.json"
+VERDICT_ACTION = {
+    Verdict.CONTINUE: "continue",
+    Verdict.STOP: "stop",
+    Verdict.PAUSE: "pause",
+    Verdict.RESTART: "restart",
+}
+PHASE_BY_STATE = {
+    states.PENDING: "PENDING",
+    states.RUNNING: "RUNNING",
+    states.PAUSED: "PAUSED",
+    states.TERMINATED: "TERMINATED",
+    states.ERROR: "ERROR",
+}
+
+
+class Api(Protocol):
+    def create_trial(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def patch_trial(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
+    def patch_trial_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
+    def create_pod(self, body: dict[str, Any]) -> None: ...
+    def delete_pod(self, namespace: str, name: str, grace_s: int | None) -> None: ...
+    def patch_experiment_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
+    def event(
+        self, obj: dict[str, Any], reason: str, message: str, warning: bool = False
+    ) -> None: ...
+
+
+PodBuilder = Callable[[dict[str, Any], dict[str, Any], int], dict[str, Any]]
+
+
+@dataclass
+class TrialTrack:
+    """The operator's side of one trial (not in the engine's snapshot)."""
+
+    trial_id: str
+    obj_name: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    pod_name: str | None = None
+    pod_live: bool = False
+    pod_seen: bool = False
+    stopping: bool = False  # we ended the attempt (stop/pause/restart/suspend)
+    last_iter: int | None = None  # newest processed training_iteration of this attempt
+    verdicts: dict[int, tuple[str, str]] = field(default_factory=dict)
+    answered_seq: int | None = None
+    next_attempt: dict[str, Any] | None = None
+    phase: str | None = None
+    unschedulable: str | None = None
+    uid: str = ""
+
+
+@dataclass
+class Observed:
+    trials: dict[str, dict[str, Any]]  # TuneTrial name -> trial_view
+    pods: dict[str, dict[str, Any]]  # Pod name -> pod_view
+
+
+def decision_points_dict(action: Any) -> dict[str, Any]:
+    dp = getattr(action, "decision_points", None)
+    return dp.to_dict() if dp is not None else {}
+
+
+class ExperimentRuntime:
+    def __init__(
+        self,
+        experiment: dict[str, Any],
+        engine: ExperimentEngine,
+        storage: Storage,
+        api: Api,
+        build_pod: PodBuilder,
+        grace_s: int = 60,
+    ) -> None:
+        self.experiment = experiment
+        self.namespace: str = experiment["metadata"]["namespace"]
+        self.name: str = experiment["metadata"]["name"]
+        self.engine = engine
+        self.storage = storage
+        self.api = api
+        self.build_pod = build_pod
+        self.grace_s = grace_s
+        self.tracks: dict[str, TrialTrack] = {}
+        self.by_object: dict[str, str] = {}
+        self.suspended = False
+        self.deferred: list[Action] = []
+        self.dirty = True
+        self.results_processed = 0
+        self.decision_latencies: list[float] = []
+        self.finished_reported = False
+        self.last_status: dict[str, Any] | None = None
+        self.pending: list[Action] = []
+        self.restored = False
+
+    # -- identity --------------------------------------------------------------------------
+    def track(self, trial_id: str) -> TrialTrack:
+        tr = self.tracks.get(trial_id)
+        if tr is None:
+            obj_name = objects.trial_object_name(self.name, trial_id)
+            tr = self.tracks[trial_id] = TrialTrack(trial_id, obj_name)
+            self.by_object[obj_name] = trial_id
+        return tr
+
+    def storage_name(self, tr: TrialTrack) -> str:
+        """The trial's folder under PREFIX/EXPERIMENT/ (where its sidecar uploads)."""
+        return tr.obj_name
+
+    def checkpoint_uri(self, ref: CheckpointRef | None) -> str | None:
+        if ref is None:
+            return None
+        donor = self.track(ref.trial_id)
+        return self.storage.uri(f"{self.storage_name(donor)}/{ref.checkpoint_dir_name}")
+
+    # -- snapshot ---------------------------------------------------------------------------
+    def save_snapshot(self) -> None:
+        state = {"engine": json.loads(self.engine.to_json()), "experiment": self.name}
+        self.storage.put_bytes(STATE_KEY, json.dumps(state).encode())
+        self.dirty = False
+
+    # -- restart ----------------------------------------------------------------------------
+    def restore(self, observed: Observed, now: float) -> None:
+        """After a restart: adopt trials and pods, replay results the snapshot has not seen."""
+        actions: list[Action] = []
+        for trial_id in self.engine.trial_ids():
+            tr = self.track(trial_id)
+            summary = self.engine.trial_summary(trial_id)
+            rows = self._read_results(tr)
+            for row in rows[summary["num_results"] :]:
+                actions.extend(self._feed(tr, row, now, gated=False))
+            last = self.engine.trial_summary(trial_id).get("last_result") or {}
+            tr.last_iter = _iteration(last)
+            pods = [p for p in observed.pods.values() if p.get("trialObject") == tr.obj_name]
+            if pods:
+                newest = max(pods, key=lambda p: p.get("attempt") or 0)
+                tr.attempt = newest.get("attempt") or 0
+                tr.pod_name = newest["name"]
+                tr.pod_seen = True
+                tr.pod_live = newest["phase"] in LIVE and not newest["deleting"]
+            view = observed.trials.get(tr.obj_name)
+            if view is not None:
+                tr.uid = view.get("uid") or ""
+                tr.spec = view.get("spec") or {}
+                tr.attempt = max(tr.attempt, view.get("attempts") or 0)
+                verdict = view.get("verdict") or {}
+                if isinstance(verdict.get("seq"), int):
+                    tr.answered_seq = verdict["seq"]
+            status = self.engine.trial_status(trial_id)
+            if (
+                status in (states.RUNNING, states.PENDING)
+                and not tr.pod_live
+                and (not pods or view is None)
+            ):
+                actions.extend(self.engine.resume_trial(trial_id, now, from_checkpoint=True))
+        # TuneTrials the snapshot does not know cannot exist (the snapshot is written before
+        # they are created), except those of an experiment with no snapshot: start afresh.
+        self.pending.extend(actions)
+        self.restored = True
+
+    # -- the loop ---------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        self.pending.extend(self.engine.start(now))
+
+    def step(self, observed: Observed, now: float, suspend: bool = False) -> None:
+        actions: list[Action] = list(self.pending)
+        self.pending.clear()
+        if suspend != self.suspended:
+            actions.extend(self._set_suspended(suspend, now))
+        for tr in list(self.tracks.values()):
+            view = observed.trials.get(tr.obj_name)
+            if view is not None:
+                actions.extend(self._consume_report(tr, view, now))
+            actions.extend(self._observe_pod(tr, observed, now))
+        if not self.suspended:
+            actions.extend(self.engine.on_tick(now))
+        self._apply(actions, now)
+        self._start_attempts()
+
+    # -- suspend ----------------------------------------------------------------------------
+    def _set_suspended(self, suspend: bool, now: float) -> list[Action]:
+        self.suspended = suspend
+        out: list[Action] = []
+        if suspend:
+            for tr in self.tracks.values():
+                if tr.pod_live and not tr.stopping:
+                    tr.stopping = True
+                    self.api.delete_pod(self.namespace, tr.pod_name or "", self.grace_s)
+            self.api.event(self.experiment, "Suspended", "running trials paused, none started")
+            return out
+        for trial_id, tr in self.tracks.items():
+            if self.engine.trial_status(trial_id) in (states.RUNNING, states.PENDING) and (
+                not tr.pod_live
+            ):
+                out.extend(self.engine.resume_trial(trial_id, now, from_checkpoint=True))
+        out.extend(self.deferred)
+        self.deferred = []
+        self.api.event(self.experiment, "Resumed", "trials resumed")
+        return out
+
+    # -- results ----------------------------------------------------------------------------
+    def _feed(
+        self, tr: TrialTrack, result: dict[str, Any], now: float, gated: bool
+    ) -> list[Action]:
+        if self.engine.trial_status(tr.trial_id) not in (states.RUNNING, states.PENDING):
+            return []
+        response = self.engine.on_result(tr.trial_id, result, now)
+        self.results_processed += 1
+        self.dirty = True
+        it = _iteration(result)
+        if it is not None:
+            tr.last_iter = it
+            tr.verdicts = {k: v for k, v in tr.verdicts.items() if k > it - 16}
+            tr.verdicts[it] = (VERDICT_ACTION[response.verdict], _reason(response.actions))
+        return list(response.actions)
+
+    def _read_results(self, tr: TrialTrack) -> list[dict[str, Any]]:
+        try:
+            data = self.storage.get_bytes(f"{self.storage_name(tr)}/{RESULT_FILE}")
+        except (StorageError, OSError):
+            return []
+        rows = []
+        for line in data.decode("utf-8", "replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line: the next upload completes it
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    def _catch_up_from_storage(self, tr: TrialTrack, now: float) -> list[Action]:
+        """The lossless path: results that the report window no longer holds."""
+        summary = self.engine.trial_summary(tr.trial_id)
+        out: list[Action] = []
+        for row in self._read_results(tr)[summary["num_results"] :]:
+            out.extend(self._feed(tr, row, now, gated=False))
+        return out
+
+    def _consume_report(self, tr: TrialTrack, view: dict[str, Any], now: float) -> list[Action]:
+        report = view.get("report") or {}
+        if not report or report.get("attempt") != tr.attempt or not tr.pod_live:
+            return []
+        out: list[Action] = []
+        results = [r for r in report.get("results") or [] if isinstance(r, dict)]
+        new = [r for r in results if (_iteration(r) or 0) > (tr.last_iter or 0)]
+        if new and tr.last_iter is not None and (_iteration(new[0]) or 0) > tr.last_iter + 1:
+            out.extend(self._catch_up_from_storage(tr, now))
+            new = [r for r in results if (_iteration(r) or 0) > (tr.last_iter or 0)]
+        for result in new:
+            out.extend(self._feed(tr, result, now, gated=False))
+        gate = report.get("gate")
+        if isinstance(gate, dict) and isinstance(gate.get("seq"), int):
+            seq = gate["seq"]
+            it = _iteration(gate)
+            if tr.answered_seq is None or seq > tr.answered_seq:
+                if it is not None and it not in tr.verdicts and (tr.last_iter or 0) < it:
+                    out.extend(self._catch_up_from_storage(tr, now))
+                verdict = tr.verdicts.get(it) if it is not None else None
+                if verdict is None and self.engine.trial_status(tr.trial_id) not in (
+                    states.RUNNING,
+                    states.PENDING,
+                ):
+                    verdict = ("stop", "trial ended")
+                if verdict is not None:
+                    self._answer(tr, seq, verdict)
+        return out
+
+    def _answer(self, tr: TrialTrack, seq: int, verdict: tuple[str, str]) -> None:
+        tr.answered_seq = seq
+        body = {"seq": seq, "action": verdict[0], "reason": verdict[1]}
+        self.api.patch_trial(self.namespace, tr.obj_name, {"spec": {"verdict": body}})
+        if verdict[0] != "continue":
+            tr.stopping = True
+
+    # -- pods -------------------------------------------------------------------------------
+    def _observe_pod(self, tr: TrialTrack, observed: Observed, now: float) -> list[Action]:
+        if tr.pod_name is None or not tr.pod_live:
+            return []
+        pod = observed.pods.get(tr.pod_name)
+        status = self.engine.trial_status(tr.trial_id)
+        active = status in (states.RUNNING, states.PENDING)
+        if pod is None:
+            if not tr.pod_seen:
+                return []
+            tr.pod_live = False
+            if active and not tr.stopping and not self.suspended:
+                self._post(f"pod {tr.pod_name} disappeared", "TrialPodLost", warning=True)
+                return self.engine.on_trial_lost(tr.trial_id, now)
+            return []
+        tr.pod_seen = True
+        phase = pod["phase"]
+        if phase in LIVE:
+            if pod.get("unschedulable") != tr.unschedulable:
+                tr.unschedulable = pod.get("unschedulable")
+                self._set_trial_status(
+                    tr,
+                    {
+                        "conditions": [
+                            objects.condition(
+                                "Scheduled",
+                                tr.unschedulable is None,
+                                "Unschedulable" if tr.unschedulable else "Scheduled",
+                                tr.unschedulable or "the pod is bound to a node",
+                                None,
+                            )
+                        ]
+                    },
+                )
+            if pod.get("started") and status == states.PENDING:
+                self._set_trial_status(tr, {"phase": "RUNNING"})
+                return self.engine.on_trial_started(tr.trial_id, now)
+            if pod["deleting"] and not tr.stopping:
+                # Someone else deletes the pod (drain, eviction): its end is a failure.
+                return []
+            return []
+        # The attempt has ended: take every result it produced, then tell the engine.
+        tr.pod_live = False
+        out: list[Action] = []
+        if active:
+            out.extend(self._catch_up_from_storage(tr, now))
+            status = self.engine.trial_status(tr.trial_id)
+            active = status in (states.RUNNING, states.PENDING)
+        if not active or tr.stopping or self.suspended:
+            return out
+        if phase == "Succeeded":
+            out.extend(self.engine.on_trial_complete(tr.trial_id, now))
+        else:
+            message = pod_failure_message(pod)
+            self._post(f"{tr.obj_name}: {message}", "TrialAttemptFailed", warning=True)
+            out.extend(self.engine.on_trial_error(tr.trial_id, message, now))
+        return out
+
+    # -- actions ----------------------------------------------------------------------------
+    def _apply(self, actions: list[Action], now: float) -> None:
+        creates = [a for a in actions if isinstance(a, CreateTrial)]
+        if creates and not self.suspended:
+            self.save_snapshot()  # before the children exist: see the module docstring
+        for action in actions:
+            self._apply_one(action, now)
+
+    def _apply_one(self, action: Action, now: float) -> None:
+        if isinstance(action, (CreateTrial, ResumeTrial)) and self.suspended:
+            self.deferred.append(action)
+            return
+        if isinstance(action, CreateTrial):
+            tr = self.track(action.trial_id)
+            tr.spec = objects.trial_spec(
+                self.name,
+                action.trial_id,
+                action.config,
+                action.resources,
+                self.checkpoint_uri(action.restore_from),
+                decision_points_dict(action),
+                0,
+            )
+            body = objects.tune_trial(self.experiment, action.trial_id, action.trial_name, tr.spec)
+            tr.uid = self.api.create_trial(body)["metadata"].get("uid", "")
+            tr.next_attempt = {"restore": False}
+        elif isinstance(action, (ResumeTrial, RestartTrial)):
+            tr = self.track(action.trial_id)
+            config = action.new_config if isinstance(action, RestartTrial) else action.config
+            tr.spec = {
+                **tr.spec,
+                "config": config,
+                "restoreFrom": self.checkpoint_uri(action.restore_from),
+                "decisionPoints": decision_points_dict(action),
+                "checkpointIndexStart": self._next_checkpoint_index(action.trial_id),
+                "desiredState": "Running",
+            }
+            if not tr.spec.get("experiment"):
+                summary = self.engine.trial_summary(action.trial_id)
+                tr.spec.update(
+                    objects.trial_spec(
+                        self.name,
+                        action.trial_id,
+                        config,
+                        self.engine.config.resources,
+                        tr.spec["restoreFrom"],
+                        tr.spec["decisionPoints"],
+                        tr.spec["checkpointIndexStart"],
+                    )
+                )
+                body = objects.tune_trial(
+                    self.experiment, action.trial_id, summary["trial_name"], tr.spec
+                )
+                tr.uid = self.api.create_trial(body)["metadata"].get("uid", "")
+            tr.next_attempt = {"restore": True}
+            if tr.pod_live and not tr.stopping:
+                self._end_attempt(tr)
+            if isinstance(action, RestartTrial):
+                self._post(f"{tr.obj_name} restarts from {tr.spec['restoreFrom']}", "TrialExploit")
+        elif isinstance(action, StopTrial):
+            tr = self.track(action.trial_id)
+            tr.next_attempt = None
+            if tr.pod_live and not tr.stopping:
+                self._end_attempt(tr)
+            phase = "ERROR" if action.status == states.ERROR else "TERMINATED"
+            self._set_trial_status(tr, {"phase": phase, "reason": action.reason})
+        elif isinstance(action, PauseTrial):
+            tr = self.track(action.trial_id)
+            tr.next_attempt = None
+            if tr.pod_live and not tr.stopping:
+                self._end_attempt(tr)
+            self._set_trial_status(tr, {"phase": "PAUSED", "reason": "scheduler"})
+        elif isinstance(action, DeleteCheckpoint):
+            tr = self.track(action.trial_id)
+            try:
+                self.storage.delete_prefix(f"{self.storage_name(tr)}/{action.checkpoint_dir_name}")
+            except (StorageError, OSError) as exc:
+                log.warning("cannot delete checkpoint %s: %s", action.checkpoint_dir_name, exc)
+        elif isinstance(action, ExperimentFinished):
+            self.dirty = True
+
+    def _end_attempt(self, tr: TrialTrack) -> None:
+        """Stop the current pod: it ends by itself when its gate got a verdict, else SIGTERM."""
+        tr.stopping = True
+        if tr.answered_seq is not None and tr.last_iter in tr.verdicts:
+            action = tr.verdicts[tr.last_iter][0]
+            if action != "continue":
+                return  # the verdict ends the attempt without a delete
+        self.api.delete_pod(self.namespace, tr.pod_name or "", self.grace_s)
+
+    def _next_checkpoint_index(self, trial_id: str) -> int:
+        names = self.engine.trial_summary(trial_id).get("checkpoints") or []
+        latest = self.engine.latest_checkpoint(trial_id)
+        indices = [_checkpoint_index(n) for n in [*names, latest] if n]
+        return max([i + 1 for i in indices if i is not None], default=0)
+
+    def _start_attempts(self) -> None:
+        for tr in self.tracks.values():
+            if tr.next_attempt is None or tr.pod_live or self.suspended:
+                continue
+            status = self.engine.trial_status(tr.trial_id)
+            if status not in (states.RUNNING, states.PENDING):
+                tr.next_attempt = None
+                continue
+            tr.attempt += 1
+            trial_obj = {
+                "apiVersion": objects.API_VERSION,
+                "kind": "TuneTrial",
+                "metadata": {
+                    "name": tr.obj_name,
+                    "namespace": self.namespace,
+                    "uid": tr.uid,
+                },
+                "spec": tr.spec,
+            }
+            if tr.attempt > 1:
+                self.api.patch_trial(self.namespace, tr.obj_name, {"spec": tr.spec})
+            pod = self.build_pod(self.experiment, trial_obj, tr.attempt)
+            self.api.create_pod(pod)
+            tr.pod_name = pod["metadata"]["name"]
+            tr.pod_live, tr.pod_seen, tr.stopping = True, False, False
+            tr.next_attempt = None
+            tr.last_iter = (
+                _iteration(self.engine.trial_summary(tr.trial_id).get("last_result") or {})
+                if tr.spec.get("restoreFrom")
+                else None
+            )
+            tr.answered_seq = None
+            tr.verdicts = {}
+            self._set_trial_status(
+                tr,
+                {
+                    "phase": "PENDING",
+                    "attempts": tr.attempt,
+                    "podName": tr.pod_name,
+                    "failures": self.engine.trial_summary(tr.trial_id)["num_failures"],
+                },
+            )
+
+    def _set_trial_status(self, tr: TrialTrack, patch: dict[str, Any]) -> None:
+        if patch.get("phase") is not None and patch.get("phase") == tr.phase and len(patch) == 1:
+            return
+        tr.phase = patch.get("phase", tr.phase)
+        self.api.patch_trial_status(self.namespace, tr.obj_name, {"status": patch})
+
+    def _post(self, message: str, reason: str, warning: bool = False) -> None:
+        self.api.event(self.experiment, reason, message, warning)
+
+    # -- experiment status ------------------------------------------------------------------
+    def status(self, generation: int | None) -> dict[str, Any]:
+        counts = self.engine.counts()
+        finished: ExperimentFinished | None = self.engine.finished
+        unschedulable = next((t for t in self.tracks.values() if t.unschedulable), None)
+        if finished is not None:
+            phase = "Succeeded" if finished.status == "SUCCEEDED" else "Failed"
+            reason = "Succeeded" if phase == "Succeeded" else "TrialFailed"
+            message = finished.reason
+        elif self.suspended:
+            phase, reason, message = "Suspended", "Suspended", "spec.suspend is true"
+        elif unschedulable is not None:
+            phase, reason = "Running", "TrialUnschedulable"
+            message = f"trial {unschedulable.obj_name} cannot be scheduled: "
+            message += str(unschedulable.unschedulable)
+        else:
+            phase, reason = "Running", "TrialsRunning"
+            message = f"{counts[states.RUNNING]} running, {counts[states.PENDING]} pending"
+        status: dict[str, Any] = {
+            "phase": phase,
+            "observedGeneration": generation,
+            "trials": {
+                "total": sum(counts.values()),
+                "pending": counts[states.PENDING],
+                "running": counts[states.RUNNING],
+                "paused": counts[states.PAUSED],
+                "terminated": counts[states.TERMINATED],
+                "error": counts[states.ERROR],
+            },
+            "message": message,
+            "storageUri": self.storage.uri(""),
+            "_reason": reason,
+        }
+        best = self.best_trial()
+        if best is not None:
+            status["bestTrial"] = best
+        return status
+
+    def best_trial(self) -> dict[str, Any] | None:
+        cfg = self.engine.config
+        if not cfg.metric or not cfg.mode:
+            return None
+        try:
+            trial_id = self.engine.best_trial()
+        except Exception:
+            return None
+        if trial_id is None:
+            return None
+        summary = self.engine.trial_summary(trial_id)
+        value = (summary.get("last_result") or {}).get(cfg.metric)
+        ref = summary.get("best_checkpoint")
+        out: dict[str, Any] = {
+            "name": self.track(trial_id).obj_name,
+            "config": summary["config"],
+        }
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out["metric"] = value
+        if ref:
+            out["checkpoint"] = self.checkpoint_uri(CheckpointRef.from_dict(ref))
+        return out
+
+
+def _iteration(result: dict[str, Any]) -> int | None:
+    value = result.get("training_iteration")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _checkpoint_index(name: str) -> int | None:
+    tail = name.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _reason(actions: list[Action]) -> str:
+    for a in actions:
+        if isinstance(a, StopTrial):
+            return a.reason
+        if isinstance(a, PauseTrial):
+            return "paused by the scheduler"
+        if isinstance(a, RestartTrial):
+            return "exploit"
+    return ""

@@ -1,0 +1,208 @@
+"""One TuneExperiment's loop (run in its kopf daemon thread): set up, then reconcile on every
+change of its trials or pods (and at least once a second) until it is finished or deleted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubetune.storage import StorageError
+from kubetune_operator import metrics, objects
+from kubetune_operator.api import ApiError
+from kubetune_operator.controller import STATE_KEY, ExperimentRuntime, Observed
+from kubetune_operator.plan import (
+    BadSpec,
+    build_engine,
+    open_experiment_storage,
+    restore_engine,
+    secrets_needed,
+    storage_spec,
+)
+from kubetune_operator.views import pod_view, trial_view
+
+log = logging.getLogger("kubetune_operator")
+TICK_S = 1.0
+STATUS_MIN_INTERVAL_S = 1.0
+SNAPSHOT_MIN_INTERVAL_S = 1.0
+
+
+def _plain(body: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(body), default=dict))
+
+
+def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
+    """Check everything, then build the runtime (restored when a snapshot exists)."""
+    api, config = state.api, state.config
+    ns = experiment["metadata"]["namespace"]
+    engine = build_engine(experiment)  # BadSpec before anything is created
+    sspec = storage_spec(experiment, config.default_storage)
+    credentials: dict[str, str] = {}
+    for field, secret in secrets_needed(experiment, config.image_pull_secrets):
+        data = api.secret_data(ns, secret)
+        if data is None:
+            raise BadSpec(f"{field}: Secret {secret!r} does not exist in namespace {ns!r}")
+        if field == "spec.storage.secretName":
+            if "AWS_ACCESS_KEY_ID" not in data or "AWS_SECRET_ACCESS_KEY" not in data:
+                raise BadSpec(
+                    f"{field}: Secret {secret!r} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                )
+            credentials = data
+    storage = open_experiment_storage(experiment, sspec, credentials)
+    try:
+        raw = storage.get_bytes(STATE_KEY)
+    except StorageError as exc:
+        if "NoSuchKey" not in str(exc) and "404" not in str(exc) and "Not Found" not in str(exc):
+            raise
+        raw = None
+    if ns not in state.rbac_done:
+        name = config.trial_service_account
+        for body in (
+            objects.trial_service_account(ns, name),
+            objects.trial_role(ns, name),
+            objects.trial_role_binding(ns, name),
+        ):
+            api.ensure(body)
+        state.rbac_done.add(ns)
+    settings = config.pod_settings()
+    if sspec.secret_name or not settings.default_storage:
+        settings.default_storage = {**config.default_storage}
+
+    from kubetune_operator.pod import build_trial_pod
+
+    def build(exp: dict[str, Any], trial: dict[str, Any], attempt: int) -> dict[str, Any]:
+        pod = build_trial_pod(exp, trial, attempt, settings)
+        secrets = [{"name": s} for s in config.image_pull_secrets]
+        if secrets:
+            have = pod["spec"].setdefault("imagePullSecrets", [])
+            have.extend(s for s in secrets if s not in have)
+        return pod
+
+    grace = int(getattr(settings, "termination_grace_s", 60))
+    if raw is None:
+        runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace)
+        runtime.start(time.time())
+        return runtime
+    engine = restore_engine(experiment, json.loads(raw))
+    runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace)
+    name = experiment["metadata"]["name"]
+    trials = {t["name"]: t for t in map(trial_view, api.list_trials(ns, name))}
+    pods = {p["name"]: p for p in map(pod_view, api.list_pods(ns, name))}
+    runtime.restore(Observed(trials, pods), time.time())
+    return runtime
+
+
+def publish_status(
+    runtime: ExperimentRuntime, experiment: dict[str, Any], generation: int | None, force: bool
+) -> bool:
+    status = runtime.status(generation)
+    reason = status.pop("_reason")
+    comparable = {k: v for k, v in status.items()}
+    if comparable == runtime.last_status and not force:
+        return False
+    old = (experiment.get("status") or {}).get("conditions")
+    status["conditions"] = objects.merge_conditions(
+        old, objects.kstatus(status["phase"], reason, status["message"], generation)
+    )
+    if not (experiment.get("status") or {}).get("startTime"):
+        status["startTime"] = objects.now_iso()
+    if status["phase"] in ("Succeeded", "Failed"):
+        status["completionTime"] = objects.now_iso()
+    runtime.api.patch_experiment_status(
+        experiment["metadata"]["namespace"], experiment["metadata"]["name"], {"status": status}
+    )
+    runtime.last_status = comparable
+    for state_name, count in status["trials"].items():
+        metrics.TRIALS.labels(
+            experiment["metadata"]["namespace"], experiment["metadata"]["name"], state_name
+        ).set(count)
+    return True
+
+
+def stall(api: Any, experiment: dict[str, Any], message: str) -> None:
+    meta = experiment["metadata"]
+    generation = meta.get("generation")
+    old = (experiment.get("status") or {}).get("conditions")
+    conditions = objects.merge_conditions(
+        old, objects.kstatus("Stalled", "InvalidSpec", message, generation)
+    )
+    status = {
+        "phase": "Failed",
+        "observedGeneration": generation,
+        "message": message,
+        "conditions": conditions,
+    }
+    api.patch_experiment_status(meta["namespace"], meta["name"], {"status": status})
+    api.event(experiment, "InvalidSpec", message, warning=True)
+
+
+def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
+    experiment = _plain(body)
+    meta = experiment["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if (experiment.get("status") or {}).get("phase") in ("Succeeded", "Failed") and (
+        (experiment.get("status") or {}).get("observedGeneration") == meta.get("generation")
+    ):
+        return  # finished: nothing to watch (a spec change would need a new experiment)
+    runtime: ExperimentRuntime | None = None
+    while not stopped() and runtime is None:
+        try:
+            runtime = setup(experiment, state)
+        except BadSpec as exc:
+            log.warning("%s/%s: %s", *key, exc)
+            stall(state.api, experiment, str(exc))
+            generation = meta.get("generation")
+            while not stopped() and _plain(body)["metadata"].get("generation") == generation:
+                time.sleep(TICK_S)
+            experiment = _plain(body)
+            meta = experiment["metadata"]
+        except (ApiError, StorageError, OSError) as exc:
+            log.warning("%s/%s: setup failed, retrying: %s", *key, exc)
+            time.sleep(2 * TICK_S)
+    if runtime is None:
+        return
+    state.api.event(experiment, "Started", f"{len(runtime.tracks)} trials known at start")
+    wake = state.store.wake_event(key)
+    last_snapshot = 0.0
+    last_status = 0.0
+    while not stopped():
+        wake.wait(TICK_S)
+        wake.clear()
+        experiment = _plain(body)
+        runtime.experiment = experiment
+        try:
+            before = runtime.results_processed
+            runtime.step(
+                state.store.observed(key),
+                time.time(),
+                suspend=bool((experiment.get("spec") or {}).get("suspend")),
+            )
+            metrics.RESULTS.inc(runtime.results_processed - before)
+            for latency in runtime.decision_latencies:
+                metrics.DECISION_LATENCY.observe(latency)
+            runtime.decision_latencies.clear()
+            finished = runtime.engine.is_finished()
+            now = time.monotonic()
+            if runtime.dirty and (finished or now - last_snapshot > SNAPSHOT_MIN_INTERVAL_S):
+                runtime.save_snapshot()
+                last_snapshot = now
+            if (finished or now - last_status > STATUS_MIN_INTERVAL_S) and publish_status(
+                runtime, experiment, meta.get("generation"), False
+            ):
+                last_status = now
+            if finished and not runtime.finished_reported:
+                runtime.finished_reported = True
+                fin = runtime.engine.finished
+                state.api.event(
+                    experiment,
+                    "Succeeded" if fin and fin.status == "SUCCEEDED" else "Failed",
+                    fin.reason if fin else "finished",
+                    warning=bool(fin and fin.status != "SUCCEEDED"),
+                )
+            if finished and not any(t.pod_live for t in runtime.tracks.values()):
+                return
+        except (ApiError, StorageError, OSError) as exc:
+            log.warning("%s/%s: reconcile failed, retrying: %s", *key, exc)
+            time.sleep(TICK_S)

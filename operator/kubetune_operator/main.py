@@ -1,0 +1,49 @@
+"""``kubetune-operator``: parse the command line and environment, then run kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from kubetune_operator.config import ConfigError, load
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load(argv)
+    except ConfigError as exc:
+        print(f"kubetune-operator: {exc}", file=sys.stderr)
+        return 2
+    import kopf
+
+    from kubetune_operator import handlers, metrics
+    from kubetune_operator.api import KubeApi
+    from kubetune_operator.state import STATE
+
+    assert handlers  # registers the handlers with kopf
+    logging.basicConfig(
+        level=logging.DEBUG if config.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kopf").setLevel(logging.DEBUG if config.verbose else logging.WARNING)
+    STATE.config = config
+    STATE.api = KubeApi()
+    metrics.serve(config.metrics_port)
+    liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
+    kopf.configure(verbose=config.verbose)
+    asyncio.run(
+        kopf.operator(
+            standalone=config.standalone,
+            peering_name=config.peering,
+            clusterwide=config.all_namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=liveness,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""From a TuneExperiment object to an engine and a storage root, or a :class:`BadSpec`.
+
+Everything the schema cannot check is checked here, before anything is created, so a bad
+spec ends in ``Stalled`` with a message naming the field and nothing half-made.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune.engine import CheckpointSettings, EngineConfig, ExperimentEngine
+from kubetune.manifest.experiment import plan_from_manifest
+from kubetune.manifest.validate import Manifest, ManifestError
+from kubetune.search.errors import ConfigError
+from kubetune.storage import Storage
+from kubetune.storage.s3 import S3Config, S3Storage
+
+
+class BadSpec(ValueError):
+    """The experiment cannot run as written; the message names the field."""
+
+
+@dataclass
+class StorageSpec:
+    bucket: str
+    prefix: str
+    endpoint: str | None
+    region: str | None
+    addressing_style: str
+    secret_name: str | None
+
+
+def storage_spec(experiment: dict[str, Any], default: dict[str, Any]) -> StorageSpec:
+    spec = (experiment.get("spec") or {}).get("storage") or {}
+    merged = {**default, **spec} if spec.get("bucket") is None else dict(spec)
+    if not merged.get("bucket"):
+        raise BadSpec(
+            "spec.storage.bucket: no storage is configured and the operator has no default"
+            " (KUBETUNE_DEFAULT_S3_BUCKET)"
+        )
+    return StorageSpec(
+        bucket=merged["bucket"],
+        prefix=(merged.get("prefix") or "").strip("/"),
+        endpoint=merged.get("endpoint") or default.get("endpoint"),
+        region=merged.get("region") or default.get("region"),
+        addressing_style=merged.get("addressingStyle") or default.get("addressingStyle") or "auto",
+        secret_name=spec.get("secretName"),
+    )
+
+
+def open_experiment_storage(
+    experiment: dict[str, Any], spec: StorageSpec, credentials: dict[str, str]
+) -> Storage:
+    name = experiment["metadata"]["name"]
+    prefix = f"{spec.prefix}/{name}" if spec.prefix else name
+    config = S3Config(
+        endpoint_url=spec.endpoint,
+        region=spec.region,
+        access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
+        secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=credentials.get("AWS_SESSION_TOKEN"),
+        addressing_style=spec.addressing_style,
+    )
+    return S3Storage(spec.bucket, prefix, config)
+
+
+def secrets_needed(experiment: dict[str, Any], pull_secrets: list[str]) -> list[tuple[str, str]]:
+    """(field, Secret name) pairs that must exist before anything is created."""
+    spec = experiment.get("spec") or {}
+    out: list[tuple[str, str]] = []
+    secret = (spec.get("storage") or {}).get("secretName")
+    if secret:
+        out.append(("spec.storage.secretName", secret))
+    for i, ref in enumerate((spec.get("trainable") or {}).get("imagePullSecrets") or []):
+        if isinstance(ref, dict) and ref.get("name"):
+            out.append((f"spec.trainable.imagePullSecrets[{i}].name", ref["name"]))
+    out.extend(("KUBETUNE_IMAGE_PULL_SECRETS (operator setting)", s) for s in pull_secrets)
+    return out
+
+
+def build_engine(experiment: dict[str, Any]) -> ExperimentEngine:
+    doc = {
+        "apiVersion": experiment.get("apiVersion", "kubetune.io/v1alpha1"),
+        "kind": experiment.get("kind", "TuneExperiment"),
+        "metadata": {"name": experiment["metadata"]["name"]},
+        "spec": experiment.get("spec") or {},
+    }
+    name = doc["metadata"]["name"]
+    try:
+        plan = plan_from_manifest(Manifest.from_dict(json.loads(json.dumps(doc)), name))
+    except ManifestError as exc:
+        raise BadSpec(_strip_source(str(exc), name)) from None
+    if not (doc["spec"].get("trainable") or {}).get("image"):
+        raise BadSpec("spec.trainable.image: a cluster needs the image that holds the trainable")
+    rc = plan.run_config
+    ckpt, failure = rc.checkpoint_config, rc.failure_config
+    config = EngineConfig(
+        param_space=plan.param_space,
+        metric=plan.tune["metric"],
+        mode=plan.tune["mode"],
+        num_samples=plan.tune["num_samples"],
+        max_concurrent_trials=plan.tune["max_concurrent_trials"],
+        time_budget_s=plan.tune["time_budget_s"],
+        max_failures=failure.max_failures,
+        fail_fast=bool(failure.fail_fast),
+        checkpoint=CheckpointSettings(
+            num_to_keep=ckpt.num_to_keep,
+            checkpoint_score_attribute=ckpt.checkpoint_score_attribute,
+            checkpoint_score_order=ckpt.checkpoint_score_order,
+            checkpoint_frequency=ckpt.checkpoint_frequency,
+            checkpoint_at_end=ckpt.checkpoint_at_end,
+        ),
+        resources=plan.resources or {"bundles": [{"CPU": 1}], "strategy": "PACK"},
+        name=name,
+        trainable_name=plan.entrypoint.rpartition(":")[2] or "trainable",
+    )
+    kwargs = {
+        "search_alg": plan.tune.get("search_alg"),
+        "scheduler": plan.tune.get("scheduler"),
+        "stopper": rc.stop,
+    }
+    try:
+        return ExperimentEngine(config, seed=plan.tune.get("seed"), **kwargs)
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise BadSpec(f"spec: {exc}") from None
+
+
+def restore_engine(experiment: dict[str, Any], state: dict[str, Any]) -> ExperimentEngine:
+    fresh = build_engine(experiment)  # same searcher/scheduler objects, then the saved state
+    try:
+        return ExperimentEngine.from_json(
+            json.dumps(state["engine"]),
+            search_alg=fresh.searcher,
+            scheduler=fresh.scheduler,
+            stopper=(experiment.get("spec") or {}).get("runConfig", {}).get("stop"),
+            config=fresh.config,
+        )
+    except (ConfigError, ValueError, TypeError, KeyError) as exc:
+        raise BadSpec(f"status: the saved experiment state cannot be restored: {exc}") from None
+
+
+def _strip_source(message: str, source: str) -> str:
+    lines = []
+    for line in message.splitlines():
+        head, sep, rest = line.partition(": ")
+        lines.append(rest if sep and head.startswith(source) else line)
+    return "; ".join(lines)

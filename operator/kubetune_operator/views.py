@@ -1,0 +1,101 @@
+"""Small views of observed objects: what the controller needs of a Pod or a TuneTrial.
+
+The watch handlers keep only these (not whole objects), so memory stays flat.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetune_operator.objects import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL
+
+LIVE = ("Pending", "Running", "Unknown")
+
+
+def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    view: dict[str, Any] = {
+        "name": meta.get("name"),
+        "experiment": labels.get(LABEL_EXPERIMENT),
+        "trial": labels.get(LABEL_TRIAL),
+        "trialObject": next(
+            (
+                o.get("name")
+                for o in meta.get("ownerReferences") or []
+                if o.get("kind") == "TuneTrial"
+            ),
+            None,
+        ),
+        "attempt": _int(labels.get(LABEL_ATTEMPT)),
+        "phase": status.get("phase") or "Pending",
+        "deleting": bool(meta.get("deletionTimestamp")),
+        "reason": status.get("reason"),
+        "message": status.get("message"),
+        "unschedulable": None,
+        "exitCode": None,
+        "containerReason": None,
+        "started": False,
+    }
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            view["unschedulable"] = cond.get("message") or cond.get("reason") or "unschedulable"
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "running" in state or "terminated" in state:
+            view["started"] = True
+        term = state.get("terminated")
+        if term is not None:
+            view["exitCode"] = term.get("exitCode")
+            view["containerReason"] = term.get("reason")
+            if term.get("message"):
+                view["message"] = term.get("message")
+        waiting = state.get("waiting")
+        if waiting and waiting.get("reason") in (
+            "ErrImagePull",
+            "ImagePullBackOff",
+            "InvalidImageName",
+            "CreateContainerConfigError",
+        ):
+            view["waitingError"] = f"{waiting.get('reason')}: {waiting.get('message', '')}"
+    return view
+
+
+def trial_view(trial: dict[str, Any]) -> dict[str, Any]:
+    meta = trial.get("metadata") or {}
+    spec = trial.get("spec") or {}
+    status = trial.get("status") or {}
+    return {
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "experiment": spec.get("experiment") or (meta.get("labels") or {}).get(LABEL_EXPERIMENT),
+        "trialId": spec.get("trialId"),
+        "deleting": bool(meta.get("deletionTimestamp")),
+        "verdict": spec.get("verdict"),
+        "spec": spec,
+        "report": status.get("report") or {},
+        "attempts": status.get("attempts") or 0,
+        "phase": status.get("phase"),
+    }
+
+
+def pod_failure_message(view: dict[str, Any]) -> str:
+    parts = [
+        p
+        for p in (
+            view.get("reason"),
+            view.get("containerReason"),
+            f"exit code {view['exitCode']}" if view.get("exitCode") is not None else None,
+            view.get("message"),
+        )
+        if p
+    ]
+    return f"pod {view.get('name')} failed: " + ("; ".join(str(p) for p in parts) or "unknown")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -278,3 +278,37 @@ def test_examples_run_in_under_a_minute(example, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "best" in out.stdout
     assert elapsed < 60, f"{example} took {elapsed:.0f} s"
+
+
+def test_engine_stop_reaches_a_running_trial_within_100ms():
+    from kubetune.tune.stopper import FunctionStopper
+
+    # a function stopper is evaluated by the engine (not the runner): the backend signals
+    stopper = FunctionStopper(lambda trial_id, result: result["i"] >= 3)
+    results = fit(T.sleeps_between_reports, run_config=air.RunConfig(stop=stopper, verbose=0))
+    last = results[0].metrics["training_iteration"]
+    # results come every 50 ms: within 100 ms of the stop at i=3 (iteration 4) at most
+    # two more can have been written
+    assert 4 <= last <= 6, last
+
+
+def test_each_gpu_trial_gets_its_own_gpu(tmp_path, monkeypatch):
+    import stat
+
+    script = tmp_path / "bin" / "nvidia-smi"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\n"
+        'echo "0, GPU-a, 0, 16000, 0, 16000, 535.0, Fake, 0001, Disabled, Disabled, 40"\n'
+        'echo "1, GPU-b, 0, 16000, 0, 16000, 535.0, Fake, 0002, Disabled, Disabled, 40"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    results = fit(
+        tune.with_resources(T.reports_visible_gpus, {"cpu": 0.5, "gpu": 1}),
+        param_space={"k": tune.grid_search([1, 2])},
+    )
+    assert sorted(r.metrics["cuda"] for r in results) == ["0", "1"]
+    with pytest.raises(ValueError, match="needs 3 GPUs but this machine has 2"):
+        fit(tune.with_resources(T.reports_visible_gpus, {"gpu": 3}))

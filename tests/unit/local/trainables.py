@@ -119,3 +119,8 @@ class MyTrainableNoReset(tune.Trainable):
 
     def step(self):
         return {"pid": os.getpid(), "a": self.config["a"]}
+
+
+def reports_visible_gpus(config):
+    time.sleep(0.3)  # overlap with the other trial, so both hold a GPU at once
+    session.report({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES", "")})

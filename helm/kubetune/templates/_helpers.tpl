@@ -57,48 +57,51 @@ The operator's permissions in every namespace it serves (a ClusterRole's rules i
 mode, a Role's in each watched namespace otherwise). Each rule says why the operator needs it.
 */}}
 {{- define "kubetune.namespacedRules" -}}
-# Experiments: watched by kopf, which patches its own annotations and finalizers on them.
+# Experiments: kopf watches them and patches its finalizer and annotations (kubetune.io/*).
 - apiGroups: ["kubetune.io"]
   resources: ["tuneexperiments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Experiment status: phase, conditions (Ready/Reconciling/Stalled), trial counts, best trial.
 - apiGroups: ["kubetune.io"]
   resources: ["tuneexperiments/status"]
-  verbs: ["get", "patch"]
-# Trials: created (owned by their experiment), stopped/paused through their spec, deleted.
+  verbs: ["patch"]
+# Trials: created owned by their experiment (get when a create meets 409), watched, and
+# stopped/paused through their spec. Never deleted by the operator: garbage collection does it.
 - apiGroups: ["kubetune.io"]
   resources: ["tunetrials"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Trial status (the operator owns phase and conditions; the sidecar owns status.report).
-# list and watch too: the sidecars' Role grants them, and RBAC lets the operator grant only
-# what it holds.
+# get, list and watch too: the sidecars' Role grants them, and RBAC lets the operator grant
+# only what it holds itself.
 - apiGroups: ["kubetune.io"]
   resources: ["tunetrials/status"]
   verbs: ["get", "list", "watch", "patch"]
-# Owner references with blockOwnerDeletion (kopf.adopt sets it) need update on the owner's
-# finalizers where the OwnerReferencesPermissionEnforcement admission plugin is on.
+# Owner references with blockOwnerDeletion (trials -> experiment, pods -> trial) need update on
+# the owner's finalizers where the OwnerReferencesPermissionEnforcement admission plugin is on.
 - apiGroups: ["kubetune.io"]
   resources: ["tuneexperiments/finalizers", "tunetrials/finalizers"]
   verbs: ["update"]
-# Trial pods: created (owned by their TuneTrial), watched for completion, deleted to stop a trial.
+# Trial pods: created owned by their TuneTrial, watched (label kubetune.io/experiment), listed
+# on recovery, deleted to stop or pause a trial.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Events about experiments and trials (kopf posts core/v1 Events).
+  verbs: ["list", "watch", "create", "delete"]
+# Events about experiments and trials (core/v1, posted by the operator and by kopf).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# The trial sidecars' identity, made per namespace: ServiceAccount + Role + RoleBinding.
-# Kubernetes lets the operator create that Role only because it holds every permission the Role
-# grants (tunetrials and tunetrials/status: get, list, watch, patch): no escalate/bind verbs.
+# The trial sidecars' identity, made once per namespace: ServiceAccount + Role + RoleBinding
+# (looked up first, created when missing). No escalate or bind verb: the API server accepts the
+# Role because the operator holds every permission it grants.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create"]
 {{- if .Values.rbac.readSecrets }}
-# The S3 credentials named by spec.storage.secretName: get only (no list, no watch).
+# The Secrets an experiment names (spec.storage.secretName, image pull secrets): read to
+# validate them and to reach S3 for the engine snapshot. get only: no list, no watch.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
@@ -107,6 +110,6 @@ mode, a Role's in each watched namespace otherwise). Each rule says why the oper
 # kopf peering in a namespaced operator: one KopfPeering per served namespace.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 {{- end -}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,6 +57,17 @@ class Storage(ABC):
         except FileNotFoundError:
             return False
         return True
+
+    def put_files(
+        self,
+        pairs: list[tuple[str, str]],
+        on_done: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """Store each ``(local_path, key)``; ``on_done`` is called after each one is stored."""
+        for local_path, key in pairs:
+            self.put_file(local_path, key)
+            if on_done is not None:
+                on_done(local_path, key)
 
     def put_directory(self, local_dir: str, prefix: str) -> None:
         for dirpath, _dirs, files in os.walk(local_dir):

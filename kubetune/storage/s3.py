@@ -7,6 +7,7 @@ boto3's transfer manager (multipart, parallel parts).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,9 @@ class S3Config:
     multipart_threshold: int = 64 * MiB
     multipart_chunksize: int = 64 * MiB
     max_concurrency: int = 8
+    connect_timeout: float = 60.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,7 +89,9 @@ class S3Storage(Storage):
             verify=config.verify,
             config=Config(
                 s3={"addressing_style": config.addressing_style},
-                retries={"max_attempts": 3, "mode": "standard"},
+                retries={"max_attempts": config.max_attempts, "mode": "standard"},
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
                 max_pool_connections=max(10, config.max_concurrency * 2),
                 # The S3 stores we target do not all accept the newer default checksums.
                 request_checksum_calculation="when_required",
@@ -140,6 +146,38 @@ class S3Storage(Storage):
             )
         except Exception as exc:
             raise self._wrap(exc, key) from exc
+
+    def put_files(
+        self,
+        pairs: list[tuple[str, str]],
+        on_done: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """Many files at once through one transfer manager: small files in parallel, large
+        ones in parallel parts; ``on_done`` runs as each file is stored."""
+        if not pairs:
+            return
+        from boto3.s3.transfer import create_transfer_manager
+
+        manager = create_transfer_manager(self.client, self.transfer_config)
+        try:
+            futures = [
+                (path, key, manager.upload(path, self.bucket, self._key(key)))
+                for path, key in pairs
+            ]
+            first_error: Exception | None = None
+            for path, key, future in futures:
+                try:
+                    future.result()
+                except Exception as exc:
+                    if first_error is None:
+                        first_error = self._wrap(exc, key)
+                    continue
+                if on_done is not None:
+                    on_done(path, key)
+            if first_error is not None:
+                raise first_error
+        finally:
+            manager.shutdown()
 
     def get_file(self, key: str, local_path: str) -> None:
         try:

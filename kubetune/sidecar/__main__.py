@@ -1,0 +1,54 @@
+"""``python -m kubetune.sidecar`` (the pod's sidecar) and ``--probe`` (its startup probe)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+
+def probe(root: str) -> int:
+    from kubetune._paths import host_path
+    from kubetune.sidecar.config import READY_FILE
+
+    return 0 if os.path.exists(os.path.join(host_path(root), READY_FILE)) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubetune.sidecar", description=__doc__)
+    parser.add_argument("--probe", action="store_true", help="exit 0 once inputs are restored")
+    args = parser.parse_args(argv)
+    root = os.environ.get("KUBETUNE_SIDECAR_ROOT") or "/kubetune"
+    if args.probe:
+        return probe(root)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from kubetune.sidecar.config import ConfigError, SidecarConfig
+    from kubetune.sidecar.core import Sidecar, TrialApi
+
+    try:
+        cfg = SidecarConfig.from_env()
+    except ConfigError as exc:
+        print(f"kubetune.sidecar: {exc}", file=sys.stderr)
+        return 2
+    api: TrialApi | None = None
+    if cfg.trial:
+        from kubetune.sidecar.kube import KubeTrialApi
+
+        api = KubeTrialApi(cfg.trial, cfg.namespace, cfg.token_dir)
+    sidecar = Sidecar(cfg, api=api)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        sidecar.terminate()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    return sidecar.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

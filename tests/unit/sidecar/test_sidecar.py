@@ -1,0 +1,127 @@
+"""The sidecar in-process against a real trial process; storage is a local directory."""
+
+from __future__ import annotations
+
+import json
+
+from kubetune.engine.checkpoints import register_checkpoint
+from kubetune.trial import exit_codes
+
+from .conftest import FakeApi
+
+SCORED = "tests.unit.sidecar.trainables:scored"
+
+
+def expected_kept(scores: list[float], keep: int, attr: str | None) -> list[str]:
+    entries: list = []
+    for i, s in enumerate(scores):
+        entries, _ = register_checkpoint(
+            entries,
+            f"checkpoint_{i:06d}",
+            {"score": s},
+            i + 1,
+            num_to_keep=keep,
+            score_attribute=attr,
+        )
+    return sorted(e[2] for e in entries)
+
+
+def test_results_checkpoints_and_keep_rule_reach_storage(make_pod) -> None:
+    scores = [1, 5, 3, 4, 2, 6, 0, 7]
+    pod = make_pod(
+        SCORED, {"n": 8, "scores": scores}, num_to_keep=2, score_attribute="score", metric="score"
+    )
+    pod.start_sidecar()
+    pod.start_trial()
+    assert pod.wait() == exit_codes.FINISHED
+    lines = pod.stored_lines()
+    assert [r["i"] for r in lines] == list(range(8))
+    assert pod.stored_checkpoints() == expected_kept(scores, 2, "score")
+    assert (
+        sorted(p.name for p in (pod.root / "out").iterdir() if p.name.startswith("checkpoint_"))
+        == pod.stored_checkpoints()
+    )
+    last = pod.api.last
+    assert last["uploaded"] is True
+    assert last["resultCount"] == 8 and last["uploadedResults"] == 8
+    assert last["results"][-1]["i"] == 7 and "config" not in last["results"][-1]
+    assert last["bestCheckpoint"].endswith("checkpoint_000007")
+    assert last["latestCheckpoint"].endswith("checkpoint_000007")
+    assert last["metric"] == 7
+    assert last["exit"]["status"] == "finished"
+    seqs = [r["sequence"] for r in pod.api.reports]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    for report in pod.api.reports:  # a result names only stored checkpoints
+        for r in report["results"]:
+            name = r.get("checkpoint_dir_name")
+            assert name is None or r["i"] <= lines[-1]["i"]
+    assert (pod.storage_dir / "params.json").exists()
+    assert (pod.storage_dir / "progress.csv").read_text().count("\n") == 9
+
+
+def test_gate_request_is_relayed_and_the_verdict_written_back(make_pod) -> None:
+    def answer(req):
+        return {"seq": req["seq"], "action": "stop", "reason": "asha"}
+
+    pod = make_pod(
+        SCORED,
+        {"n": 8},
+        api=FakeApi(answer),
+        spec_extra={"decision_points": [3]},
+    )
+    pod.start_sidecar()
+    pod.start_trial()
+    assert pod.wait() == exit_codes.STOPPED
+    gated = [r for r in pod.api.reports if r.get("gate")]
+    assert gated and gated[0]["gate"]["value"] == 3
+    assert gated[0]["results"][-1]["training_iteration"] == 3  # the gated result came along
+    assert pod.api.last["gate"] is None and pod.api.last["verdictSeq"] == 1
+    assert [r["i"] for r in pod.stored_lines()] == [0, 1, 2]
+
+
+def test_next_attempt_appends_to_the_log_and_restores(make_pod) -> None:
+    first = make_pod(SCORED, {"n": 3}, name="a0")
+    first.start_sidecar()
+    first.start_trial()
+    assert first.wait() == 0
+    uri = str(first.storage_dir / "checkpoint_000001")
+    second = make_pod(
+        SCORED,
+        {"n": 5},
+        name="a1",
+        restore_from=uri,
+        attempt=1,
+        spec_extra={"restore_from": str(first.root.parent / "a1" / "restore")},
+    )
+    second.start_sidecar()
+    spec = json.loads((second.root / "trial.json").read_text())
+    assert spec["checkpoint_index_start"] == 3  # past every stored checkpoint
+    second.start_trial()
+    assert second.wait() == 0
+    lines = second.stored_lines()
+    assert [r["i"] for r in lines] == [0, 1, 2, 2, 3, 4]
+    assert second.api.last["resultCount"] == 6
+    assert second.stored_checkpoints() == [f"checkpoint_{i:06d}" for i in range(6)]
+
+
+def test_restarted_sidecar_neither_loses_nor_repeats(make_pod) -> None:
+    pod = make_pod(SCORED, {"n": 6, "wait_at": 3, "wait_file": "WAIT"}, num_to_keep=3)
+    pod.cfg.trial_spec["config"]["wait_file"] = str(pod.root / "go")
+    first = pod.start_sidecar()
+    pod.start_trial()
+    deadline = __import__("time").monotonic() + 30
+    while len(first.state.uploaded) < 3:
+        assert __import__("time").monotonic() < deadline
+        __import__("time").sleep(0.02)
+    first.terminate(0.0)  # as good as a kill: the deadline is already over
+    pod.thread.join(10)
+    pod.sidecar = None
+    pod.start_sidecar()  # the same volume: picks up its state
+    (pod.root / "go").write_text("")
+    assert pod.wait() == 0
+    assert [r["i"] for r in pod.stored_lines()] == list(range(6))
+    assert pod.stored_checkpoints() == [
+        "checkpoint_000003",
+        "checkpoint_000004",
+        "checkpoint_000005",
+    ]

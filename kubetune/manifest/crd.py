@@ -612,6 +612,16 @@ def tune_trial_crd() -> dict[str, Any]:
                 "Results not yet acknowledged (newest last; bounded).",
                 free("A result (Ray's result.json line)."),
             ),
+            "firstResult": integer(
+                "Index of results[0] in the trial's whole log (all attempts).", minimum=0
+            ),
+            "resultCount": integer("Result lines in the trial's log so far.", minimum=0),
+            "uploadedResults": integer(
+                "Result lines stored in result.json (read older ones from there).", minimum=0
+            ),
+            "verdictSeq": integer("The newest decision whose verdict was relayed.", minimum=0),
+            "exit": free("The trial runner's exit record (exit_code, status, reason)."),
+            "error": string("What the sidecar is struggling with (storage, restore, GPU)."),
             "latestCheckpoint": string("URI of the newest checkpoint."),
             "bestCheckpoint": string("URI of the best checkpoint."),
             "gate": free("A decision the trial is waiting for (sequence, iteration)."),

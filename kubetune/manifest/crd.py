@@ -648,6 +648,11 @@ def tune_trial_crd() -> dict[str, Any]:
                 "First checkpoint index of the next attempt (names never repeat).", minimum=0
             ),
             "parametersFrom": string("URI of the with_parameters objects to restore."),
+            "experimentTag": string("Ray's experiment_tag of the trial."),
+            "pinnedCheckpoints": array(
+                "Checkpoint names the sidecar's keep-rule must not delete (e.g. a PBT donor's).",
+                string("A checkpoint directory name."),
+            ),
         },
         ["experiment", "trialId"],
     )

@@ -12,6 +12,7 @@ import json
 import os
 import selectors
 import shutil
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from kubetune.engine import (
     StopTrial,
     Verdict,
 )
+from kubetune.local.forkserver import ForkServer
 from kubetune.local.process import TrialProcess
 from kubetune.local.resources import ResourceError, ResourcePool
 from kubetune.local.result_grid import STATE_FILE
@@ -118,6 +120,7 @@ class LocalBackend:
         self._last_tick = 0.0
         self._specs_dir = os.path.join(template.experiment_dir, ".kubetune", "specs")
         os.makedirs(self._specs_dir, exist_ok=True)
+        self.forkserver: ForkServer | None = None
 
     # -- the loop ---------------------------------------------------------------------------
     def _adopt_existing(self) -> None:
@@ -138,8 +141,15 @@ class LocalBackend:
                 trial.checkpoints_seen.add(latest["checkpoint_dir_name"])
             self.trials[trial_id] = trial
 
+    def _start_forkserver(self) -> None:
+        if os.environ.get("KUBETUNE_FORKSERVER", "1") == "0" or not hasattr(socket, "send_fds"):
+            return  # every trial then starts its own interpreter
+        self.forkserver = ForkServer()
+        self.selector.register(self.forkserver.fileno(), selectors.EVENT_READ, None)
+
     def run(self, initial: list[Action]) -> None:
         try:
+            self._start_forkserver()
             self._adopt_existing()
             self.apply(initial)
             while True:
@@ -164,6 +174,10 @@ class LocalBackend:
             raise
         finally:
             self.save_state(force=True)
+            if self.forkserver is not None:
+                self.selector.unregister(self.forkserver.fileno())
+                self.forkserver.close()
+                self.forkserver = None
             if self.on_progress is not None:
                 self.on_progress(self)
 
@@ -330,7 +344,12 @@ class LocalBackend:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU trial must not grab a GPU
         spec_path = os.path.join(self._specs_dir, f"{trial.trial_id}.json")
         log_path = os.path.join(spec.out_dir, "trial.log")
-        trial.proc = TrialProcess(spec, spec_path, env=env, log_path=log_path)
+        if self.forkserver is not None and not self.forkserver.alive():
+            self.selector.unregister(self.forkserver.fileno())
+            self.forkserver = None  # it died: fall back to a process per trial
+        trial.proc = TrialProcess(
+            spec, spec_path, env=env, log_path=log_path, forkserver=self.forkserver
+        )
         self.selector.register(trial.proc.gate_fd, selectors.EVENT_READ, trial.trial_id)
         if trial.proc.exit_fd is not None:  # wake up the moment the process exits
             self.selector.register(trial.proc.exit_fd, selectors.EVENT_READ, trial.trial_id)
@@ -339,6 +358,8 @@ class LocalBackend:
 
     # -- following running trials -----------------------------------------------------------
     def _poll(self) -> None:
+        if self.forkserver is not None:
+            self.forkserver.drain()
         for trial in list(self.running.values()):
             proc = trial.proc
             assert proc is not None

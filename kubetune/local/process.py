@@ -10,6 +10,7 @@ import sys
 import time
 from typing import IO, Any
 
+from kubetune.local.forkserver import ForkServer
 from kubetune.trial import exit_codes
 from kubetune.trial.output import RESULT_FILE
 from kubetune.trial.spec import TrialSpec
@@ -45,6 +46,31 @@ class ResultTail:
             self._f = None
 
 
+class ForkedProcess:
+    """A trial forked by the fork server, with the part of Popen's interface we use."""
+
+    def __init__(self, pid: int, server: ForkServer) -> None:
+        self.pid = pid
+        self._server = server
+
+    def poll(self) -> int | None:
+        code = self._server.exit_codes.get(self.pid)
+        if code is None:
+            self._server.drain()
+            code = self._server.exit_codes.get(self.pid)
+        return code
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"trial {self.pid}", timeout or 0)
+            time.sleep(0.005)
+
+
 class TrialProcess:
     """``python -m kubetune.trial`` for one trial attempt, with a verdict pipe."""
 
@@ -54,6 +80,7 @@ class TrialProcess:
         spec_path: str,
         env: dict[str, str] | None = None,
         log_path: str | None = None,
+        forkserver: ForkServer | None = None,
     ) -> None:
         self.spec = spec
         to_trial_r, to_trial_w = os.pipe()
@@ -70,15 +97,22 @@ class TrialProcess:
         # a retry appends to the same result.json: follow only what this attempt writes
         offset = os.path.getsize(result_path) if os.path.exists(result_path) else 0
         self.tail = ResultTail(result_path, offset)
-        self._log: IO[bytes] | None = open(log_path, "ab") if log_path else None  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubetune.trial", spec_path],
-            env={**os.environ, **(env or {}), "KUBETUNE_PARENT_PID": str(os.getpid())},
-            pass_fds=(from_trial_w, to_trial_r),
-            stdout=self._log or subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the driver reaches the driver only
-        )
+        self._log: IO[bytes] | None = open(log_path or os.devnull, "ab")  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | ForkedProcess
+        if forkserver is not None:
+            pid = forkserver.spawn(
+                spec_path, dict(env or {}), [from_trial_w, to_trial_r, self._log.fileno()]
+            )
+            self.proc = ForkedProcess(pid, forkserver)
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kubetune.trial", spec_path],
+                env={**os.environ, **(env or {}), "KUBETUNE_PARENT_PID": str(os.getpid())},
+                pass_fds=(from_trial_w, to_trial_r),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the driver reaches the driver only
+            )
         os.close(from_trial_w)
         os.close(to_trial_r)
         self.exit_fd: int | None = None

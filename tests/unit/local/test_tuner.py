@@ -312,3 +312,24 @@ def test_each_gpu_trial_gets_its_own_gpu(tmp_path, monkeypatch):
     assert sorted(r.metrics["cuda"] for r in results) == ["0", "1"]
     with pytest.raises(ValueError, match="needs 3 GPUs but this machine has 2"):
         fit(tune.with_resources(T.reports_visible_gpus, {"gpu": 3}))
+
+
+def test_without_the_fork_server_each_trial_starts_its_own_interpreter(monkeypatch):
+    monkeypatch.setenv("KUBETUNE_FORKSERVER", "0")
+    results = fit(
+        T.Counter,
+        param_space={"a": tune.grid_search([1, 2])},
+        run_config=air.RunConfig(stop={"training_iteration": 2}, verbose=0),
+    )
+    assert [r.metrics["score"] for r in results] == [2, 4]
+    assert len({r.metrics["pid"] for r in results}) == 2
+
+
+def test_fork_server_trials_are_separate_processes():
+    results = fit(
+        T.Counter,
+        param_space={"a": tune.grid_search([1, 2, 3])},
+        run_config=air.RunConfig(stop={"training_iteration": 2}, verbose=0),
+    )
+    pids = {r.metrics["pid"] for r in results}
+    assert len(pids) == 3 and os.getpid() not in pids

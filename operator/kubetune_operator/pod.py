@@ -119,7 +119,9 @@ def trial_spec(
     resources = tspec.get("resources") or espec.get("resources") or {"bundles": [{"CPU": 1}]}
     return {
         "trial_id": tspec["trialId"],
-        "trial_name": tspec.get("trialName") or trial["metadata"]["name"],
+        "trial_name": tspec.get("trialName")
+        or (trial["metadata"].get("annotations") or {}).get("kubetune.io/trial-name")
+        or trial["metadata"]["name"],
         "experiment_name": experiment["metadata"]["name"],
         "experiment_tag": tspec.get("experimentTag"),
         "trainable": trainable["entrypoint"],

@@ -105,8 +105,8 @@ def test_next_attempt_appends_to_the_log_and_restores(make_pod) -> None:
 
 
 def test_restarted_sidecar_neither_loses_nor_repeats(make_pod) -> None:
-    pod = make_pod(SCORED, {"n": 6, "wait_at": 3, "wait_file": "WAIT"}, num_to_keep=3)
-    pod.cfg.trial_spec["config"]["wait_file"] = str(pod.root / "go")
+    pod = make_pod(SCORED, {"n": 6}, num_to_keep=3)
+    pod.cfg.trial_spec["config"]["waits"] = {"3": str(pod.root / "go")}
     first = pod.start_sidecar()
     pod.start_trial()
     deadline = __import__("time").monotonic() + 30

@@ -26,12 +26,18 @@ def scored(config: dict) -> None:
         with open(os.path.join(d, "state.json"), "w") as f:
             json.dump({"i": i}, f)
         size = config.get("size", 0)
-        if size:
-            with open(os.path.join(d, "blob.bin"), "wb") as f:
-                f.write(os.urandom(min(size, 1 << 20)) * max(1, size >> 20))
-        wait = config.get("wait_file")
-        if wait and i == config.get("wait_at"):
-            while not os.path.exists(wait):
+        files = config.get("files", 1)
+        for k in range(files if size else 0):
+            # different sizes, so that the files of one checkpoint are stored one by one
+            n = max(1, size >> (2 * (files - 1 - k)))
+            name = "blob.bin" if files == 1 else f"blob-{k}.bin"
+            with open(os.path.join(d, name), "wb") as f:
+                block = os.urandom(min(n, 1 << 20))
+                for _ in range(max(1, n // len(block))):
+                    f.write(block)
+        waits = config.get("waits") or {}
+        if str(i) in waits:
+            while not os.path.exists(waits[str(i)]):
                 time.sleep(0.02)
         session.report(
             {"score": scores[i % len(scores)], "i": i}, checkpoint=Checkpoint.from_directory(d)

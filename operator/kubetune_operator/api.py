@@ -54,6 +54,7 @@ class KubeApi:
         if session is None:
             c = self.configuration
             session = requests.Session()
+            session.trust_env = False  # no proxies or CA bundles from the environment
             session.verify = c.ssl_ca_cert if c.verify_ssl and c.ssl_ca_cert else c.verify_ssl
             if c.cert_file and c.key_file:
                 session.cert = (c.cert_file, c.key_file)

@@ -51,12 +51,7 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
                 )
             credentials = data
     storage = open_experiment_storage(experiment, sspec, credentials)
-    try:
-        raw = storage.get_bytes(STATE_KEY)
-    except StorageError as exc:
-        if "NoSuchKey" not in str(exc) and "404" not in str(exc) and "Not Found" not in str(exc):
-            raise
-        raw = None
+    raw = storage.get_bytes(STATE_KEY) if storage.exists(STATE_KEY) else None
     if ns not in state.rbac_done:
         name = config.trial_service_account
         for body in (

@@ -1,0 +1,301 @@
+"""The operator against the real control plane: kubetune-operator runs as a subprocess.
+
+Until the sidecar is in the repository, trial pods run in the test kubelet's emulated mode and
+a fake sidecar (the pod's behaviour) does what the sidecar does: it appends the trial's result
+to ``TRIAL/result.json`` in S3 and patches ``TuneTrial.status.report``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "kubetune.io", "v1alpha1"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class FakeSidecar:
+    """An emulated pod's behaviour: reports ``results(config)`` as the sidecar would."""
+
+    def __init__(
+        self,
+        kube_api: Any,
+        s3: Any,
+        bucket: str,
+        results: Callable[[dict[str, Any]], list[dict[str, Any]]],
+        duration: float = 0.2,
+    ) -> None:
+        from kubernetes import client
+
+        self.custom = client.CustomObjectsApi(kube_api)
+        self.s3 = s3
+        self.bucket = bucket
+        self.results = results
+        self.duration = duration
+        self.reported = 0
+
+    def __call__(self, epod: Any) -> Any:
+        from tests.testenv.kubelet_emulated import EmulatedExit
+
+        pod = epod.pod
+        meta = pod["metadata"]
+        owner = next(o["name"] for o in meta["ownerReferences"] if o["kind"] == "TuneTrial")
+        attempt = int(meta["labels"]["kubetune.io/attempt"])
+        trial = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], "tunetrials", owner
+        )
+        experiment = trial["spec"]["experiment"]
+        rows = []
+        for i, row in enumerate(self.results(trial["spec"]["config"])):
+            rows.append(
+                {
+                    "training_iteration": i + 1,
+                    "config": trial["spec"]["config"],
+                    **row,
+                    "trial_id": trial["spec"]["trialId"],
+                }
+            )
+        key = f"{experiment}/{owner}/result.json"
+        self.s3.put_object(
+            Bucket=self.bucket, Key=key, Body="".join(json.dumps(r) + "\n" for r in rows).encode()
+        )
+        report = {
+            "sequence": len(rows),
+            "attempt": attempt,
+            "iteration": len(rows),
+            "results": rows[-8:],
+            "uploaded": True,
+        }
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            "tunetrials",
+            owner,
+            {"status": {"report": report}},
+            _content_type="application/merge-patch+json",
+        )
+        self.reported += 1
+        return EmulatedExit(0, self.duration)
+
+
+@pytest.fixture
+def crds(control_plane: Any) -> Any:
+    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    return control_plane
+
+
+@pytest.fixture
+def operator_process(crds: Any, namespace: str, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    log = tmp_path / "operator.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        env = {**os.environ, "KUBECONFIG": str(crds.kubeconfig)}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        out = open(log, "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubetune_operator",
+                "--namespace",
+                namespace,
+                "--standalone",
+                "--liveness-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        out.close()
+        procs.append(proc)
+        return proc
+
+    start.log = log  # type: ignore[attr-defined]
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def experiment(name: str, bucket: str, endpoint: str, **tune: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TuneExperiment",
+        "metadata": {"name": name},
+        "spec": {
+            "trainable": {"image": "kubetune/test:latest", "entrypoint": "tests.train:objective"},
+            "paramSpace": {"x": {"uniform": {"lower": 0, "upper": 6}}},
+            "tuneConfig": {
+                "metric": "loss",
+                "mode": "min",
+                "numSamples": 6,
+                "maxConcurrentTrials": 3,
+                "seed": 7,
+                **tune,
+            },
+            "storage": {
+                "bucket": bucket,
+                "endpoint": endpoint,
+                "secretName": "s3",
+                "addressingStyle": "path",
+            },
+        },
+    }
+
+
+def s3_secret(kube_api: Any, namespace: str, s3_server: Any) -> None:
+    from kubernetes import client
+
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="s3"),
+            string_data={
+                "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+            },
+        ),
+    )
+
+
+def get_experiment(kube_api: Any, namespace: str, name: str) -> dict[str, Any]:
+    from kubernetes import client
+
+    return client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "tuneexperiments", name
+    )
+
+
+def create_experiment(kube_api: Any, namespace: str, body: dict[str, Any]) -> None:
+    from kubernetes import client
+
+    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "tuneexperiments", body
+    )
+
+
+def phase_of(kube_api: Any, namespace: str, name: str) -> str | None:
+    return (get_experiment(kube_api, namespace, name).get("status") or {}).get("phase")
+
+
+def test_experiment_runs_to_succeeded_with_the_best_trial(
+    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    sidecar = FakeSidecar(
+        kube_api,
+        s3_server.client(),
+        s3_bucket,
+        lambda config: [{"loss": (config["x"] - 3) ** 2, "done": True}],
+    )
+    kubelet_factory(mode="emulated", behaviour=sidecar)
+    s3_secret(kube_api, namespace, s3_server)
+    create_experiment(kube_api, namespace, experiment("quad", s3_bucket, s3_server.endpoint_url))
+    proc = operator_process()
+    try:
+        wait_for(lambda: phase_of(kube_api, namespace, "quad") == "Succeeded", 90, "Succeeded")
+    except AssertionError:
+        print(operator_process.log.read_text()[-5000:])
+        raise
+    assert proc.poll() is None
+    status = get_experiment(kube_api, namespace, "quad")["status"]
+    assert status["trials"]["total"] == 6 and status["trials"]["terminated"] == 6
+    trials = client.CustomObjectsApi(kube_api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "tunetrials"
+    )["items"]
+    assert len(trials) == 6
+    losses = {t["metadata"]["name"]: (t["spec"]["config"]["x"] - 3) ** 2 for t in trials}
+    best = min(losses, key=losses.__getitem__)
+    assert status["bestTrial"]["name"] == best
+    assert status["bestTrial"]["metric"] == pytest.approx(losses[best])
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Stalled"]["status"] == "False"
+    assert "trials" not in json.dumps(status["bestTrial"])
+    state = s3_server.client().get_object(Bucket=s3_bucket, Key="quad/experiment_state.json")
+    assert json.loads(state["Body"].read())["experiment"] == "quad"
+
+    # Deleting the experiment removes its trials and pods (owner references).
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "tuneexperiments", "quad"
+    )
+    core = client.CoreV1Api(kube_api)
+    custom = client.CustomObjectsApi(kube_api)
+    wait_for(
+        lambda: (
+            not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "tunetrials")[
+                "items"
+            ]
+            and not core.list_namespaced_pod(namespace).items
+        ),
+        60,
+        "trials and pods to be garbage-collected",
+    )
+
+
+def test_missing_storage_secret_stalls_and_creates_nothing(
+    kube_api, namespace, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    body = experiment("nosecret", s3_bucket, s3_server.endpoint_url)
+    body["spec"]["storage"]["secretName"] = "missing"
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    wait_for(lambda: phase_of(kube_api, namespace, "nosecret") == "Failed", 60, "Stalled")
+    status = get_experiment(kube_api, namespace, "nosecret")["status"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    assert "spec.storage.secretName" in stalled["message"]
+    assert "missing" in stalled["message"]
+    trials = client.CustomObjectsApi(kube_api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "tunetrials"
+    )["items"]
+    assert trials == []
+    assert client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items == []
+
+
+def test_spread_strategy_stalls_naming_the_field(
+    kube_api, namespace, s3_server, s3_bucket, operator_process
+):
+    s3_secret(kube_api, namespace, s3_server)
+    body = experiment("spread", s3_bucket, s3_server.endpoint_url)
+    body["spec"]["resources"] = {"bundles": [{"CPU": 1}, {"CPU": 1}], "strategy": "SPREAD"}
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    wait_for(lambda: phase_of(kube_api, namespace, "spread") == "Failed", 60, "Stalled")
+    status = get_experiment(kube_api, namespace, "spread")["status"]
+    assert "spec.resources.strategy" in status["message"]

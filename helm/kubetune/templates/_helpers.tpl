@@ -113,3 +113,19 @@ mode, a Role's in each watched namespace otherwise). Each rule says why the oper
   verbs: ["list", "watch", "patch"]
 {{- end }}
 {{- end -}}
+
+{{/*
+"true" when this release should render the CRD named by the second argument: it does not exist
+yet (or `helm template` cannot tell), or this release already manages it. A CRD that another
+release or another kopf operator installed is left alone, so the install does not fail on
+Helm's ownership check.
+*/}}
+{{- define "kubetune.ownsCRD" -}}
+{{- $root := index . 0 -}}
+{{- $crd := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" (index . 1) -}}
+{{- if not $crd -}}
+true
+{{- else if and (eq (dig "metadata" "annotations" "meta.helm.sh/release-name" "" $crd) $root.Release.Name) (eq (dig "metadata" "annotations" "meta.helm.sh/release-namespace" "" $crd) $root.Release.Namespace) -}}
+true
+{{- end -}}
+{{- end -}}

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from kubetune_operator.config import ConfigError, load
 from kubetune_operator.controller import ExperimentRuntime, Observed
 from kubetune_operator.objects import dns_name, kstatus, merge_conditions

@@ -368,3 +368,178 @@ def test_large_checkpoint_uploads_intact(
     assert head["ContentLength"] == size_mib * MiB
     assert "-" in head["ETag"]  # a multipart upload
     assert sha256_object(s3, s3_bucket, key) == sha256_file(local)
+
+
+# -- a real pod ----------------------------------------------------------------------------
+GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "tunetrials"
+MERGE = "application/merge-patch+json"
+
+
+@pytest.fixture
+def crds(control_plane: Any) -> Any:
+    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    for name in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
+        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+    return control_plane
+
+
+def _trial_rbac(kube_api: Any, namespace: str) -> None:
+    from kubernetes import client
+
+    core: Any = client.CoreV1Api(kube_api)
+    rbac: Any = client.RbacAuthorizationV1Api(kube_api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "kubetune-trial"}})
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "kubetune-trial"},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["tunetrials"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {"apiGroups": [GROUP], "resources": ["tunetrials/status"], "verbs": ["patch"]},
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "kubetune-trial"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "kubetune-trial",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": namespace}
+            ],
+        },
+    )
+
+
+def test_real_pod_reports_relays_the_gate_and_completes_promptly(
+    crds: Any,
+    kube_api: Any,
+    namespace: str,
+    kubelet: Any,
+    s3_server: Any,
+    s3_bucket: str,
+) -> None:
+    from kubernetes import client
+    from kubetune_operator.pod import PodSettings, build_trial_pod
+
+    core: Any = client.CoreV1Api(kube_api)
+    custom: Any = client.CustomObjectsApi(kube_api)
+    _trial_rbac(kube_api, namespace)
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "s3-creds"},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+            },
+        },
+    )
+    experiment = {
+        "metadata": {"name": "exp", "namespace": namespace, "uid": "x"},
+        "spec": {
+            "trainable": {
+                "image": "kubetune/test",
+                "entrypoint": "tests.unit.sidecar.trainables:in_pod",
+                "pythonPath": [str(REPO)],
+            },
+            "tuneConfig": {"metric": "score", "mode": "max", "chdirToTrialDir": False},
+            "runConfig": {
+                "checkpointConfig": {"numToKeep": 2, "checkpointScoreAttribute": "score"}
+            },
+            "storage": {
+                "bucket": s3_bucket,
+                "prefix": "runs",
+                "endpoint": s3_server.endpoint_url,
+                "region": s3_server.region,
+                "addressingStyle": "path",
+                "secretName": "s3-creds",
+            },
+        },
+    }
+    scores = [0, 5, 3, 4, 2]
+    trial = custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TuneTrial",
+            "metadata": {"name": "exp-00000"},
+            "spec": {
+                "experiment": "exp",
+                "trialId": "00000",
+                "config": {"n": 5, "scores": scores},
+                "resources": {"bundles": [{"CPU": 1}]},
+                "decisionPoints": {"time_attr": "training_iteration", "milestones": [3]},
+            },
+        },
+    )
+    pod = build_trial_pod(experiment, trial, 0, PodSettings(report_interval_s=0.2))
+    core.create_namespaced_pod(namespace, pod)
+    name = pod["metadata"]["name"]
+
+    def report() -> dict[str, Any]:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "exp-00000")
+        return dict((obj.get("status") or {}).get("report") or {})
+
+    # the trial waits at iteration 3: answer as the operator would
+    gate = wait_for(lambda: report().get("gate"), 60, "the gate request in status.report")
+    assert gate["seq"] == 1 and gate["value"] == 3
+    assert report()["results"][-1]["training_iteration"] == 3
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "exp-00000",
+        {"spec": {"verdict": {"seq": 1, "action": "continue", "reason": "test"}}},
+        _content_type=MERGE,
+    )
+    done = kubelet.pod_dir(namespace, name) / "volumes" / "kubetune" / "done"
+    wait_for(done.exists, 60, "the trial's done marker")
+    trial_done = time.monotonic()
+    final = kubelet.wait_for_phase(namespace, name, timeout=30)
+    completed_in = time.monotonic() - trial_done
+    assert final["status"]["phase"] == "Succeeded", kubelet.logs(namespace, name, "trial")
+    assert completed_in < 5.0, f"pod took {completed_in:.1f}s to complete after the trial"
+
+    rep = report()
+    assert rep["uploaded"] is True, kubelet.logs(namespace, name, "kubetune-sidecar")
+    assert rep["resultCount"] == 5 and rep["uploadedResults"] == 5
+    assert rep["exit"]["status"] == "finished" and rep.get("gate") is None  # null deletes it
+    assert rep["verdictSeq"] == 1 and rep["attempt"] == 0
+    prefix = f"s3://{s3_bucket}/runs/exp/exp-00000/"
+    # iteration 1 has no checkpoint; checkpoints 0..3 have scores 5, 3, 4, 2
+    assert rep["bestCheckpoint"] == prefix + "checkpoint_000000"
+    assert rep["latestCheckpoint"] == prefix + "checkpoint_000003"
+
+    s3 = s3_server.client()
+    lines = stored_lines_at(s3, s3_bucket, "runs/exp/exp-00000/result.json")
+    assert [r["training_iteration"] for r in lines] == [1, 2, 3, 4, 5]
+    kept = sorted(
+        {k.split("/")[0] for k in stored(s3, s3_bucket, "runs/exp/exp-00000/") if "/" in k}
+    )
+    # the best two, and the newest (the keep-rule never deletes the newest)
+    assert kept == ["checkpoint_000000", "checkpoint_000002", "checkpoint_000003"]
+
+    # the trial container saw neither credentials nor a token
+    seen = lines[0]
+    env = seen["env"]
+    assert not [k for k in env if k.startswith("AWS_") or "SECRET" in k or "TOKEN" in k]
+    assert s3_server.secret_key not in json.dumps(env)
+    assert seen["mounts"] == ["/kubetune"] and seen["token_visible"] is False
+
+
+def stored_lines_at(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return [json.loads(line) for line in body.decode().splitlines()]

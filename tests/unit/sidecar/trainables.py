@@ -47,3 +47,18 @@ def scored(config: dict) -> None:
 def dump_env(config: dict) -> None:
     """Reports its own environment (to prove it holds no credentials or token)."""
     session.report({"env": dict(os.environ), "files": sorted(os.listdir(config["root"]))})
+
+
+def in_pod(config: dict) -> None:
+    """Reports what the trial container can see (environment, mounts), then scored results."""
+    path_map = json.loads(os.environ.get("KUBETUNE_PATH_MAP") or "{}")
+    sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    session.report(
+        {
+            "score": 0,
+            "env": dict(os.environ),
+            "mounts": sorted(path_map),
+            "token_visible": os.path.exists(path_map.get(sa_dir, sa_dir)),
+        }
+    )
+    scored({**config, "n": config["n"] - 1, "scores": config["scores"][1:]})

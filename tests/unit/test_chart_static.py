@@ -126,3 +126,96 @@ def test_deployment_template_locks_the_container_down():
     deployment = (CHART / "templates" / "deployment.yaml").read_text()
     assert "mountPath: /tmp" in deployment and "emptyDir" in deployment
     assert "path: /healthz" in deployment
+
+
+# -- GitOps: the Argo CD health check, run by a real Lua interpreter ---------------------------
+
+HEALTH_LUA = REPO / "docs" / "argocd-health.lua"
+
+
+def _argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
+    lupa = pytest.importorskip("lupa", reason="lupa (dev group) runs the Lua health check")
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    # Argo CD's sandbox has no os, io or require: the script must not need them.
+    lua.execute("os = nil; io = nil; require = nil; debug = nil; dofile = nil; loadfile = nil")
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    hs = lua.execute(HEALTH_LUA.read_text())
+    assert hs["status"] in ("Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown")
+    return hs["status"], hs["message"] or ""
+
+
+def _experiment(phase: str | None, generation: int = 1, observed: int = 1, **extra: Any) -> dict:
+    from kubetune_operator.objects import kstatus
+
+    obj: dict[str, Any] = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "TuneExperiment",
+        "metadata": {"name": "quad", "namespace": "team-a", "generation": generation},
+        "spec": {"suspend": extra.pop("suspend", False)},
+    }
+    if phase is not None:
+        reasons = {"Succeeded": "Succeeded", "Failed": "InvalidSpec"}
+        message = extra.pop("message", f"experiment is {phase}")
+        status = {
+            "phase": phase,
+            "observedGeneration": observed,
+            "message": message,
+            "conditions": kstatus(phase, reasons.get(phase, phase), message, observed),
+            **extra,
+        }
+        obj["status"] = status
+    return obj
+
+
+def test_argocd_health_of_a_new_experiment_is_progressing():
+    status, message = _argocd_health(_experiment(None))
+    assert status == "Progressing" and "operator" in message
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Running"])
+def test_argocd_health_while_trials_run_is_progressing(phase: str):
+    trials = {"total": 6, "running": 3, "terminated": 2, "pending": 1}
+    status, message = _argocd_health(_experiment(phase, trials=trials))
+    assert status == "Progressing"
+    assert "3 running" in message and "of 6" in message
+
+
+def test_argocd_health_of_a_succeeded_experiment_is_healthy_and_names_the_best_trial():
+    best = {"name": "quad-00004", "metric": 0.25, "config": {"x": 3.5}}
+    status, message = _argocd_health(_experiment("Succeeded", bestTrial=best))
+    assert status == "Healthy"
+    assert "quad-00004" in message and "0.25" in message
+
+
+def test_argocd_health_of_a_failed_experiment_is_degraded_with_the_reason():
+    text = "spec.storage.secretName: Secret 'missing' does not exist in namespace 'team-a'"
+    status, message = _argocd_health(_experiment("Failed", message=text))
+    assert status == "Degraded" and message == text
+
+
+def test_argocd_health_is_degraded_whenever_stalled_is_true():
+    obj = _experiment("Running")
+    for condition in obj["status"]["conditions"]:
+        if condition["type"] == "Stalled":
+            condition.update(status="True", message="trials out of retries")
+    assert _argocd_health(obj)[0] == "Degraded"
+
+
+def test_argocd_health_of_a_suspended_experiment_is_suspended():
+    assert _argocd_health(_experiment("Running", suspend=True))[0] == "Suspended"
+    assert _argocd_health(_experiment("Suspended"))[0] == "Suspended"
+    assert _argocd_health(_experiment(None, suspend=True))[0] == "Suspended"
+
+
+def test_argocd_health_waits_for_the_operator_to_observe_a_new_spec():
+    status, message = _argocd_health(_experiment("Succeeded", generation=3, observed=2))
+    assert status == "Progressing" and "generation 3" in message
+
+
+def test_gitops_doc_holds_exactly_the_health_check():
+    doc = (REPO / "docs" / "gitops.md").read_text()
+    key = "resource.customizations.health.kubetune.io_TuneExperiment: |\n"
+    assert key in doc
+    block = doc.split(key, 1)[1].split("```", 1)[0]
+    unindented = "".join(line[4:] if line.strip() else line for line in block.splitlines(True))
+    assert unindented == HEALTH_LUA.read_text(), "docs/gitops.md: paste docs/argocd-health.lua"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -308,6 +309,9 @@ class ExperimentRuntime:
                     verdict = ("stop", "trial ended")
                 if verdict is not None:
                     self._answer(tr, seq, verdict)
+                    received = view.get("receivedAt")
+                    if isinstance(received, float):
+                        self.decision_latencies.append(time.monotonic() - received)
         return out
 
     def _answer(self, tr: TrialTrack, seq: int, verdict: tuple[str, str]) -> None:

@@ -43,6 +43,7 @@ class FakeSidecar:
         bucket: str,
         results: Callable[[dict[str, Any]], list[dict[str, Any]]],
         duration: float = 0.2,
+        gate: bool = False,
     ) -> None:
         from kubernetes import client
 
@@ -51,6 +52,7 @@ class FakeSidecar:
         self.bucket = bucket
         self.results = results
         self.duration = duration
+        self.gate = gate
         self.reported = 0
 
     def __call__(self, epod: Any) -> Any:
@@ -85,6 +87,8 @@ class FakeSidecar:
             "results": rows[-8:],
             "uploaded": True,
         }
+        if self.gate and rows:
+            report["gate"] = {"seq": 1, "training_iteration": len(rows)}
         self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,

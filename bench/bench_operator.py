@@ -1,0 +1,193 @@
+"""Benchmark: the operator through the real API server with emulated trial pods.
+
+    .venv/bin/python bench/bench_operator.py [--trials 1000] [--concurrent 50]
+
+Each trial's pod is emulated by the test kubelet; its behaviour plays the sidecar (one result
+appended to S3 and patched into TuneTrial.status.report with a decision gate). Prints wall
+time, the operator's API writes per trial (its own count, from /metrics), the largest object
+(experiment or trial) in bytes, the decision latency p99 (from the operator's histogram: a
+trial event received -> verdict written) and the operator's peak memory (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def p99_from_histogram(metrics: dict[str, float], name: str) -> float | None:
+    buckets = []
+    for key, value in metrics.items():
+        m = re.fullmatch(name + r'_bucket\{le="([^"]+)"\}', key)
+        if m:
+            buckets.append((float(m.group(1)), value))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    for le, count in buckets:
+        if count >= 0.99 * total:
+            return le
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--concurrent", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=0.5, help="seconds each pod runs")
+    args = parser.parse_args()
+
+    from kubernetes import client, config
+
+    from tests.cluster.test_operator import GROUP, VERSION, FakeSidecar, experiment
+    from tests.testenv.controlplane import ControlPlane
+    from tests.testenv.kubelet import NodeSpec, TestKubelet
+    from tests.testenv.s3 import S3Server
+
+    cp = ControlPlane.start()
+    s3 = S3Server.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    kubelet = None
+    try:
+        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)
+        api = client.ApiClient(cfg)
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        ns = "bench"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        core.create_namespaced_secret(
+            ns,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name="s3"),
+                string_data={
+                    "AWS_ACCESS_KEY_ID": s3.access_key,
+                    "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                },
+            ),
+        )
+        bucket = "bench"
+        s3.client().create_bucket(Bucket=bucket)
+        sidecar = FakeSidecar(
+            api,
+            s3.client(),
+            bucket,
+            lambda c: [{"loss": (c["x"] - 3) ** 2}],
+            duration=args.duration,
+            gate=True,
+        )
+        kubelet = TestKubelet(
+            cp.kubelet_kubeconfig,
+            nodes=[NodeSpec(cpu="64", memory="256Gi", pods=500)],
+            mode="emulated",
+            behaviour=sidecar,
+            root_dir=Path(tempfile.mkdtemp(prefix="bench-operator-")),
+            workers=16,
+        ).start()
+        metrics_port = free_port()
+        env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
+        log = open(Path(tempfile.gettempdir()) / "bench-operator.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubetune_operator",
+                "--namespace",
+                ns,
+                "--standalone",
+                "--liveness-port",
+                "0",
+                "--metrics-port",
+                str(metrics_port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        procs.append(proc)
+        body = experiment(
+            "bench",
+            bucket,
+            s3.endpoint_url,
+            numSamples=args.trials,
+            maxConcurrentTrials=args.concurrent,
+        )
+        began = time.monotonic()
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tuneexperiments", body)
+        while True:
+            exp = custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, "tuneexperiments", "bench"
+            )
+            phase = (exp.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                break
+            if proc.poll() is not None or time.monotonic() - began > 3600:
+                raise RuntimeError(f"operator exited or timed out (phase {phase})")
+            time.sleep(0.5)
+        wall = time.monotonic() - began
+        metrics = scrape(metrics_port)
+        writes = sum(v for k, v in metrics.items() if k.startswith("kubetune_api_writes_total{"))
+        trials = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "tunetrials")["items"]
+        largest = max(len(json.dumps(o)) for o in [exp, *trials])
+        hwm = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM")
+        )
+        p99 = p99_from_histogram(metrics, "kubetune_decision_latency_seconds")
+        print(f"trials: {args.trials} x 1 result at {args.concurrent} concurrent -> {phase}")
+        print(f"wall time: {wall:.1f} s ({args.trials / wall:.1f} trials/s)")
+        print(f"operator API writes: {writes:.0f} ({writes / args.trials:.2f} per trial)")
+        print(
+            f"largest object: {largest} bytes (experiment status: "
+            f"{len(json.dumps(exp.get('status')))} bytes)"
+        )
+        print(f"decision latency p99: <= {p99} s (histogram bucket)")
+        print(f"operator peak memory (VmHWM): {hwm / 1024:.0f} MiB")
+        return 0 if phase == "Succeeded" else 1
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if kubelet is not None:
+            kubelet.stop()
+        s3.stop()
+        cp.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -288,16 +288,26 @@ class ExperimentRuntime:
             return []
         out: list[Action] = []
         results = [r for r in report.get("results") or [] if isinstance(r, dict)]
-        new = [r for r in results if (_iteration(r) or 0) > (tr.last_iter or 0)]
-        if new and tr.last_iter is not None and (_iteration(new[0]) or 0) > tr.last_iter + 1:
-            out.extend(self._catch_up_from_storage(tr, now))
+        count, first = report.get("resultCount"), report.get("firstResult")
+        if isinstance(count, int) and isinstance(first, int):
+            # The sidecar numbers results across attempts, as result.json holds them.
+            seen = self.engine.trial_summary(tr.trial_id)["num_results"]
+            if count > seen and first > seen:
+                out.extend(self._catch_up_from_storage(tr, now))
+                seen = self.engine.trial_summary(tr.trial_id)["num_results"]
+            new = results[max(0, seen - first) :] if count > seen else []
+        else:
             new = [r for r in results if (_iteration(r) or 0) > (tr.last_iter or 0)]
+            gap = new and tr.last_iter is not None and (_iteration(new[0]) or 0) > tr.last_iter + 1
+            if gap:
+                out.extend(self._catch_up_from_storage(tr, now))
+                new = [r for r in results if (_iteration(r) or 0) > (tr.last_iter or 0)]
         for result in new:
             out.extend(self._feed(tr, result, now, gated=False))
         gate = report.get("gate")
         if isinstance(gate, dict) and isinstance(gate.get("seq"), int):
             seq = gate["seq"]
-            it = _iteration(gate)
+            it = _iteration(gate) or report.get("iteration")  # the gated result is the newest
             if tr.answered_seq is None or seq > tr.answered_seq:
                 if it is not None and it not in tr.verdicts and (tr.last_iter or 0) < it:
                     out.extend(self._catch_up_from_storage(tr, now))

@@ -303,3 +303,73 @@ def test_spread_strategy_stalls_naming_the_field(
     wait_for(lambda: phase_of(kube_api, namespace, "spread") == "Failed", 60, "Stalled")
     status = get_experiment(kube_api, namespace, "spread")["status"]
     assert "spec.resources.strategy" in status["message"]
+
+
+def local_best(tmp_path: Path) -> tuple[dict[str, Any], float]:
+    """The reference quickstart in local mode with the same seed."""
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import quickstart
+
+        from kubetune import air, tune
+
+        tuner = tune.Tuner(
+            quickstart.trainable,
+            param_space={"a": tune.grid_search([1, 2, 3]), "b": tune.uniform(0, 4)},
+            tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=2, seed=7),
+            run_config=air.RunConfig(name="qs", storage_path=str(tmp_path), verbose=0),
+        )
+        best = tuner.fit().get_best_result()
+        return dict(best.config), float(best.metrics["score"])
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+
+
+def test_quickstart_with_the_real_sidecar_matches_local_mode(
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process, tmp_path
+):
+    s3_secret(kube_api, namespace, s3_server)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TuneExperiment",
+        "metadata": {"name": "quickstart"},
+        "spec": {
+            "trainable": {
+                "image": "kubetune/test",
+                "entrypoint": "quickstart:trainable",
+                "pythonPath": [str(REPO / "examples"), str(REPO)],
+            },
+            "paramSpace": {
+                "a": {"gridSearch": [1, 2, 3]},
+                "b": {"uniform": {"lower": 0, "upper": 4}},
+            },
+            "tuneConfig": {
+                "metric": "score",
+                "mode": "max",
+                "numSamples": 2,
+                "seed": 7,
+                "maxConcurrentTrials": 3,
+            },
+            "storage": {
+                "bucket": s3_bucket,
+                "endpoint": s3_server.endpoint_url,
+                "secretName": "s3",
+                "addressingStyle": "path",
+            },
+        },
+    }
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    try:
+        wait_for(
+            lambda: phase_of(kube_api, namespace, "quickstart") == "Succeeded", 150, "Succeeded"
+        )
+    except AssertionError:
+        print(operator_process.log.read_text()[-5000:])
+        raise
+    status = get_experiment(kube_api, namespace, "quickstart")["status"]
+    assert status["trials"]["total"] == 6 and status["trials"]["terminated"] == 6
+    config, score = local_best(tmp_path)
+    assert status["bestTrial"]["config"]["a"] == config["a"]
+    assert status["bestTrial"]["config"]["b"] == pytest.approx(config["b"])
+    assert status["bestTrial"]["metric"] == pytest.approx(score)

@@ -43,6 +43,9 @@ log = logging.getLogger("kubetune.sidecar")
 GPU_FILE = "gpu.json"
 SPEC_FILE = "trial.json"
 FINISH_MARGIN_S = 2.0
+IDLE_WAIT_S = 1.0  # worker threads re-check at least this often; scan() wakes them sooner
+QUIET_AFTER_S = 2.0  # no change for this long: scan every IDLE_POLL_S instead
+IDLE_POLL_S = 0.25
 
 
 class TrialApi(Protocol):
@@ -117,6 +120,7 @@ class Sidecar:
         self.results: list[dict[str, Any]] = []
         self._offset = 0
         self._partial = b""
+        self._seen_ckpts: frozenset[str] = frozenset()
         self.reportable = 0  # lines[:reportable] have every checkpoint they name stored
         self.log_uploaded_lines = 0  # this attempt's lines in stored result.json
         self.log_uploaded_other: dict[str, tuple[float, int]] = {}
@@ -307,12 +311,22 @@ class Sidecar:
             return {e[2] for e in self.state.keep}
 
     # ------------------------------------------------------------------------------ scanning
-    def scan(self) -> None:
-        """Read new result lines, find new checkpoints, the gate request and the done marker."""
-        self._read_results()
+    def scan(self) -> bool:
+        """Read new result lines, find new checkpoints, the gate request and the done marker;
+        wake the worker threads when anything changed (True)."""
+        changed = self._read_results()
+        try:
+            ckpts = frozenset(n for n in os.listdir(self.out) if CHECKPOINT_RE.match(n))
+        except FileNotFoundError:
+            ckpts = frozenset()
+        if ckpts != self._seen_ckpts:
+            self._seen_ckpts = ckpts
+            changed = True
         with self.lock:
+            before = (self.reportable, self.gate is not None)
             self._advance_reportable()
             self._read_gate()
+            changed = changed or before != (self.reportable, self.gate is not None)
             if self.exit_info is None:
                 done = self.cfg.path("done")
                 if os.path.exists(done):
@@ -323,16 +337,19 @@ class Sidecar:
                         self.exit_info = None
                     if self.exit_info is not None:
                         self.dirty = True
-        self.notify()
+                        changed = True
+        if changed:
+            self.notify()
+        return changed
 
-    def _read_results(self) -> None:
+    def _read_results(self) -> bool:
         path = os.path.join(self.out, RESULT_FILE)
         try:
             size = os.path.getsize(path)
         except FileNotFoundError:
-            return
+            return False
         if size <= self._offset:
-            return
+            return False
         with open(path, "rb") as f:
             f.seek(self._offset)
             chunk = f.read(size - self._offset)
@@ -354,6 +371,7 @@ class Sidecar:
                     self.lines.append(raw)
                     self.results.append(result)
                 self.dirty = True
+        return bool(parsed)
 
     def _advance_reportable(self) -> None:
         uploaded = set(self.state.uploaded)
@@ -419,7 +437,7 @@ class Sidecar:
             if not pending:
                 if self.stop_event.is_set():
                     return
-                self._sleep(self.cfg.poll_interval_s * 2)
+                self._sleep(IDLE_WAIT_S)  # scan() wakes us when a checkpoint appears
                 continue
             name = pending[0]
             try:
@@ -488,7 +506,7 @@ class Sidecar:
                         self.wake.notify_all()
                         return
                 continue
-            self._sleep(min(self.cfg.poll_interval_s * 5, max(0.0, self.upload_due - now)))
+            self._sleep(min(IDLE_WAIT_S, max(0.0, self.upload_due - now)))
 
     def _flushed(self) -> bool:
         return (
@@ -609,7 +627,7 @@ class Sidecar:
                 wait = self.last_report + self.cfg.report_interval_s - time.monotonic()
                 final = self.stop_event.is_set() and (self.uploaded_all or self._past_deadline())
                 if not self.dirty and not final:
-                    self.wake.wait(self.cfg.poll_interval_s * 5)
+                    self.wake.wait(IDLE_WAIT_S)
                     continue
                 if wait > 0 and not gate_now and not final:
                     self.wake.wait(wait)
@@ -722,11 +740,15 @@ class Sidecar:
     def run(self) -> int:
         """The whole life: restore, follow the trial until ``done`` or SIGTERM, flush."""
         self.start()
+        last_change = time.monotonic()
         while not self.stop_event.is_set():
-            self.scan()
+            if self.scan():
+                last_change = time.monotonic()
             if self.exit_info is not None:
                 break
-            self.stop_event.wait(self.cfg.poll_interval_s)
+            quiet = time.monotonic() - last_change > QUIET_AFTER_S
+            poll = self.cfg.poll_interval_s
+            self.stop_event.wait(max(poll, IDLE_POLL_S) if quiet else poll)
         return self.finish()
 
     def finish(self, timeout: float | None = None) -> int:

@@ -197,7 +197,7 @@ def test_rendered_set_passes_server_side_dry_run(crds, namespace, extra_namespac
     # CRDs in the set (kopf's peering CRDs) first, for real, as `helm install` would.
     bundled = by_kind(docs, "CustomResourceDefinition")
     if bundled:
-        kubectl_json(crds, "apply", "--server-side", docs=bundled)
+        kubectl_json(crds, "apply", "--server-side", "--force-conflicts", docs=bundled)
         for crd in bundled:
             name = crd["metadata"]["name"]
             crds.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
@@ -480,128 +480,183 @@ def operator_entrypoint(command: str) -> Path | None:
     return script if script.exists() else None
 
 
-def test_operator_runs_an_experiment_with_the_rendered_deployment_and_its_identity(
-    crds, namespace, extra_namespaces, releases, kubelet_factory, kube_api, s3_server, s3_bucket,
-    tmp_path,
-):  # fmt: skip
-    from kubernetes import client
+class RenderedOperator:
+    """The operator as the rendered Deployment would run it: the container's command (the
+    console script from this environment), args and env (fieldRefs resolved), logged in with
+    a TokenRequest token of the Deployment's ServiceAccount; stopped by process group."""
 
-    served = extra_namespaces("served")
-    liveness, metrics = free_port(), free_port()
-    release = release_name()
-    install(
-        crds, release, namespace,
-        "--set", f"watchNamespaces={{{served}}}",
-        "--set", f"operator.livenessPort={liveness}",
-        "--set", f"operator.metricsPort={metrics}",
-        "--set", f"defaultStorage.endpoint={s3_server.endpoint_url}",
-        "--set", "defaultStorage.addressingStyle=path",
-    )  # fmt: skip
-    releases.append((release, namespace))
-    docs = docs_of(helm(crds, "get", "manifest", release, "-n", namespace).stdout)
-    container = container_of(docs)
-    sa = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["serviceAccountName"]
+    def __init__(self, cp: Any, release: str, namespace: str, workdir: Path, tag: str = "0"):
+        docs = docs_of(helm(cp, "get", "manifest", release, "-n", namespace).stdout)
+        self.container = container_of(docs)
+        spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+        entry = operator_entrypoint(self.container["command"][0])
+        if entry is None:
+            pytest.skip(
+                f"the console script {self.container['command'][0]!r} is not installed in "
+                f"{Path(sys.executable).parent} (run `make .venv/.dev` after pyproject changes)"
+            )
+        sa = spec["serviceAccountName"]
+        token = cp.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+        kubeconfig = cp.write_kubeconfig(workdir / f"operator-{tag}.kubeconfig", token, user=sa)
+        pod = {"metadata.name": f"{release}-kubetune-{tag}", "metadata.namespace": namespace}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(workdir),
+            "KUBECONFIG": str(kubeconfig),
+            **process_env(self.container, pod),
+        }
+        self.log_path = workdir / f"operator-{tag}.log"
+        ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
+        self.liveness, self.metrics = ports["liveness"], ports["metrics"]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(entry), *self.container["args"]],
+                env=env,
+                cwd=workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
-    entry = operator_entrypoint(container["command"][0])
-    if entry is None:
-        pytest.skip(
-            f"the console script {container['command'][0]!r} is not installed in "
-            f"{Path(sys.executable).parent} (run `make .venv/.dev` after pyproject changes)"
-        )
-    token = crds.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-    kubeconfig = crds.write_kubeconfig(tmp_path / "operator.kubeconfig", token, user=sa)
-    pod_fields = {"metadata.name": f"{release}-kubetune-test", "metadata.namespace": namespace}
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "KUBECONFIG": str(kubeconfig),
-        **process_env(container, pod_fields),
-    }
-    log_path = tmp_path / "operator.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(entry), *container["args"]],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
+    def assert_alive(self) -> None:
+        assert self.proc.poll() is None, "operator exited:\n" + self.log()[-4000:]
+
+    def wait_healthy(self, timeout: float = 60) -> None:
         def healthy() -> bool:
-            assert proc.poll() is None, "operator exited:\n" + log_path.read_text()[-4000:]
+            self.assert_alive()
+            url = f"http://127.0.0.1:{self.liveness}/healthz"
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=2):
+                with urllib.request.urlopen(url, timeout=2):
                     return True
             except OSError:
                 return False
 
-        wait_for(healthy, 60, "the operator's /healthz (the Deployment's probes)")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as rsp:
-            assert rsp.status == 200
+        wait_for(healthy, timeout, "the operator's /healthz (the Deployment's probes)")
 
-        kubelet_factory(
-            mode="emulated", behaviour=ScriptedSidecar(kube_api, s3_server.client(), s3_bucket)
-        )
-        client.CoreV1Api(kube_api).create_namespaced_secret(
-            served,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(name="s3"),
-                string_data={
-                    "AWS_ACCESS_KEY_ID": s3_server.access_key,
-                    "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-                },
-            ),
-        )
-        experiment = yaml.safe_load((REPO / "examples" / "quadratic.yaml").read_text())
-        # The endpoint comes from the chart's defaultStorage (KUBETUNE_DEFAULT_S3_ENDPOINT).
-        experiment["spec"]["storage"] = {
-            "bucket": s3_bucket,
-            "secretName": "s3",
-            "addressingStyle": "path",
-        }
-        custom = client.CustomObjectsApi(kube_api)
-        custom.create_namespaced_custom_object(
-            GROUP, VERSION, served, "tuneexperiments", experiment
-        )
-        name = experiment["metadata"]["name"]
-
-        def status() -> dict[str, Any]:
-            assert proc.poll() is None, "operator exited:\n" + log_path.read_text()[-4000:]
-            obj = custom.get_namespaced_custom_object(
-                GROUP, VERSION, served, "tuneexperiments", name
-            )
-            return obj.get("status") or {}
-
-        try:
-            wait_for(lambda: status().get("phase") in ("Succeeded", "Failed"), 120, "the end")
-        except AssertionError:
-            print(log_path.read_text()[-6000:])
-            raise
-        final = status()
-        assert final["phase"] == "Succeeded", (final, log_path.read_text()[-6000:])
-        conditions = {c["type"]: c for c in final["conditions"]}
-        assert conditions["Ready"]["status"] == "True"
-        total = experiment["spec"]["tuneConfig"]["numSamples"]
-        assert final["trials"]["terminated"] == total
-        # The sidecars' identity, made by the operator under the chart's RBAC.
-        core = client.CoreV1Api(kube_api)
-        trial_sa = next(e["value"] for e in container["env"] if e["name"].endswith("ACCOUNT"))
-        core.read_namespaced_service_account(trial_sa, served)
-        rbac = client.RbacAuthorizationV1Api(kube_api)
-        assert rbac.list_namespaced_role(served).items
-        assert rbac.list_namespaced_role_binding(served).items
-        text = log_path.read_text()
-        assert "forbidden" not in text.lower(), text[-6000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
             try:
-                proc.wait(15)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+
+@pytest.fixture
+def operators() -> Iterator[list[RenderedOperator]]:
+    started: list[RenderedOperator] = []
+    try:
+        yield started
+    finally:
+        for op in started:
+            op.stop()
+
+
+def test_operator_runs_an_experiment_with_the_rendered_deployment_and_its_identity(
+    crds, namespace, extra_namespaces, releases, operators, kubelet_factory, kube_api,
+    s3_server, s3_bucket, tmp_path,
+):  # fmt: skip
+    from kubernetes import client
+
+    served = extra_namespaces("served")
+    release = release_name()
+    install(
+        crds, release, namespace,
+        "--set", f"watchNamespaces={{{served}}}",
+        "--set", f"operator.livenessPort={free_port()}",
+        "--set", f"operator.metricsPort={free_port()}",
+        "--set", f"defaultStorage.endpoint={s3_server.endpoint_url}",
+        "--set", "defaultStorage.addressingStyle=path",
+    )  # fmt: skip
+    releases.append((release, namespace))
+    op = RenderedOperator(crds, release, namespace, tmp_path)
+    operators.append(op)
+    container = op.container
+    op.wait_healthy()
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics}/metrics", timeout=5) as rsp:
+        assert rsp.status == 200
+    kubelet_factory(
+        mode="emulated", behaviour=ScriptedSidecar(kube_api, s3_server.client(), s3_bucket)
+    )
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        served,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="s3"),
+            string_data={
+                "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+            },
+        ),
+    )
+    experiment = yaml.safe_load((REPO / "examples" / "quadratic.yaml").read_text())
+    # The endpoint comes from the chart's defaultStorage (KUBETUNE_DEFAULT_S3_ENDPOINT).
+    experiment["spec"]["storage"] = {
+        "bucket": s3_bucket,
+        "secretName": "s3",
+        "addressingStyle": "path",
+    }
+    custom = client.CustomObjectsApi(kube_api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, served, "tuneexperiments", experiment)
+    name = experiment["metadata"]["name"]
+
+    def status() -> dict[str, Any]:
+        op.assert_alive()
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, served, "tuneexperiments", name)
+        return obj.get("status") or {}
+
+    try:
+        wait_for(lambda: status().get("phase") in ("Succeeded", "Failed"), 120, "the end")
+    except AssertionError:
+        print(op.log()[-6000:])
+        raise
+    final = status()
+    assert final["phase"] == "Succeeded", (final, op.log()[-6000:])
+    conditions = {c["type"]: c for c in final["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    total = experiment["spec"]["tuneConfig"]["numSamples"]
+    assert final["trials"]["terminated"] == total
+    # The sidecars' identity, made by the operator under the chart's RBAC.
+    core = client.CoreV1Api(kube_api)
+    trial_sa = next(e["value"] for e in container["env"] if e["name"].endswith("ACCOUNT"))
+    core.read_namespaced_service_account(trial_sa, served)
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    assert rbac.list_namespaced_role(served).items
+    assert rbac.list_namespaced_role_binding(served).items
+    text = op.log()
+    assert "forbidden" not in text.lower(), text[-6000:]
+
+
+def test_ha_operator_serves_through_its_peering_object(
+    crds, namespace, extra_namespaces, releases, operators, tmp_path
+):
+    """replicaCount > 1 renders --peering: the operator, under the chart's RBAC, keeps itself
+    alive in the KopfPeering object that the chart's hook created in the served namespace."""
+    served = extra_namespaces("served")
+    release = release_name()
+    install(
+        crds, release, namespace, "-f", str(CHART / "ci" / "ha-values.yaml"),
+        "--set", f"watchNamespaces={{{served}}}",
+        "--set", f"operator.livenessPort={free_port()}",
+        "--set", f"operator.metricsPort={free_port()}",
+    )  # fmt: skip
+    releases.append((release, namespace))
+    op = RenderedOperator(crds, release, namespace, tmp_path)
+    operators.append(op)
+    assert "--peering=kubetune" in op.container["args"]
+    op.wait_healthy()
+
+    def peers() -> dict[str, Any]:
+        op.assert_alive()
+        out = crds.kubectl("get", "kopfpeering", "kubetune", "-n", served, "-o", "json").stdout
+        return json.loads(out).get("status") or {}
+
+    status = wait_for(peers, 60, "the operator's keep-alive in its KopfPeering")
+    assert len(status) == 1, status
+    assert "forbidden" not in op.log().lower(), op.log()[-6000:]
 
 
 # -- GitOps: the examples as a kustomization --------------------------------------------------

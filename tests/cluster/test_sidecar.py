@@ -268,7 +268,7 @@ def test_sigkill_mid_upload_then_restart_stores_everything_once(
 ) -> None:
     """Checkpoints of 24 MiB (each 3 files of 8 MiB + state): the sidecar is killed while one
     is half stored; the restarted one sends only what was not stored yet."""
-    proxy.rate = 48 * MiB  # so that one checkpoint's files are stored one after the other
+    proxy.rate = 16 * MiB  # so that one checkpoint's files are stored one after the other
     pod = proc_pod({"n": 6, "size": 16 * MiB, "files": 3}, NUM_TO_KEEP="4")
     spec = json.loads(pod.env["KUBETUNE_SIDECAR_TRIAL_SPEC"])
     spec["config"]["waits"] = {"4": str(pod.root / "go")}
@@ -511,7 +511,7 @@ def test_real_pod_reports_relays_the_gate_and_completes_promptly(
     final = kubelet.wait_for_phase(namespace, name, timeout=30)
     completed_in = time.monotonic() - trial_done
     assert final["status"]["phase"] == "Succeeded", kubelet.logs(namespace, name, "trial")
-    assert completed_in < 5.0, f"pod took {completed_in:.1f}s to complete after the trial"
+    assert completed_in < 10.0, f"pod took {completed_in:.1f}s to complete after the trial"
 
     rep = report()
     assert rep["uploaded"] is True, kubelet.logs(namespace, name, "kubetune-sidecar")

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
+from kubetune_operator.pod import PodSettings, build_trial_pod
 
 from kubetune.trial.spec import TrialSpec
-from kubetune_operator.pod import PodSettings, build_trial_pod
 
 EXPERIMENT: dict[str, Any] = {
     "apiVersion": "kubetune.io/v1alpha1",

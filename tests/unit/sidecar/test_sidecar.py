@@ -125,3 +125,58 @@ def test_restarted_sidecar_neither_loses_nor_repeats(make_pod) -> None:
         "checkpoint_000004",
         "checkpoint_000005",
     ]
+
+
+class FlakyApi(FakeApi):
+    """An API server that is down until ``up`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = False
+        self.failures = 0
+
+    def patch_report(self, report):
+        if not self.up:
+            self.failures += 1
+            raise ConnectionError("API server unreachable")
+        return super().patch_report(report)
+
+
+def test_api_outage_is_retried_and_the_final_report_has_everything(make_pod) -> None:
+    import threading
+    import time
+
+    api = FlakyApi()
+    pod = make_pod(SCORED, {"n": 5}, api=api, metric="score")
+    pod.start_sidecar()
+    pod.start_trial()
+    while api.failures < 3:
+        time.sleep(0.01)
+    threading.Timer(0.3, lambda: setattr(api, "up", True)).start()
+    assert pod.wait() == 0
+    assert api.reports and api.last["resultCount"] == 5 and api.last["uploaded"] is True
+    assert "API server unreachable" not in str(api.last.get("error"))
+
+
+def test_sigterm_without_done_marker_flushes_what_was_written(make_pod) -> None:
+    import time
+
+    pod = make_pod(SCORED, {"n": 6})
+    pod.cfg.trial_spec["config"]["waits"] = {"3": str(pod.root / "never")}
+    sidecar = pod.start_sidecar()
+    pod.start_trial()
+    result = pod.root / "out" / "result.json"
+    while not (result.exists() and result.read_text().count("\n") == 3):
+        time.sleep(0.02)
+    pod.trial.kill()  # the trial container dies without a done marker
+    pod.trial.wait()
+    sidecar.terminate(10.0)  # the kubelet's SIGTERM
+    pod.thread.join(15)
+    assert not pod.thread.is_alive()
+    assert [r["i"] for r in pod.stored_lines()] == [0, 1, 2]
+    assert pod.stored_checkpoints() == [
+        "checkpoint_000000",
+        "checkpoint_000001",
+        "checkpoint_000002",
+    ]
+    assert pod.api.last["uploaded"] is True and pod.api.last["exit"] is None

@@ -182,7 +182,10 @@ class ExperimentRuntime:
                 tr.attempt = newest.get("attempt") or 0
                 tr.pod_name = newest["name"]
                 tr.pod_seen = True
-                tr.pod_live = newest["phase"] in LIVE and not newest["deleting"]
+                # An attempt of an active trial is watched until its end is handled, even if
+                # it ended while the operator was down (its results are then caught up).
+                active = self.engine.trial_status(trial_id) in (states.RUNNING, states.PENDING)
+                tr.pod_live = active or (newest["phase"] in LIVE and not newest["deleting"])
             view = observed.trials.get(tr.obj_name)
             if view is not None:
                 tr.uid = view.get("uid") or ""
@@ -381,12 +384,18 @@ class ExperimentRuntime:
             active = status in (states.RUNNING, states.PENDING)
         if not active or tr.stopping or self.suspended:
             return out
+        patch: dict[str, Any] = {}
         if phase == "Succeeded":
             out.extend(self.engine.on_trial_complete(tr.trial_id, now))
+            patch["reason"] = "completed"
         else:
             message = pod_failure_message(pod)
             self._post(f"{tr.obj_name}: {message}", "TrialAttemptFailed", warning=True)
             out.extend(self.engine.on_trial_error(tr.trial_id, message, now))
+            patch.update(reason="AttemptFailed", message=message)
+        status = self.engine.trial_status(tr.trial_id)
+        if status in (states.TERMINATED, states.ERROR):
+            self._set_trial_status(tr, {"phase": PHASE_BY_STATE[status], **patch})
         return out
 
     # -- actions ----------------------------------------------------------------------------

@@ -373,3 +373,218 @@ def test_quickstart_with_the_real_sidecar_matches_local_mode(
     assert status["bestTrial"]["config"]["a"] == config["a"]
     assert status["bestTrial"]["config"]["b"] == pytest.approx(config["b"])
     assert status["bestTrial"]["metric"] == pytest.approx(score)
+
+
+def counting(config: dict[str, Any]) -> None:
+    """A Function-API trainable with a checkpoint per step; reports where it restored from."""
+    import tempfile
+
+    from kubetune.air import Checkpoint, session
+
+    start = 0
+    ckpt = session.get_checkpoint()
+    if ckpt is not None:
+        with open(os.path.join(ckpt.path, "state.json")) as f:
+            start = json.load(f)["i"]
+    for i in range(start, config["n"]):
+        time.sleep(config.get("sleep", 0.0))
+        d = tempfile.mkdtemp()
+        with open(os.path.join(d, "state.json"), "w") as f:
+            json.dump({"i": i + 1}, f)
+        loss = config["x"] / (i + 1)
+        session.report(
+            {"loss": loss, "restored_from": start}, checkpoint=Checkpoint.from_directory(d)
+        )
+
+
+def counting_experiment(name: str, bucket: str, endpoint: str, **spec: Any) -> dict[str, Any]:
+    body = experiment(name, bucket, endpoint)
+    body["spec"]["trainable"] = {
+        "image": "kubetune/test",
+        "entrypoint": "tests.cluster.test_operator:counting",
+        "pythonPath": [str(REPO)],
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def trial_objects(kube_api: Any, namespace: str) -> list[dict[str, Any]]:
+    from kubernetes import client
+
+    return client.CustomObjectsApi(kube_api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "tunetrials"
+    )["items"]
+
+
+def stored_results(s3_server: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    body = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return [json.loads(line) for line in body.decode().splitlines()]
+
+
+def test_a_killed_trial_pod_is_retried_from_its_checkpoint(
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    s3_secret(kube_api, namespace, s3_server)
+    body = counting_experiment(
+        "retry",
+        s3_bucket,
+        s3_server.endpoint_url,
+        paramSpace={"x": {"constant": 1.0}, "n": {"constant": 8}, "sleep": {"constant": 0.4}},
+        runConfig={"failureConfig": {"maxFailures": 2}},
+    )
+    body["spec"]["tuneConfig"].update(numSamples=1)
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+
+    def reported_three() -> bool:
+        trials = trial_objects(kube_api, namespace)
+        report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
+        return (report.get("iteration") or 0) >= 3 and bool(report.get("latestCheckpoint"))
+
+    wait_for(reported_three, 90, "three results and a checkpoint")
+    trial = trial_objects(kube_api, namespace)[0]
+    client.CoreV1Api(kube_api).delete_namespaced_pod(
+        trial["status"]["podName"], namespace, grace_period_seconds=0
+    )
+    try:
+        wait_for(lambda: phase_of(kube_api, namespace, "retry") == "Succeeded", 120, "Succeeded")
+    except AssertionError:
+        print(operator_process.log.read_text()[-5000:])
+        raise
+    trial = trial_objects(kube_api, namespace)[0]
+    assert trial["status"]["attempts"] == 2
+    assert trial["status"]["phase"] == "TERMINATED"
+    rows = stored_results(s3_server, s3_bucket, f"retry/{trial['metadata']['name']}/result.json")
+    assert rows[-1]["training_iteration"] == 8
+    assert rows[-1]["restored_from"] >= 1  # the second attempt started from a checkpoint
+    assert trial["spec"]["restoreFrom"].startswith(f"s3://{s3_bucket}/retry/")
+
+
+def test_asha_stops_trials_early(
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process
+):
+    s3_secret(kube_api, namespace, s3_server)
+    body = counting_experiment(
+        "asha",
+        s3_bucket,
+        s3_server.endpoint_url,
+        paramSpace={
+            "x": {"gridSearch": [1, 2, 4, 8, 16, 32]},
+            "n": {"constant": 9},
+            "sleep": {"constant": 0.05},
+        },
+    )
+    body["spec"]["tuneConfig"].update(
+        numSamples=1,
+        maxConcurrentTrials=3,
+        scheduler={"type": "asha", "maxT": 9, "gracePeriod": 1, "reductionFactor": 3},
+    )
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    try:
+        wait_for(lambda: phase_of(kube_api, namespace, "asha") == "Succeeded", 150, "Succeeded")
+    except AssertionError:
+        print(operator_process.log.read_text()[-5000:])
+        raise
+    iterations = [t["status"]["report"]["iteration"] for t in trial_objects(kube_api, namespace)]
+    assert len(iterations) == 6
+    assert min(iterations) < 9  # stopped early at a rung
+    assert max(iterations) == 9
+
+
+def test_operator_sigkilled_mid_experiment_finishes_without_duplicates(
+    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    sidecar = FakeSidecar(
+        kube_api,
+        s3_server.client(),
+        s3_bucket,
+        lambda config: [{"loss": (config["x"] - 3) ** 2}],
+        duration=1.5,
+    )
+    kubelet_factory(mode="emulated", behaviour=sidecar)
+    s3_secret(kube_api, namespace, s3_server)
+    body = experiment("restart", s3_bucket, s3_server.endpoint_url)
+    body["spec"]["tuneConfig"].update(numSamples=8, maxConcurrentTrials=2)
+    create_experiment(kube_api, namespace, body)
+    first = operator_process()
+
+    def terminated() -> int:
+        status = get_experiment(kube_api, namespace, "restart").get("status") or {}
+        return int((status.get("trials") or {}).get("terminated") or 0)
+
+    wait_for(lambda: terminated() >= 3, 90, "three trials done")
+    first.kill()
+    first.wait()
+    operator_process()
+    try:
+        wait_for(lambda: phase_of(kube_api, namespace, "restart") == "Succeeded", 120, "done")
+    except AssertionError:
+        print(operator_process.log.read_text()[-5000:])
+        raise
+    status = get_experiment(kube_api, namespace, "restart")["status"]
+    trials = trial_objects(kube_api, namespace)
+    assert status["trials"]["total"] == 8 == len(trials)
+    assert status["trials"]["terminated"] == 8
+    assert len({t["spec"]["trialId"] for t in trials}) == 8
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
+    owners = {t["metadata"]["name"] for t in trials}
+    assert all(p.metadata.owner_references[0].name in owners for p in pods)  # no orphans
+    assert all(p.status.phase in ("Succeeded", "Failed") for p in pods)
+    losses = {t["metadata"]["name"]: (t["spec"]["config"]["x"] - 3) ** 2 for t in trials}
+    assert status["bestTrial"]["name"] == min(losses, key=losses.__getitem__)
+
+
+def test_gpu_bundles_land_on_gpu_nodes_and_oversized_trials_wait_with_a_reason(
+    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    from tests.testenv.kubelet import NodeSpec
+
+    sidecar = FakeSidecar(
+        kube_api, s3_server.client(), s3_bucket, lambda c: [{"loss": 1.0}], duration=0.5
+    )
+    kubelet = kubelet_factory(NodeSpec(), NodeSpec(gpus=4), mode="emulated", behaviour=sidecar)
+    gpu_node = next(n for n, spec in kubelet.nodes.items() if spec.gpus)
+    s3_secret(kube_api, namespace, s3_server)
+    two = experiment("two-gpus", s3_bucket, s3_server.endpoint_url)
+    two["spec"]["tuneConfig"].update(numSamples=2, maxConcurrentTrials=2)
+    two["spec"]["resources"] = {"bundles": [{"CPU": 1, "GPU": 2}]}
+    five = experiment("five-gpus", s3_bucket, s3_server.endpoint_url)
+    five["spec"]["tuneConfig"].update(numSamples=1)
+    five["spec"]["resources"] = {"bundles": [{"CPU": 1, "GPU": 5}]}
+    create_experiment(kube_api, namespace, two)
+    create_experiment(kube_api, namespace, five)
+    operator_process()
+    wait_for(lambda: phase_of(kube_api, namespace, "two-gpus") == "Succeeded", 90, "Succeeded")
+    core = client.CoreV1Api(kube_api)
+    pods = core.list_namespaced_pod(
+        namespace, label_selector="kubetune.io/experiment=two-gpus"
+    ).items
+    assert pods and all(p.spec.node_name == gpu_node for p in pods)
+
+    def waiting_reason() -> str:
+        status = get_experiment(kube_api, namespace, "five-gpus").get("status") or {}
+        return str(status.get("message") or "")
+
+    message = wait_for(
+        lambda: "nvidia.com/gpu" in waiting_reason() and waiting_reason(),
+        60,
+        "a message saying why the 5-GPU trial waits",
+    )
+    assert "cannot be scheduled" in message
+    trial = next(
+        t for t in trial_objects(kube_api, namespace) if t["spec"]["experiment"] == "five-gpus"
+    )
+    cond = next(c for c in trial["status"]["conditions"] if c["type"] == "Scheduled")
+    assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
+    conditions = {
+        c["type"]: c
+        for c in get_experiment(kube_api, namespace, "five-gpus")["status"]["conditions"]
+    }
+    assert conditions["Reconciling"]["reason"] == "TrialUnschedulable"

@@ -9,9 +9,8 @@
   namespaces, no list/watch of Secrets, nothing cluster-wide in namespaced mode).
 * The operator started as a local process with exactly the command, args and env of the
   rendered Deployment's container, authenticated with that ServiceAccount's token, runs an
-  experiment to Succeeded. Trial pods run in the test kubelet's emulated mode with a scripted
-  sidecar (it patches TuneTrial.status.report and writes result.json to S3 as the sidecar
-  does): what is under test is the operator's identity, not the trial.
+  experiment to Succeeded. Trial pods run as processes on the test kubelet with the real sidecar,
+  which reports with the trial ServiceAccount that the operator made under the chart's RBAC.
 """
 
 from __future__ import annotations
@@ -423,57 +422,6 @@ def process_env(container: dict[str, Any], pod: dict[str, str]) -> dict[str, str
     return env
 
 
-class ScriptedSidecar:
-    """An emulated trial pod: reports a quadratic loss as the sidecar would (result.json in S3,
-    TuneTrial.status.report), with the admin's credentials."""
-
-    def __init__(self, kube_api: Any, s3: Any, bucket: str) -> None:
-        from kubernetes import client
-
-        self.custom = client.CustomObjectsApi(kube_api)
-        self.s3 = s3
-        self.bucket = bucket
-
-    def __call__(self, epod: Any) -> Any:
-        from tests.testenv.kubelet_emulated import EmulatedExit
-
-        meta = epod.pod["metadata"]
-        owner = next(o["name"] for o in meta["ownerReferences"] if o["kind"] == "TuneTrial")
-        trial = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, meta["namespace"], "tunetrials", owner
-        )
-        spec = trial["spec"]
-        row = {
-            "training_iteration": 1,
-            "loss": (spec["config"]["x"] - 3) ** 2,
-            "done": True,
-            "config": spec["config"],
-            "trial_id": spec["trialId"],
-        }
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=f"{spec['experiment']}/{owner}/result.json",
-            Body=(json.dumps(row) + "\n").encode(),
-        )
-        report = {
-            "sequence": 1,
-            "attempt": int(meta["labels"].get("kubetune.io/attempt", "0")),
-            "iteration": 1,
-            "results": [row],
-            "uploaded": True,
-        }
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            meta["namespace"],
-            "tunetrials",
-            owner,
-            {"status": {"report": report}},
-            _content_type="application/merge-patch+json",
-        )
-        return EmulatedExit(0, 0.2)
-
-
 def operator_entrypoint(command: str) -> Path | None:
     """The console script the image's PATH would find, from this interpreter's environment."""
     script = Path(sys.executable).parent / command
@@ -557,8 +505,8 @@ def operators() -> Iterator[list[RenderedOperator]]:
 
 
 def test_operator_runs_an_experiment_with_the_rendered_deployment_and_its_identity(
-    crds, namespace, extra_namespaces, releases, operators, kubelet_factory, kube_api,
-    s3_server, s3_bucket, tmp_path,
+    crds, namespace, extra_namespaces, releases, operators, kubelet, kube_api, s3_server,
+    s3_bucket, tmp_path,
 ):  # fmt: skip
     from kubernetes import client
 
@@ -579,9 +527,6 @@ def test_operator_runs_an_experiment_with_the_rendered_deployment_and_its_identi
     op.wait_healthy()
     with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics}/metrics", timeout=5) as rsp:
         assert rsp.status == 200
-    kubelet_factory(
-        mode="emulated", behaviour=ScriptedSidecar(kube_api, s3_server.client(), s3_bucket)
-    )
     client.CoreV1Api(kube_api).create_namespaced_secret(
         served,
         client.V1Secret(
@@ -593,6 +538,9 @@ def test_operator_runs_an_experiment_with_the_rendered_deployment_and_its_identi
         ),
     )
     experiment = yaml.safe_load((REPO / "examples" / "quadratic.yaml").read_text())
+    # The test kubelet runs the image's commands from this checkout: the trainable module is
+    # examples/quadratic.py (in a real image it sits in /app, the working directory).
+    experiment["spec"]["trainable"]["pythonPath"] = [str(REPO / "examples"), str(REPO)]
     # The endpoint comes from the chart's defaultStorage (KUBETUNE_DEFAULT_S3_ENDPOINT).
     experiment["spec"]["storage"] = {
         "bucket": s3_bucket,
@@ -619,7 +567,18 @@ def test_operator_runs_an_experiment_with_the_rendered_deployment_and_its_identi
     assert conditions["Ready"]["status"] == "True"
     total = experiment["spec"]["tuneConfig"]["numSamples"]
     assert final["trials"]["terminated"] == total
-    # The sidecars' identity, made by the operator under the chart's RBAC.
+    trials = custom.list_namespaced_custom_object(GROUP, VERSION, served, "tunetrials")["items"]
+    losses = {t["metadata"]["name"]: (t["spec"]["config"]["x"] - 3) ** 2 for t in trials}
+    assert len(losses) == total
+    best = min(losses, key=losses.__getitem__)
+    assert final["bestTrial"]["name"] == best
+    assert final["bestTrial"]["metric"] == pytest.approx(losses[best])
+    keys = [
+        o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+    ]
+    assert sum(k.endswith("/result.json") for k in keys) == total, keys
+    # The sidecars' identity, made by the operator under the chart's RBAC (and used: the real
+    # sidecar reported every result with its token).
     core = client.CoreV1Api(kube_api)
     trial_sa = next(e["value"] for e in container["env"] if e["name"].endswith("ACCOUNT"))
     core.read_namespaced_service_account(trial_sa, served)

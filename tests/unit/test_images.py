@@ -232,3 +232,19 @@ def test_trial_dependencies_have_wheels_for_the_cuda_variants_python(tmp_path: P
     assert {"boto3", "kubernetes", "pyyaml", "setuptools"} <= names
     sdist = _resolve(["--no-deps", *[r for r in reqs if r.lower().startswith("gputil")]], tmp_path)
     assert [i["metadata"]["name"] for i in sdist["install"]] == ["GPUtil"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["python", "-m", "kubetune.trial"],
+        ["python", "-m", "kubetune.sidecar"],
+    ],
+    ids=["trial", "sidecar"],
+)
+def test_the_trial_pods_commands_run_in_the_trial_image(argv: list[str]):
+    """The operator's pod builder runs these in the trial image (the sidecar image defaults to
+    it): each must be a runnable module of the package the image installs."""
+    pod_builder = (REPO / "operator" / "kubetune_operator" / "pod.py").read_text()
+    assert f'"{argv[2]}"' in pod_builder, f"the pod builder no longer runs {argv}"
+    _assert_runnable(argv, "trial pod")

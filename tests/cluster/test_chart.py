@@ -245,6 +245,17 @@ def test_rendered_set_passes_server_side_dry_run(crds, namespace, extra_namespac
         assert by_kind(docs, "PodDisruptionBudget")
 
 
+def test_notes_show_a_valid_sample_experiment_and_the_crd_upgrade_step(crds, namespace):
+    out = helm(crds, "install", release_name(), str(CHART), "-n", namespace, "--dry-run=server")
+    notes = out.stdout.split("NOTES:", 1)[1]
+    assert "kubectl apply --server-side -f" in notes and "crds/" in notes
+    sample = notes.split("cat <<'YAML' | kubectl apply -f -\n", 1)[1].split("\n  YAML", 1)[0]
+    manifest = yaml.safe_load("\n".join(line[2:] for line in sample.splitlines()))
+    assert manifest["kind"] == "TuneExperiment"
+    result = kubectl_json(crds, "apply", "-n", namespace, "--dry-run=server", docs=[manifest])
+    assert "(server dry run)" in result.stdout
+
+
 # -- RBAC of an installed release -------------------------------------------------------------
 
 # (verb, resource) pairs the operator uses in every namespace it serves (from

@@ -121,6 +121,7 @@ class Sidecar:
         self._offset = 0
         self._partial = b""
         self._seen_ckpts: frozenset[str] = frozenset()
+        self._scan_lock = threading.Lock()
         self.reportable = 0  # lines[:reportable] have every checkpoint they name stored
         self.log_uploaded_lines = 0  # this attempt's lines in stored result.json
         self.log_uploaded_other: dict[str, tuple[float, int]] = {}
@@ -208,10 +209,22 @@ class Sidecar:
         with self.lock:
             self.state.base_lines = len(base_lines)
             self._rebuild_keep(base_lines, set(stored_ckpts))
-        if cfg.restore_from:
-            self._download_tree(cfg.restore_from, cfg.path("restore"), give_up)
-        if cfg.params_from:
-            self._download_tree(cfg.params_from, cfg.path("params"), give_up)
+        for what, uri, target in (
+            ("restore", cfg.restore_from, "restore"),
+            ("parameters", cfg.params_from, "params"),
+        ):
+            if not uri:
+                continue
+            try:
+                self._download_tree(uri, cfg.path(target), give_up)
+            except Exception as exc:
+                # Become ready all the same: the trial then fails on the missing input with
+                # its own error (error.txt, exit code), which the operator counts as a failure;
+                # a sidecar that never became ready would hold the pod in Init forever.
+                message = f"cannot {what} from {uri}: {type(exc).__name__}: {exc}"
+                log.error("%s", message)
+                with self.lock:
+                    self.errors[what] = message[:500]
         if cfg.trial_spec is not None:
             spec = dict(cfg.trial_spec)
             used = [int(m.group(1)) for n in stored_ckpts if (m := CHECKPOINT_RE.match(n))]
@@ -314,6 +327,13 @@ class Sidecar:
     def scan(self) -> bool:
         """Read new result lines, find new checkpoints, the gate request and the done marker;
         wake the worker threads when anything changed (True)."""
+        with self._scan_lock:  # one reader of the files at a time: lines stay in order
+            changed = self._scan()
+        if changed:
+            self.notify()
+        return changed
+
+    def _scan(self) -> bool:
         changed = self._read_results()
         try:
             ckpts = frozenset(n for n in os.listdir(self.out) if CHECKPOINT_RE.match(n))
@@ -338,8 +358,6 @@ class Sidecar:
                     if self.exit_info is not None:
                         self.dirty = True
                         changed = True
-        if changed:
-            self.notify()
         return changed
 
     def _read_results(self) -> bool:
@@ -401,6 +419,9 @@ class Sidecar:
         seq = request.get("seq") if isinstance(request, dict) else None
         if not isinstance(seq, int) or seq <= self.state.verdict_seq:
             return
+        # the runner appends the gated result before it writes the request: read it now
+        self._read_results()
+        self._advance_reportable()
         self.gate = request
         self.gate_lines = len(self.lines)
         self.gate_reported = False
@@ -650,6 +671,7 @@ class Sidecar:
                 self._sleep(backoff.next())
                 continue
             backoff.reset()
+            self.save()  # the sequence never goes back, even after a kill
             with self.lock:
                 sent = report["gate"]
                 if (
@@ -756,10 +778,13 @@ class Sidecar:
             with self.lock:
                 self.deadline = time.monotonic() + timeout
         self.scan()
+        self.stop_event.set()
+        for t in self.threads:
+            if t.name == "sidecar-gpu":  # its last sample goes into the final upload
+                t.join(timeout=5.0)
         with self.lock:
             self.finishing = True
             self.upload_urgent = True
-        self.stop_event.set()
         self.notify()
         # rescans until uploads and the final report are done, or the deadline passes
         while True:

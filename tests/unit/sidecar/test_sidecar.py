@@ -180,3 +180,52 @@ def test_sigterm_without_done_marker_flushes_what_was_written(make_pod) -> None:
         "checkpoint_000002",
     ]
     assert pod.api.last["uploaded"] is True and pod.api.last["exit"] is None
+
+
+def test_parameters_are_restored_and_a_missing_checkpoint_fails_the_trial(
+    make_pod, tmp_path
+) -> None:
+    params = tmp_path / "params-src"
+    params.mkdir()
+    (params / "data.pkl").write_bytes(b"pickled")
+    pod = make_pod(
+        SCORED,
+        {"n": 2},
+        params_from=str(params),
+        restore_from=str(tmp_path / "no-such-checkpoint"),
+        spec_extra={"restore_from": str(tmp_path / "pod" / "restore")},
+    )
+    pod.start_sidecar()
+    assert (pod.root / "params" / "data.pkl").read_bytes() == b"pickled"
+    pod.start_trial()
+    assert pod.wait() == exit_codes.ERRORED
+    assert "restore_from" in (pod.storage_dir / "error.txt").read_text()
+    assert "cannot restore" in pod.api.last["error"]
+
+
+def test_gpu_telemetry_from_a_stand_in_nvidia_smi(make_pod, tmp_path, monkeypatch) -> None:
+    import os
+    import stat
+
+    from kubetune.sidecar.gpu import sample_gpus
+
+    script = tmp_path / "bin" / "nvidia-smi"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\n"
+        'echo "0, GPU-aaaa, 50, 16000, 4000, 12000, 535.0, Fake GPU, 0001, Disabled,'
+        ' Disabled, 40"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    pod = make_pod(SCORED, {"n": 2}, gpus=1, gpu_interval_s=0.05)
+    pod.start_sidecar()
+    pod.start_trial()
+    assert pod.wait() == 0
+    gpu = json.loads((pod.storage_dir / "gpu.json").read_text())
+    assert gpu["gpus"][0]["uuid"] == "GPU-aaaa" and gpu["gpus"][0]["memoryUsedMiB"] == 4000
+    assert gpu["gpus"][0]["utilization"] == 0.5
+    assert pod.api.last["gpu"]["gpus"][0]["name"] == "Fake GPU"
+    assert "utilization" not in json.dumps(pod.stored_lines())  # user results untouched
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert "no GPU visible" in sample_gpus(requested=1)["error"]

@@ -66,6 +66,8 @@ Environment (``KUBETUNE_SIDECAR_`` prefix unless noted)::
     GPU_INTERVAL_S      GPU sampling period (default 10 when GPUS > 0, else off)
     GRACE_S             the pod's termination grace period (default 30)
     RESTORE_TIMEOUT_S   how long to retry an unreachable store while restoring (default 600)
+    PART_MIB            multipart threshold and part size in MiB (default 16)
+    CONCURRENCY         parts/files in flight per checkpoint upload (default 10)
     KUBETUNE_S3_ENDPOINT_URL, KUBETUNE_S3_REGION, KUBETUNE_S3_ADDRESSING_STYLE,
     KUBETUNE_S3_VERIFY, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
                         storage (kubetune.storage.s3.S3Config.from_env); without keys,

@@ -835,12 +835,15 @@ def open_trial_storage(uri: str) -> Storage:
 
 
 def sidecar_s3_overrides() -> dict[str, Any]:
-    """Transfer settings measured by bench/bench_sidecar.py (see its docstring)."""
+    """Transfer settings: 16 MiB parts, 10 in flight (``KUBETUNE_SIDECAR_PART_MIB``,
+    ``KUBETUNE_SIDECAR_CONCURRENCY``); short connect timeouts and few botocore retries, since
+    the sidecar retries with its own backoff and must not hang in an outage."""
     mib = 1024 * 1024
+    part = int(float(os.environ.get("KUBETUNE_SIDECAR_PART_MIB") or 16) * mib)
     return {
-        "multipart_threshold": 16 * mib,
-        "multipart_chunksize": 16 * mib,
-        "max_concurrency": 10,
+        "multipart_threshold": part,
+        "multipart_chunksize": part,
+        "max_concurrency": int(os.environ.get("KUBETUNE_SIDECAR_CONCURRENCY") or 10),
         "connect_timeout": 2,
         "read_timeout": 30,
         "max_attempts": 2,

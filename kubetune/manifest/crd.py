@@ -429,8 +429,11 @@ def _storage() -> Schema:
                 " AWS_SECRET_ACCESS_KEY (optionally AWS_SESSION_TOKEN); omit"
                 " to use the pod's cloud identity (IRSA, workload identity)."
             ),
+            # no schema default: an unset value falls back to the operator's default storage
             "addressingStyle": string(
-                "Bucket addressing.", enum=["auto", "path", "virtual"], default="auto"
+                "Bucket addressing (default: the operator's default, else auto; path for MinIO,"
+                " Ceph and SeaweedFS).",
+                enum=["auto", "path", "virtual"],
             ),
             "insecureSkipVerify": boolean("Do not verify the endpoint's TLS certificate."),
             "caBundleSecretName": string("Secret with a ca.crt to verify the endpoint with."),

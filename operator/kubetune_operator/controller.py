@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -138,6 +139,41 @@ class ExperimentRuntime:
         self.last_status: dict[str, Any] | None = None
         self.pending: list[Action] = []
         self.restored = False
+        self._writes: dict[str, list[Callable[[], Any]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self.timings: list[float] = []
+
+    # -- writes: one ordered chain per object, chains in parallel --------------------------
+    def _defer(self, key: str, fn: Callable[[], Any]) -> None:
+        self._writes.setdefault(key, []).append(fn)
+
+    def flush(self) -> None:
+        chains = list(self._writes.values())
+        self._writes = {}
+        if not chains:
+            return
+
+        def run(chain: list[Callable[[], Any]]) -> BaseException | None:
+            for fn in chain:
+                try:
+                    fn()
+                except Exception as exc:
+                    return exc
+            return None
+
+        if len(chains) == 1:
+            errors = [run(chains[0])]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(8, thread_name_prefix=f"kt-{self.name}")
+            errors = list(self._pool.map(run, chains))
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     # -- identity --------------------------------------------------------------------------
     def track(self, trial_id: str) -> TrialTrack:
@@ -160,9 +196,14 @@ class ExperimentRuntime:
 
     # -- snapshot ---------------------------------------------------------------------------
     def save_snapshot(self) -> None:
+        began = time.monotonic()
         state = {"engine": json.loads(self.engine.to_json()), "experiment": self.name}
-        self.storage.put_bytes(STATE_KEY, json.dumps(state).encode())
+        data = json.dumps(state).encode()
+        self.storage.put_bytes(STATE_KEY, data)
         self.dirty = False
+        took = time.monotonic() - began
+        if took > 0.2:
+            log.info("%s: snapshot of %d bytes took %.2f s", self.name, len(data), took)
 
     # -- restart ----------------------------------------------------------------------------
     def restore(self, observed: Observed, now: float) -> None:
@@ -220,10 +261,18 @@ class ExperimentRuntime:
             if view is not None:
                 actions.extend(self._consume_report(tr, view, now))
             actions.extend(self._observe_pod(tr, observed, now))
+        t1 = time.monotonic()
+        self.flush()  # verdicts first: trials are waiting for them
+        t2 = time.monotonic()
         if not self.suspended:
             actions.extend(self.engine.on_tick(now))
         self._apply(actions, now)
+        t3 = time.monotonic()
+        self.flush()
+        t4 = time.monotonic()
         self._start_attempts()
+        self.flush()
+        self.timings = [t1, t2, t3, t4, time.monotonic()]
 
     # -- suspend ----------------------------------------------------------------------------
     def _set_suspended(self, suspend: bool, now: float) -> list[Action]:
@@ -233,8 +282,8 @@ class ExperimentRuntime:
             for tr in self.tracks.values():
                 if tr.pod_live and not tr.stopping:
                     tr.stopping = True
-                    self.api.delete_pod(self.namespace, tr.pod_name or "", self.grace_s)
-            self.api.event(self.experiment, "Suspended", "running trials paused, none started")
+                    self._delete_pod(tr)
+            self._post("running trials paused, none started", "Suspended")
             return out
         for trial_id, tr in self.tracks.items():
             if self.engine.trial_status(trial_id) in (states.RUNNING, states.PENDING) and (
@@ -243,7 +292,7 @@ class ExperimentRuntime:
                 out.extend(self.engine.resume_trial(trial_id, now, from_checkpoint=True))
         out.extend(self.deferred)
         self.deferred = []
-        self.api.event(self.experiment, "Resumed", "trials resumed")
+        self._post("trials resumed", "Resumed")
         return out
 
     # -- results ----------------------------------------------------------------------------
@@ -330,7 +379,10 @@ class ExperimentRuntime:
     def _answer(self, tr: TrialTrack, seq: int, verdict: tuple[str, str]) -> None:
         tr.answered_seq = seq
         body = {"seq": seq, "action": verdict[0], "reason": verdict[1]}
-        self.api.patch_trial(self.namespace, tr.obj_name, {"spec": {"verdict": body}})
+        self._defer(
+            tr.obj_name,
+            lambda: self.api.patch_trial(self.namespace, tr.obj_name, {"spec": {"verdict": body}}),
+        )
         if verdict[0] != "continue":
             tr.stopping = True
 
@@ -422,7 +474,7 @@ class ExperimentRuntime:
                 0,
             )
             body = objects.tune_trial(self.experiment, action.trial_id, action.trial_name, tr.spec)
-            tr.uid = self.api.create_trial(body)["metadata"].get("uid", "")
+            self._defer(tr.obj_name, lambda: self._create_trial(tr, body))
             tr.next_attempt = {"restore": False}
         elif isinstance(action, (ResumeTrial, RestartTrial)):
             tr = self.track(action.trial_id)
@@ -451,7 +503,7 @@ class ExperimentRuntime:
                 body = objects.tune_trial(
                     self.experiment, action.trial_id, summary["trial_name"], tr.spec
                 )
-                tr.uid = self.api.create_trial(body)["metadata"].get("uid", "")
+                self._defer(tr.obj_name, lambda: self._create_trial(tr, body))
             tr.next_attempt = {"restore": True}
             if tr.pod_live and not tr.stopping:
                 self._end_attempt(tr)
@@ -486,7 +538,14 @@ class ExperimentRuntime:
             action = tr.verdicts[tr.last_iter][0]
             if action != "continue":
                 return  # the verdict ends the attempt without a delete
-        self.api.delete_pod(self.namespace, tr.pod_name or "", self.grace_s)
+        self._delete_pod(tr)
+
+    def _delete_pod(self, tr: TrialTrack) -> None:
+        name = tr.pod_name or ""
+        self._defer(tr.obj_name, lambda: self.api.delete_pod(self.namespace, name, self.grace_s))
+
+    def _create_trial(self, tr: TrialTrack, body: dict[str, Any]) -> None:
+        tr.uid = self.api.create_trial(body)["metadata"].get("uid", "")
 
     def _next_checkpoint_index(self, trial_id: str) -> int:
         names = self.engine.trial_summary(trial_id).get("checkpoints") or []
@@ -514,9 +573,15 @@ class ExperimentRuntime:
                 "spec": tr.spec,
             }
             if tr.attempt > 1:
-                self.api.patch_trial(self.namespace, tr.obj_name, {"spec": tr.spec})
+                spec = {"spec": tr.spec}
+                self._defer(
+                    tr.obj_name,
+                    lambda n=tr.obj_name, p=spec: self.api.patch_trial(  # type: ignore[misc]
+                        self.namespace, n, p
+                    ),
+                )
             pod = self.build_pod(self.experiment, trial_obj, tr.attempt)
-            self.api.create_pod(pod)
+            self._defer(tr.obj_name, lambda p=pod: self.api.create_pod(p))  # type: ignore[misc]
             tr.pod_name = pod["metadata"]["name"]
             tr.pod_live, tr.pod_seen, tr.stopping = True, False, False
             tr.next_attempt = None
@@ -541,10 +606,14 @@ class ExperimentRuntime:
         if patch.get("phase") is not None and patch.get("phase") == tr.phase and len(patch) == 1:
             return
         tr.phase = patch.get("phase", tr.phase)
-        self.api.patch_trial_status(self.namespace, tr.obj_name, {"status": patch})
+        body = {"status": patch}
+        self._defer(
+            tr.obj_name, lambda: self.api.patch_trial_status(self.namespace, tr.obj_name, body)
+        )
 
     def _post(self, message: str, reason: str, warning: bool = False) -> None:
-        self.api.event(self.experiment, reason, message, warning)
+        experiment = self.experiment
+        self._defer("~events", lambda: self.api.event(experiment, reason, message, warning))
 
     # -- experiment status ------------------------------------------------------------------
     def status(self, generation: int | None) -> dict[str, Any]:

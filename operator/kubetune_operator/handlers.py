@@ -1,7 +1,8 @@
 """kopf handlers: thin adapters between kopf's watches and the pure modules.
 
-* TuneTrial and Pod events only update :class:`~kubetune_operator.store.Store` views and wake
-  the experiment's loop (cheap and idempotent, so a re-list after 410 Gone is harmless).
+* TuneTrial and Pod events (from ``api.Watcher``, leaner than kopf for these busy streams) only
+  update :class:`~kubetune_operator.store.Store` views and wake the experiment's loop (cheap and
+  idempotent, so a re-list after 410 Gone is harmless).
 * One daemon per TuneExperiment (one thread, never one per trial or pod) runs
   :func:`kubetune_operator.loop.run_experiment`.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import kopf
 
 from kubetune_operator import loop, objects
+from kubetune_operator.api import Watcher
 from kubetune_operator.state import STATE
 from kubetune_operator.views import pod_view, trial_view
 
@@ -37,30 +39,48 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.queueing.error_delays = [1, 2, 3, 5, 10, 10, 10, 20, 30]
     settings.background.cancellation_polling = 1
     settings.execution.max_workers = 256
-    settings.watching.label_selectors["v1", "pods"] = objects.LABEL_EXPERIMENT
     if STATE.config is not None and STATE.config.peering:
         settings.peering.name = STATE.config.peering
 
 
-@kopf.on.event(objects.GROUP, objects.VERSION, "tunetrials")
-async def on_trial_event(**kwargs: Any) -> None:
-    event, body, namespace = kwargs["event"], kwargs["body"], kwargs["namespace"]
-    view = trial_view(dict(body))
+def on_trial_event(kind: str, body: dict[str, Any]) -> None:
+    view = trial_view(body)
     view["receivedAt"] = time.monotonic()
-    if view["experiment"]:
-        STATE.store.put_trial(
-            (namespace, view["experiment"]), view, deleted=event.get("type") == "DELETED"
-        )
+    namespace = (body.get("metadata") or {}).get("namespace")
+    if view["experiment"] and namespace:
+        STATE.store.put_trial((namespace, view["experiment"]), view, deleted=kind == "DELETED")
 
 
-@kopf.on.event("v1", "pods", labels={objects.LABEL_EXPERIMENT: kopf.PRESENT})
-async def on_pod_event(**kwargs: Any) -> None:
-    event, body, namespace = kwargs["event"], kwargs["body"], kwargs["namespace"]
-    view = pod_view(dict(body))
-    if view["experiment"]:
-        STATE.store.put_pod(
-            (namespace, view["experiment"]), view, deleted=event.get("type") == "DELETED"
-        )
+def on_pod_event(kind: str, body: dict[str, Any]) -> None:
+    view = pod_view(body)
+    namespace = (body.get("metadata") or {}).get("namespace")
+    if view["experiment"] and namespace:
+        STATE.store.put_pod((namespace, view["experiment"]), view, deleted=kind == "DELETED")
+
+
+@kopf.on.startup()
+def start_watchers(**_: Any) -> None:
+    """TuneTrials and Pods are watched by our own lean watchers (see api.Watcher)."""
+    config = STATE.config
+    namespaces = [None] if config is None or config.all_namespaces else config.namespaces
+    for ns in namespaces or [None]:
+        base = f"/namespaces/{ns}" if ns else ""
+        trials = f"/apis/{objects.GROUP}/{objects.VERSION}{base}/tunetrials"
+        for path, handler, selector in (
+            (trials, on_trial_event, None),
+            (f"/api/v1{base}/pods", on_pod_event, objects.LABEL_EXPERIMENT),
+        ):
+            watcher = Watcher(STATE.api, path, handler, selector)
+            watcher.start()
+            STATE.watchers.append(watcher)
+    for watcher in STATE.watchers:
+        watcher.synced.wait(30)
+
+
+@kopf.on.cleanup()
+def stop_watchers(**_: Any) -> None:
+    for watcher in STATE.watchers:
+        watcher.stopped.set()
 
 
 @kopf.daemon(

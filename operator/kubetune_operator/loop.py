@@ -3,6 +3,7 @@ change of its trials or pods (and at least once a second) until it is finished o
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -169,11 +170,17 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
         runtime.experiment = experiment
         try:
             before = runtime.results_processed
+            began = time.monotonic()
             runtime.step(
                 state.store.observed(key),
                 time.time(),
                 suspend=bool((experiment.get("spec") or {}).get("suspend")),
             )
+            took = time.monotonic() - began
+            if took > 0.5:
+                marks = [began, *runtime.timings]
+                phases = " ".join(f"{b - a:.2f}" for a, b in itertools.pairwise(marks))
+                log.info("%s/%s: slow reconcile step: %.2f s (%s)", *key, took, phases)
             metrics.RESULTS.inc(runtime.results_processed - before)
             for latency in runtime.decision_latencies:
                 metrics.DECISION_LATENCY.observe(latency)
@@ -197,7 +204,9 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
                     warning=bool(fin and fin.status != "SUCCEEDED"),
                 )
             if finished and not any(t.pod_live for t in runtime.tracks.values()):
+                runtime.close()
                 return
         except (ApiError, StorageError, OSError) as exc:
             log.warning("%s/%s: reconcile failed, retrying: %s", *key, exc)
             time.sleep(TICK_S)
+    runtime.close()

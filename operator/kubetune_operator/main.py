@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +35,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics.serve(config.metrics_port)
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
     kopf.configure(verbose=config.verbose)
+    profile_path = os.environ.get("KUBETUNE_OPERATOR_PROFILE")
+    if profile_path:  # a development aid: cProfile of the whole run, dumped at exit
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+
+        def dump() -> None:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
+
+        atexit.register(dump)
     asyncio.run(
         kopf.operator(
             standalone=config.standalone,

@@ -15,6 +15,7 @@ class OperatorState:
     api: Any = None
     store: Store = field(default_factory=Store)
     rbac_done: set[str] = field(default_factory=set)
+    watchers: list[Any] = field(default_factory=list)
 
 
 STATE = OperatorState()

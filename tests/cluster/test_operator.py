@@ -105,6 +105,8 @@ class FakeSidecar:
 @pytest.fixture
 def crds(control_plane: Any) -> Any:
     control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    for name in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
+        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
     return control_plane
 
 
@@ -588,3 +590,122 @@ def test_gpu_bundles_land_on_gpu_nodes_and_oversized_trials_wait_with_a_reason(
         for c in get_experiment(kube_api, namespace, "five-gpus")["status"]["conditions"]
     }
     assert conditions["Reconciling"]["reason"] == "TrialUnschedulable"
+
+
+def test_class_api_example_matches_local_mode(
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process, tmp_path
+):
+    s3_secret(kube_api, namespace, s3_server)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TuneExperiment",
+        "metadata": {"name": "classapi"},
+        "spec": {
+            "trainable": {
+                "image": "kubetune/test",
+                "entrypoint": "pbt:Optimiser",
+                "pythonPath": [str(REPO / "examples"), str(REPO)],
+            },
+            "paramSpace": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
+            "tuneConfig": {"metric": "score", "mode": "max", "numSamples": 3, "seed": 3},
+            "runConfig": {"stop": {"training_iteration": 6}},
+            "storage": {
+                "bucket": s3_bucket,
+                "endpoint": s3_server.endpoint_url,
+                "secretName": "s3",
+                "addressingStyle": "path",
+            },
+        },
+    }
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    try:
+        wait_for(lambda: phase_of(kube_api, namespace, "classapi") == "Succeeded", 150, "Succeeded")
+    except AssertionError:
+        print(operator_process.log.read_text()[-5000:])
+        raise
+    status = get_experiment(kube_api, namespace, "classapi")["status"]
+    assert status["trials"]["terminated"] == 3
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import pbt
+
+        from kubetune import air, tune
+
+        grid = tune.Tuner(
+            pbt.Optimiser,
+            param_space={"lr": tune.uniform(0.01, 0.5)},
+            tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=3, seed=3),
+            run_config=air.RunConfig(
+                name="classapi",
+                storage_path=str(tmp_path),
+                verbose=0,
+                stop={"training_iteration": 6},
+            ),
+        ).fit()
+        best = grid.get_best_result()
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    assert status["bestTrial"]["config"]["lr"] == pytest.approx(best.config["lr"])
+    assert status["bestTrial"]["metric"] == pytest.approx(best.metrics["score"])
+
+
+def test_suspend_pauses_running_trials_and_resume_finishes(
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    s3_secret(kube_api, namespace, s3_server)
+    body = counting_experiment(
+        "susp",
+        s3_bucket,
+        s3_server.endpoint_url,
+        paramSpace={"x": {"gridSearch": [1, 2]}, "n": {"constant": 10}, "sleep": {"constant": 0.3}},
+    )
+    body["spec"]["tuneConfig"].update(numSamples=1)
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    custom = client.CustomObjectsApi(kube_api)
+    core = client.CoreV1Api(kube_api)
+
+    def running_with_results() -> bool:
+        trials = trial_objects(kube_api, namespace)
+        return len(trials) == 2 and all(
+            ((t.get("status") or {}).get("report") or {}).get("iteration", 0) >= 2 for t in trials
+        )
+
+    wait_for(running_with_results, 90, "two trials with results")
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "tuneexperiments",
+        "susp",
+        {"spec": {"suspend": True}},
+        _content_type="application/merge-patch+json",
+    )
+    wait_for(lambda: phase_of(kube_api, namespace, "susp") == "Suspended", 30, "Suspended")
+    wait_for(
+        lambda: all(
+            p.status.phase in ("Succeeded", "Failed")
+            for p in core.list_namespaced_pod(namespace).items
+        ),
+        60,
+        "no running pod while suspended",
+    )
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "tuneexperiments",
+        "susp",
+        {"spec": {"suspend": False}},
+        _content_type="application/merge-patch+json",
+    )
+    wait_for(lambda: phase_of(kube_api, namespace, "susp") == "Succeeded", 120, "Succeeded")
+    for trial in trial_objects(kube_api, namespace):
+        assert trial["status"]["attempts"] == 2
+        rows = stored_results(s3_server, s3_bucket, f"susp/{trial['metadata']['name']}/result.json")
+        assert rows[-1]["training_iteration"] == 10
+        assert rows[-1]["restored_from"] >= 2  # resumed from its checkpoint

@@ -561,6 +561,8 @@ class ExperimentRuntime:
             if status not in (states.RUNNING, states.PENDING):
                 tr.next_attempt = None
                 continue
+            if not self._restore_source_stored(tr):
+                continue  # its sidecar is still uploading it: try again on the next step
             tr.attempt += 1
             trial_obj = {
                 "apiVersion": objects.API_VERSION,
@@ -601,6 +603,24 @@ class ExperimentRuntime:
                     "failures": self.engine.trial_summary(tr.trial_id)["num_failures"],
                 },
             )
+
+    def _restore_source_stored(self, tr: TrialTrack, patience_s: float = 120.0) -> bool:
+        """Whether the checkpoint the next attempt restores is in storage (a donor's newest
+        checkpoint may still be uploading); after ``patience_s`` the attempt starts anyway and
+        a missing checkpoint fails it like any other error."""
+        uri = tr.spec.get("restoreFrom")
+        root = self.storage.uri("").rstrip("/") + "/"
+        if not uri or not uri.startswith(root):
+            return True
+        try:
+            if self.storage.list_keys(uri[len(root) :].rstrip("/") + "/"):
+                tr.next_attempt = {**(tr.next_attempt or {}), "waiting_since": None}
+                return True
+        except (StorageError, OSError):
+            return True
+        since = (tr.next_attempt or {}).get("waiting_since") or time.monotonic()
+        tr.next_attempt = {**(tr.next_attempt or {}), "waiting_since": since}
+        return time.monotonic() - since > patience_s
 
     def _set_trial_status(self, tr: TrialTrack, patch: dict[str, Any]) -> None:
         if patch.get("phase") is not None and patch.get("phase") == tr.phase and len(patch) == 1:

@@ -709,3 +709,63 @@ def test_suspend_pauses_running_trials_and_resume_finishes(
         rows = stored_results(s3_server, s3_bucket, f"susp/{trial['metadata']['name']}/result.json")
         assert rows[-1]["training_iteration"] == 10
         assert rows[-1]["restored_from"] >= 2  # resumed from its checkpoint
+
+
+def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process
+):
+    s3_secret(kube_api, namespace, s3_server)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TuneExperiment",
+        "metadata": {"name": "pbt"},
+        "spec": {
+            "trainable": {
+                "image": "kubetune/test",
+                "entrypoint": "pbt:Optimiser",
+                "pythonPath": [str(REPO / "examples"), str(REPO)],
+            },
+            "paramSpace": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
+            "tuneConfig": {
+                "metric": "score",
+                "mode": "max",
+                "numSamples": 4,
+                "seed": 3,
+                "scheduler": {
+                    "type": "pbt",
+                    "timeAttr": "training_iteration",
+                    "perturbationInterval": 2,
+                    "quantileFraction": 0.5,
+                    "hyperparamMutations": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
+                    "seed": 3,
+                },
+            },
+            "runConfig": {
+                "stop": {"training_iteration": 9},
+                # no numToKeep: the sidecar's keep-rule does not know PBT's pinned donors yet
+                "checkpointConfig": {"checkpointFrequency": 1},
+            },
+            "storage": {
+                "bucket": s3_bucket,
+                "endpoint": s3_server.endpoint_url,
+                "secretName": "s3",
+                "addressingStyle": "path",
+            },
+        },
+    }
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    try:
+        wait_for(lambda: phase_of(kube_api, namespace, "pbt") == "Succeeded", 180, "Succeeded")
+    except AssertionError:
+        print(operator_process.log.read_text()[-5000:])
+        raise
+    trials = trial_objects(kube_api, namespace)
+    assert len(trials) == 4
+    restarted = [t for t in trials if t["status"]["attempts"] > 1]
+    assert restarted, "PBT exploited no trial"
+    for t in restarted:
+        donor = t["spec"]["restoreFrom"]
+        assert donor.startswith(f"s3://{s3_bucket}/pbt/")
+    finals = [t["status"]["report"].get("iteration") for t in trials]
+    assert finals == [9, 9, 9, 9], [t["status"] for t in trials]

@@ -769,3 +769,72 @@ def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
         assert donor.startswith(f"s3://{s3_bucket}/pbt/")
     finals = [t["status"]["report"].get("iteration") for t in trials]
     assert finals == [9, 9, 9, 9], [t["status"] for t in trials]
+
+
+def test_missing_image_pull_secret_stalls_and_probes_answer(
+    kube_api, namespace, s3_server, s3_bucket, crds, tmp_path
+):
+    import socket
+    import urllib.request
+
+    from kubernetes import client
+
+    s3_secret(kube_api, namespace, s3_server)
+    body = experiment("nopull", s3_bucket, s3_server.endpoint_url)
+    body["spec"]["trainable"]["imagePullSecrets"] = [{"name": "registry"}]
+    create_experiment(kube_api, namespace, body)
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    live, prom = free_port(), free_port()
+    env = {**os.environ, "KUBECONFIG": str(crds.kubeconfig)}
+    with open(tmp_path / "operator.log", "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubetune_operator",
+                "--namespace",
+                namespace,
+                "--standalone",
+                "--liveness-port",
+                str(live),
+                "--metrics-port",
+                str(prom),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        wait_for(lambda: phase_of(kube_api, namespace, "nopull") == "Failed", 60, "Stalled")
+        message = get_experiment(kube_api, namespace, "nopull")["status"]["message"]
+        assert "spec.trainable.imagePullSecrets[0].name" in message and "registry" in message
+        assert client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items == []
+
+        def get(url: str) -> str:
+            try:
+                return urllib.request.urlopen(url, timeout=2).read().decode()
+            except OSError:
+                return ""
+
+        assert wait_for(lambda: get(f"http://127.0.0.1:{live}/healthz"), 30, "/healthz")
+        metrics = wait_for(lambda: get(f"http://127.0.0.1:{prom}/metrics"), 30, "/metrics")
+        for name in (
+            "kubetune_api_writes_total",
+            "kubetune_decision_latency_seconds",
+            "kubetune_results_processed_total",
+            "kubetune_api_errors_total",
+        ):
+            assert name in metrics
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import numbers
 import os
 import re
@@ -101,22 +100,27 @@ class OutputWriter:
         self._progress: IO[str] = open(  # noqa: SIM115
             progress_path, "a", encoding="utf-8", newline=""
         )
-        self._csv: csv.DictWriter[str] | None = None
-        if self._csv_fields is not None:
-            self._csv = csv.DictWriter(self._progress, self._csv_fields, extrasaction="ignore")
+        # columns are those of the first result, later keys are left out (as Ray does)
+        self._csv = csv.writer(self._progress)
 
     # -- results ----------------------------------------------------------------------------
     def append(self, line: str, result: dict[str, Any]) -> None:
         """Append one encoded result line (from encode_result) and its progress.csv row."""
         self._results.write(line + "\n")
         self._results.flush()
-        row = {k: v for k, v in result.items() if k != "config"}
-        flat = flatten_dict(row)
-        if self._csv is None:
+        # the hot path of session.report: flatten only what is nested (config is left out)
+        flat: dict[str, Any] = {}
+        for key, value in result.items():
+            if key == "config":
+                continue
+            if isinstance(value, dict) and value:
+                flat.update(flatten_dict({key: value}))
+            else:
+                flat[key] = value
+        if self._csv_fields is None:
             self._csv_fields = list(flat)
-            self._csv = csv.DictWriter(self._progress, self._csv_fields, extrasaction="ignore")
-            self._csv.writeheader()
-        self._csv.writerow({k: _csv_value(v) for k, v in flat.items()})
+            self._csv.writerow(self._csv_fields)
+        self._csv.writerow([flat.get(k, "") for k in self._csv_fields])
         self._progress.flush()
 
     def write_params(self, config: dict[str, Any]) -> None:
@@ -145,12 +149,6 @@ class OutputWriter:
                 f.close()
             except OSError:
                 pass
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return value
 
 
 def _read_csv_header(path: str) -> list[str] | None:

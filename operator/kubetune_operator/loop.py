@@ -157,6 +157,14 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
         except (ApiError, StorageError, OSError) as exc:
             log.warning("%s/%s: setup failed, retrying: %s", *key, exc)
             time.sleep(2 * TICK_S)
+        except Exception as exc:  # a malformed object: report it, never crash the operator
+            log.exception("%s/%s: cannot set up the experiment", *key)
+            stall(state.api, experiment, f"cannot run this experiment: {type(exc).__name__}: {exc}")
+            generation = meta.get("generation")
+            while not stopped() and _plain(body)["metadata"].get("generation") == generation:
+                time.sleep(TICK_S)
+            experiment = _plain(body)
+            meta = experiment["metadata"]
     if runtime is None:
         return
     state.api.event(experiment, "Started", f"{len(runtime.tracks)} trials known at start")
@@ -208,5 +216,9 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
                 return
         except (ApiError, StorageError, OSError) as exc:
             log.warning("%s/%s: reconcile failed, retrying: %s", *key, exc)
+            time.sleep(TICK_S)
+        except Exception:  # a bug or a malformed object: log it, keep the operator alive
+            log.exception("%s/%s: reconcile step failed", *key)
+            metrics.API_ERRORS.labels("internal").inc()
             time.sleep(TICK_S)
     runtime.close()

@@ -1,4 +1,19 @@
-"""``kubetune-operator``: parse the command line and environment, then run kopf."""
+"""``kubetune-operator``: parse the command line and environment, then run kopf.
+
+    kubetune-operator [--namespace NS ...] [--all-namespaces] [--peering NAME] [--standalone]
+                      [--liveness-port 8080] [--metrics-port 9090] [--verbose]
+
+Leader election is kopf's peering: with ``--peering NAME`` replicas coordinate through the
+``KopfPeering`` object NAME in each watched namespace (``ClusterKopfPeering`` with
+``--all-namespaces``); the chart installs kopf's peering CRDs and the objects. ``--standalone``
+runs without peering (one replica; deploy it with ``strategy: Recreate``). Without either,
+kopf uses the peering object named ``default`` when it exists.
+
+Environment: KUBETUNE_SIDECAR_IMAGE, KUBETUNE_GPU_RESOURCE, KUBETUNE_EXTENDED_RESOURCES (JSON),
+KUBETUNE_TRIAL_SERVICE_ACCOUNT, KUBETUNE_DEFAULT_S3_{ENDPOINT,REGION,BUCKET,PREFIX,
+ADDRESSING_STYLE}, KUBETUNE_IMAGE_PULL_SECRETS (comma list); see ``config.py``.
+Finished experiments keep the finalizer ``kubetune.io/finalizer`` only while their daemon runs.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ kopf uses the peering object named ``default`` when it exists.
 Environment: KUBETUNE_SIDECAR_IMAGE, KUBETUNE_GPU_RESOURCE, KUBETUNE_EXTENDED_RESOURCES (JSON),
 KUBETUNE_TRIAL_SERVICE_ACCOUNT, KUBETUNE_DEFAULT_S3_{ENDPOINT,REGION,BUCKET,PREFIX,
 ADDRESSING_STYLE}, KUBETUNE_IMAGE_PULL_SECRETS (comma list); see ``config.py``.
-Finished experiments keep the finalizer ``kubetune.io/finalizer`` only while their daemon runs.
+kopf puts the finalizer ``kubetune.io/finalizer`` on each TuneExperiment (to stop its daemon
+on deletion): deleting one while no operator runs waits for an operator (or a manual removal).
 """
 
 from __future__ import annotations

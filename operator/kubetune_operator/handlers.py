@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -41,6 +44,18 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 256
     if STATE.config is not None and STATE.config.peering:
         settings.peering.name = STATE.config.peering
+        # kopf pauses every replica when peers share a priority (PITFALLS: peering freezes):
+        # give each replica its own, stable for its pod name, so exactly one acts
+        settings.peering.priority = peering_priority()
+
+
+def peering_priority() -> int:
+    """``KUBETUNE_PEERING_PRIORITY``, else a number derived from the pod's name."""
+    explicit = os.environ.get("KUBETUNE_PEERING_PRIORITY")
+    if explicit:
+        return int(explicit)
+    name = os.environ.get("POD_NAME") or socket.gethostname()
+    return 1 + int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % 1_000_000
 
 
 def on_trial_event(kind: str, body: dict[str, Any]) -> None:

@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kopf").setLevel(logging.DEBUG if config.verbose else logging.WARNING)
+    # which replica serves and which pauses is worth a line in every replica's log
+    logging.getLogger("kopf._core.engines.peering").setLevel(
+        logging.DEBUG if config.verbose else logging.INFO
+    )
     STATE.config = config
     STATE.api = KubeApi()
     metrics.serve(config.metrics_port)

@@ -444,9 +444,27 @@ class RenderedOperator:
     console script from this environment), args and env (fieldRefs resolved), logged in with
     a TokenRequest token of the Deployment's ServiceAccount; stopped by process group."""
 
-    def __init__(self, cp: Any, release: str, namespace: str, workdir: Path, tag: str = "0"):
+    def __init__(
+        self,
+        cp: Any,
+        release: str,
+        namespace: str,
+        workdir: Path,
+        tag: str = "0",
+        own_ports: bool = False,
+    ):
         docs = docs_of(helm(cp, "get", "manifest", release, "-n", namespace).stdout)
         self.container = container_of(docs)
+        if own_ports:  # a second replica on this host: pods would each have their own network
+            ports = {"--liveness-port=": free_port(), "--metrics-port=": free_port()}
+            self.container["args"] = [
+                next((f"{flag}{port}" for flag, port in ports.items() if a.startswith(flag)), a)
+                for a in self.container["args"]
+            ]
+            for entry in self.container["ports"]:
+                flag = f"--{entry['name']}-port="
+                if flag in ports:
+                    entry["containerPort"] = ports[flag]
         spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
         entry = operator_entrypoint(self.container["command"][0])
         if entry is None:
@@ -627,6 +645,22 @@ def test_ha_operator_serves_through_its_peering_object(
     status = wait_for(peers, 60, "the operator's keep-alive in its KopfPeering")
     assert len(status) == 1, status
     assert "forbidden" not in op.log().lower(), op.log()[-6000:]
+
+    # A second replica (another pod name, so another priority): both keep themselves alive,
+    # with different priorities, and the lower one pauses instead of acting (kopf #734: equal
+    # priorities would pause both).
+    second = RenderedOperator(crds, release, namespace, tmp_path, tag="1", own_ports=True)
+    operators.append(second)
+    second.wait_healthy()
+    status = wait_for(lambda: len(peers()) == 2 and peers(), 60, "both replicas in the peering")
+    priorities = sorted(int(peer["priority"]) for peer in status.values())
+    assert priorities[0] != priorities[1], status
+    pausing = [o for o in (op, second) if "pausing" in o.log().lower()]
+    wait_for(lambda: [o for o in (op, second) if "pausing" in o.log().lower()], 60,
+             "the lower-priority replica to pause")  # fmt: skip
+    pausing = [o for o in (op, second) if "pausing" in o.log().lower()]
+    assert len(pausing) == 1, (op.log()[-3000:], second.log()[-3000:])
+    assert "including self" not in pausing[0].log().lower()
 
 
 # -- GitOps: the examples as a kustomization --------------------------------------------------

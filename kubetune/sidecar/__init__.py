@@ -65,6 +65,8 @@ Environment (``KUBETUNE_SIDECAR_`` prefix unless noted)::
     GPUS                GPUs requested (0: none; >0 and none visible is reported loudly)
     GPU_INTERVAL_S      GPU sampling period (default 10 when GPUS > 0, else off)
     GRACE_S             the pod's termination grace period (default 30)
+    DELETE_GRACE_S      delete a surplus checkpoint only after this long, re-reading the
+                        pins first (default 5; a PBT exploit's pin arrives with a delay)
     RESTORE_TIMEOUT_S   how long to retry an unreachable store while restoring (default 600)
     PART_MIB            multipart threshold and part size in MiB (default 16)
     CONCURRENCY         parts/files in flight per checkpoint upload (default 10)

@@ -40,6 +40,9 @@ class SidecarConfig:
     gpus: int = 0
     gpu_interval_s: float = 0.0
     grace_s: float = 30.0
+    # a surplus checkpoint is deleted only after this long, with the pins read again then: a
+    # PBT exploit's pin (spec.pinnedCheckpoints) reaches this sidecar with some delay
+    delete_grace_s: float = 5.0
     restore_timeout_s: float = 600.0
     retry_max_s: float = 2.0
     s3_options: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +104,7 @@ class SidecarConfig:
             gpus=gpus,
             gpu_interval_s=number("GPU_INTERVAL_S", 10.0 if gpus > 0 else 0.0),
             grace_s=number("GRACE_S", 30.0),
+            delete_grace_s=number("DELETE_GRACE_S", 5.0),
             restore_timeout_s=number("RESTORE_TIMEOUT_S", 600.0),
         )
         if not cfg.storage_uri:

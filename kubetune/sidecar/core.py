@@ -138,6 +138,7 @@ class Sidecar:
         self.errors: dict[str, str] = {}
         self.uploaded_all = False
         self.final_reported = False
+        self._pending_since: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------ helpers
     def save(self) -> None:
@@ -580,9 +581,22 @@ class Sidecar:
             self.log_uploaded_other[name] = (st.st_mtime, st.st_size)
 
     def _delete_surplus(self) -> None:
+        now = time.monotonic()
         with self.lock:
             victims = list(self.state.pending_delete)
-        for name in victims:
+            final = self.finishing
+        due = [
+            v
+            for v in victims
+            if final or now - self._pending_since.setdefault(v, now) >= self.cfg.delete_grace_s
+        ]
+        pins = self._pins() if due and self.cfg.delete_grace_s > 0 else set()
+        for name in due:
+            if name in pins:  # an exploit restores it: it stays, and this sidecar forgets it
+                with self.lock:
+                    self.state.pending_delete.remove(name)
+                    self.dirty = True
+                continue
             self._retry(
                 f"delete {name}",
                 functools.partial(self.storage.delete_prefix, name),

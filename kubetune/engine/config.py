@@ -105,6 +105,24 @@ class EngineConfig:
             raise ConfigError("resources", "must be a dict")
         self.checkpoint.validate()
 
+    @classmethod
+    def from_run_config(cls, run_config: Any, **fields: Any) -> EngineConfig:
+        """The engine's config from Ray's RunConfig (checkpoint and failure settings) plus the
+        TuneConfig fields given as keywords; local mode and the operator share it."""
+        ckpt, failure = run_config.checkpoint_config, run_config.failure_config
+        return cls(
+            max_failures=failure.max_failures,
+            fail_fast=bool(failure.fail_fast),
+            checkpoint=CheckpointSettings(
+                num_to_keep=ckpt.num_to_keep,
+                checkpoint_score_attribute=ckpt.checkpoint_score_attribute,
+                checkpoint_score_order=ckpt.checkpoint_score_order,
+                checkpoint_frequency=ckpt.checkpoint_frequency,
+                checkpoint_at_end=ckpt.checkpoint_at_end,
+            ),
+            **fields,
+        )
+
     def id_prefix(self) -> str:
         if self.trial_id_prefix is not None:
             return self.trial_id_prefix

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from kubetune.engine import CheckpointSettings, EngineConfig, ExperimentEngine
+from kubetune.engine import EngineConfig, ExperimentEngine
 from kubetune.engine import trial as trial_states
 from kubetune.local.backend import LocalBackend, TrialTemplate
 from kubetune.local.progress import Progress
@@ -20,7 +20,6 @@ from kubetune.local.tuner import (
     _trainable_name,
     checkpoint_settings,
     experiment_name,
-    failure_settings,
     now,
     static_resources,
 )
@@ -135,26 +134,16 @@ class LocalExperiment:
         return path
 
     def _engine_config(self) -> EngineConfig:
-        tc, rc = self.tuner.tune_config, self.tuner.run_config
-        ckpt = checkpoint_settings(rc)
-        failure = failure_settings(rc)
+        tc = self.tuner.tune_config
         base = static_resources(self.tuner.trainable)
-        return EngineConfig(
+        return EngineConfig.from_run_config(
+            self.tuner.run_config,
             param_space=self.tuner.param_space,
             metric=tc.metric,
             mode=tc.mode,
             num_samples=tc.num_samples,
             max_concurrent_trials=tc.max_concurrent_trials,
             time_budget_s=tc.time_budget_s,
-            max_failures=failure.max_failures,
-            fail_fast=bool(failure.fail_fast),
-            checkpoint=CheckpointSettings(
-                num_to_keep=ckpt.num_to_keep,
-                checkpoint_score_attribute=ckpt.checkpoint_score_attribute,
-                checkpoint_score_order=ckpt.checkpoint_score_order,
-                checkpoint_frequency=ckpt.checkpoint_frequency,
-                checkpoint_at_end=ckpt.checkpoint_at_end,
-            ),
             resources=(base or PlacementGroupFactory([{"CPU": 1}])).to_dict(),
             name=self.name,
             trainable_name=_trainable_name(self.tuner.trainable),

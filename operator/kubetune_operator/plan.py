@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.engine import CheckpointSettings, EngineConfig, ExperimentEngine
+from kubetune.engine import EngineConfig, ExperimentEngine
 from kubetune.manifest.experiment import plan_from_manifest
 from kubetune.manifest.validate import Manifest, ManifestError
 from kubetune.search.errors import ConfigError
@@ -95,23 +95,14 @@ def build_engine(experiment: dict[str, Any]) -> ExperimentEngine:
     if not (doc["spec"].get("trainable") or {}).get("image"):
         raise BadSpec("spec.trainable.image: a cluster needs the image that holds the trainable")
     rc = plan.run_config
-    ckpt, failure = rc.checkpoint_config, rc.failure_config
-    config = EngineConfig(
+    config = EngineConfig.from_run_config(
+        rc,
         param_space=plan.param_space,
         metric=plan.tune["metric"],
         mode=plan.tune["mode"],
         num_samples=plan.tune["num_samples"],
         max_concurrent_trials=plan.tune["max_concurrent_trials"],
         time_budget_s=plan.tune["time_budget_s"],
-        max_failures=failure.max_failures,
-        fail_fast=bool(failure.fail_fast),
-        checkpoint=CheckpointSettings(
-            num_to_keep=ckpt.num_to_keep,
-            checkpoint_score_attribute=ckpt.checkpoint_score_attribute,
-            checkpoint_score_order=ckpt.checkpoint_score_order,
-            checkpoint_frequency=ckpt.checkpoint_frequency,
-            checkpoint_at_end=ckpt.checkpoint_at_end,
-        ),
         resources=plan.resources or {"bundles": [{"CPU": 1}], "strategy": "PACK"},
         name=name,
         trainable_name=plan.entrypoint.rpartition(":")[2] or "trainable",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune.search.errors import ConfigError
-from kubetune.search.searcher import Searcher
+from kubetune.search.searcher import Searcher, SearcherWrapper
 
 
-class ConcurrencyLimiter(Searcher):
+class ConcurrencyLimiter(SearcherWrapper):
     """Answers ``None`` (nothing now) while ``max_concurrent`` suggested trials are live.
 
     With ``batch=True`` it waits until the whole batch of ``max_concurrent`` trials has ended
@@ -16,31 +16,15 @@ class ConcurrencyLimiter(Searcher):
     """
 
     def __init__(self, searcher: Searcher, max_concurrent: int, batch: bool = False) -> None:
-        if not isinstance(searcher, Searcher):
-            raise ConfigError("searcher", f"must be a Searcher, got {type(searcher).__name__}")
+        super().__init__(searcher)  # checks that it is a Searcher
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
             raise ConfigError("max_concurrent", f"must be an integer, got {max_concurrent!r}")
         if max_concurrent <= 0:
             raise ConfigError("max_concurrent", f"must be > 0, got {max_concurrent}")
-        super().__init__(metric=searcher.metric, mode=searcher.mode)
-        self.searcher = searcher
         self.max_concurrent = max_concurrent
         self.batch = batch
         self._live: set[str] = set()
         self._limit_reached = False
-
-    @property
-    def metric(self) -> Any:
-        return self.searcher.metric
-
-    @property
-    def mode(self) -> Any:
-        return self.searcher.mode
-
-    def set_search_properties(
-        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
-    ) -> bool:
-        return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._limit_reached or len(self._live) >= self.max_concurrent:
@@ -65,9 +49,6 @@ class ConcurrencyLimiter(Searcher):
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
         if self.batch and not self._live:
             self._limit_reached = False
-
-    def trial_tag(self, trial_id: str) -> str | None:
-        return self.searcher.trial_tag(trial_id)
 
     def total_samples(self) -> int | None:
         return self.searcher.total_samples()

@@ -7,12 +7,12 @@ import math
 from typing import Any
 
 from kubetune.search.errors import ConfigError
-from kubetune.search.searcher import Searcher
+from kubetune.search.searcher import Searcher, SearcherWrapper
 
 TRIAL_INDEX = "__trial_index__"
 
 
-class Repeater(Searcher):
+class Repeater(SearcherWrapper):
     """Groups of ``repeat`` trials share one config; ``__trial_index__`` tells them apart.
 
     When every trial of a group has ended, the wrapped searcher gets one completion for the
@@ -20,12 +20,9 @@ class Repeater(Searcher):
     """
 
     def __init__(self, searcher: Searcher, repeat: int = 1, set_index: bool = True) -> None:
-        if not isinstance(searcher, Searcher):
-            raise ConfigError("searcher", f"must be a Searcher, got {type(searcher).__name__}")
+        super().__init__(searcher)  # checks that it is a Searcher
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
             raise ConfigError("repeat", f"must be an integer >= 1, got {repeat!r}")
-        super().__init__(metric=searcher.metric, mode=searcher.mode)
-        self.searcher = searcher
         self.repeat = repeat
         self.set_index = set_index
         # group number -> {"primary": id, "config": dict, "trials": [ids], "scores": {id: score}}
@@ -33,19 +30,6 @@ class Repeater(Searcher):
         self._groups: dict[int, dict[str, Any]] = {}
         self._current = -1
         self._trial_group: dict[str, int] = {}
-
-    @property
-    def metric(self) -> Any:
-        return self.searcher.metric
-
-    @property
-    def mode(self) -> Any:
-        return self.searcher.mode
-
-    def set_search_properties(
-        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
-    ) -> bool:
-        return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         current = self._groups.get(self._current)
@@ -88,9 +72,6 @@ class Repeater(Searcher):
                 del self._groups[index]
             else:
                 group["done"] = True
-
-    def trial_tag(self, trial_id: str) -> str | None:
-        return self.searcher.trial_tag(trial_id)
 
     def get_state(self) -> dict[str, Any]:
         return {

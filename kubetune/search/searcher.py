@@ -98,3 +98,30 @@ def require_properties(searcher: Searcher) -> tuple[Any, Any]:
     if searcher.mode is None:
         raise ConfigError("mode", f"{name} needs `mode` ('min' or 'max')")
     return searcher.metric, searcher.mode
+
+
+class SearcherWrapper(Searcher):
+    """Base of searchers that wrap another (ConcurrencyLimiter, Repeater): metric, mode and
+    the search properties are the wrapped searcher's."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        if not isinstance(searcher, Searcher):
+            raise ConfigError("searcher", f"must be a Searcher, got {type(searcher).__name__}")
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.searcher = searcher
+
+    @property
+    def metric(self) -> Any:
+        return self.searcher.metric
+
+    @property
+    def mode(self) -> Any:
+        return self.searcher.mode
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def trial_tag(self, trial_id: str) -> str | None:
+        return self.searcher.trial_tag(trial_id)

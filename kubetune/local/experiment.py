@@ -18,7 +18,6 @@ from kubetune.local.tuner import (
     INTERNAL_DIR,
     _default_storage,
     _trainable_name,
-    checkpoint_settings,
     experiment_name,
     now,
     static_resources,
@@ -90,7 +89,7 @@ class LocalExperiment:
     # -- preparation ------------------------------------------------------------------------
     def _validate_trainable(self) -> None:
         trainable = self.tuner.trainable
-        ckpt = checkpoint_settings(self.tuner.run_config)
+        ckpt = self.tuner.run_config.checkpoint_config
         is_class = isinstance(trainable, type) and issubclass(trainable, Trainable)
         if not is_class and (ckpt.checkpoint_frequency or ckpt.checkpoint_at_end):
             raise ValueError(
@@ -206,7 +205,7 @@ class LocalExperiment:
     def run(self) -> None:
         trainable_pickle = self._write_pickles()
         tc, rc = self.tuner.tune_config, self.tuner.run_config
-        ckpt = checkpoint_settings(rc)
+        ckpt = rc.checkpoint_config
         engine, initial = self._engine()
         stop = rc.stop if isinstance(rc.stop, dict) else None
         trainable = self.tuner.trainable

@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from kubetune.air.config import CheckpointConfig, FailureConfig, RunConfig
+from kubetune.air.config import RunConfig
 from kubetune.local.config import TuneConfig
 from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError
 from kubetune.tune.resources import PlacementGroupFactory, resources_to_pgf
@@ -150,14 +150,6 @@ def experiment_name(tuner: Tuner) -> str:
         return tuner.run_config.name
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return f"{_trainable_name(tuner.trainable)}_{stamp}"
-
-
-def checkpoint_settings(run_config: RunConfig) -> CheckpointConfig:
-    return run_config.checkpoint_config or CheckpointConfig()
-
-
-def failure_settings(run_config: RunConfig) -> FailureConfig:
-    return run_config.failure_config or FailureConfig()
 
 
 def static_resources(trainable: Any) -> PlacementGroupFactory | None:

@@ -21,7 +21,8 @@ class Optimiser(tune.Trainable):
         self.position = 0.0
 
     def step(self) -> dict:
-        time.sleep(0.05)  # a little work, so that the population trains side by side
+        # a little work, so that the population trains side by side
+        time.sleep(self.config.get("step_s", 0.05))
         target = 10.0 if self.iteration < 12 else 20.0  # the best lr changes mid-run
         self.position += self.lr * (target - self.position)
         return {"score": -abs(target - self.position), "lr": self.lr}

@@ -725,7 +725,12 @@ def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
                 "entrypoint": "pbt:Optimiser",
                 "pythonPath": [str(REPO / "examples"), str(REPO)],
             },
-            "paramSpace": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
+            "paramSpace": {
+                "lr": {"uniform": {"lower": 0.01, "upper": 0.5}},
+                # slow enough steps that the four pods train side by side even when pod starts
+                # are slow (a loaded CI machine): exploits need peers' results
+                "step_s": {"constant": 0.3},
+            },
             "tuneConfig": {
                 "metric": "score",
                 "mode": "max",

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from kubetune._util import unflattened_lookup
@@ -814,7 +814,9 @@ class ExperimentEngine:
 
     # ------------------------------------------------------------------------------ state
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self, omit: Container[str] = ()) -> dict[str, Any]:
+        """The engine's state as JSON-ready data; the records of trials in ``omit`` are left
+        out (``kubetune.engine.snapshot`` stores finished trials once, in segments)."""
         from kubetune.search.spec import to_manifest
 
         try:
@@ -825,7 +827,7 @@ class ExperimentEngine:
             "version": STATE_VERSION,
             "config": self.config.to_dict(space),
             "seed": self.seed,
-            "trials": [self.trials[t].to_dict() for t in self._order],
+            "trials": [self.trials[t].to_dict() for t in self._order if t not in omit],
             "num_active": self._num_active,
             "num_paused": self._num_paused,
             "created": self._created,

@@ -18,11 +18,12 @@ without our asking counts as a failure of its attempt (retried from the latest c
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,13 +41,15 @@ from kubetune.engine import (
     Verdict,
 )
 from kubetune.engine import trial as states
+from kubetune.engine.snapshot import HEAD_KEY, SnapshotWriter, load_state
 from kubetune.storage import Storage, StorageError
 from kubetune_operator import objects
 from kubetune_operator.views import LIVE, pod_failure_message
+from kubetune_operator.writes import WriteQueue
 
 log = logging.getLogger("kubetune_operator")
 
-STATE_KEY = "experiment_state.json"
+STATE_KEY = HEAD_KEY
 RESULT_FILE = "result.json"
 VERDICT_ACTION = {
     Verdict.CONTINUE: "continue",
@@ -119,6 +122,7 @@ class ExperimentRuntime:
         api: Api,
         build_pod: PodBuilder,
         grace_s: int = 60,
+        writes: WriteQueue | None = None,
     ) -> None:
         self.experiment = experiment
         self.namespace: str = experiment["metadata"]["namespace"]
@@ -129,6 +133,9 @@ class ExperimentRuntime:
         self.build_pod = build_pod
         self.grace_s = grace_s
         self.tracks: dict[str, TrialTrack] = {}
+        # the tracks a step looks at: a live pod or an attempt to start (the others are
+        # settled until an engine action wakes them), so a step costs O(running), not O(trials)
+        self.busy: dict[str, TrialTrack] = {}
         self.by_object: dict[str, str] = {}
         self.suspended = False
         self.deferred: list[Action] = []
@@ -139,41 +146,35 @@ class ExperimentRuntime:
         self.last_status: dict[str, Any] | None = None
         self.pending: list[Action] = []
         self.restored = False
-        self._writes: dict[str, list[Callable[[], Any]]] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self.writes = writes if writes is not None else WriteQueue(threads=0)
+        self._writes: dict[str, list[tuple[Callable[[], Any], bool, list[Future[Any]]]]] = {}
+        self._barrier: Future[Any] | None = None
+        self.snapshots = SnapshotWriter(wrap=lambda st: {"engine": st, "experiment": self.name})
         self.timings: list[float] = []
 
-    # -- writes: one ordered chain per object, chains in parallel --------------------------
-    def _defer(self, key: str, fn: Callable[[], Any]) -> None:
-        self._writes.setdefault(key, []).append(fn)
+    # -- writes: one ordered chain per object, chains in parallel (see writes.py) -----------
+    def _defer(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        urgent: bool = False,
+        after: Future[Any] | None = None,
+    ) -> None:
+        self._writes.setdefault(key, []).append((fn, urgent, [after] if after else []))
 
     def flush(self) -> None:
-        chains = list(self._writes.values())
-        self._writes = {}
-        if not chains:
-            return
-
-        def run(chain: list[Callable[[], Any]]) -> BaseException | None:
-            for fn in chain:
-                try:
-                    fn()
-                except Exception as exc:
-                    return exc
-            return None
-
-        if len(chains) == 1:
-            errors = [run(chains[0])]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(8, thread_name_prefix=f"kt-{self.name}")
-            errors = list(self._pool.map(run, chains))
-        for error in errors:
-            if error is not None:
-                raise error
+        """Hand the writes collected so far to the queue (they run while the loop goes on)."""
+        chains, self._writes = self._writes, {}
+        for key, chain in chains.items():
+            for fn, urgent, after in chain:
+                self.writes.submit(key, fn, urgent=urgent, after=after)
+        if self.writes.inline:
+            errors = self.writes.take_errors()
+            if errors:
+                raise errors[0]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        self.writes.close()
 
     # -- identity --------------------------------------------------------------------------
     def track(self, trial_id: str) -> TrialTrack:
@@ -195,15 +196,39 @@ class ExperimentRuntime:
         return self.storage.uri(f"{self.storage_name(donor)}/{ref.checkpoint_dir_name}")
 
     # -- snapshot ---------------------------------------------------------------------------
-    def save_snapshot(self) -> None:
+    def save_snapshot(self) -> Future[Any]:
+        """Store the engine's state (new segments of finished trials, then the head) off the
+        loop's thread; writes that must follow it take the returned future as ``after``."""
         began = time.monotonic()
-        state = {"engine": json.loads(self.engine.to_json()), "experiment": self.name}
-        data = json.dumps(state).encode()
-        self.storage.put_bytes(STATE_KEY, data)
-        self.dirty = False
+        blobs = self.snapshots.render(self.engine)
         took = time.monotonic() - began
         if took > 0.2:
-            log.info("%s: snapshot of %d bytes took %.2f s", self.name, len(data), took)
+            size = sum(len(b) for _, b in blobs)
+            log.info("%s: snapshot of %d bytes took %.2f s to render", self.name, size, took)
+        future: Future[Any] | None = None
+        for key, data in blobs:
+            future = self.writes.submit(
+                "~snapshot",
+                lambda k=key, d=data: self.storage.put_bytes(k, d),  # type: ignore[misc]
+                urgent=True,
+            )
+        self.dirty = False
+        assert future is not None
+        return future
+
+    @staticmethod
+    def load_snapshot(
+        storage: Storage,
+    ) -> tuple[dict[str, Any], list[str], dict[str, Any]] | None:
+        """What :meth:`save_snapshot` stored: the whole state (segments merged), and the
+        segments with the marks of their records for ``self.snapshots.adopt`` (continuing
+        them in the same storage); None when there is no snapshot."""
+        if not storage.exists(STATE_KEY):
+            return None
+        head = json.loads(storage.get_bytes(STATE_KEY))
+        engine_state, sealed = load_state(head["engine"], storage.get_bytes)
+        segments = list(head["engine"].get("segments") or [])
+        return {**head, "engine": engine_state}, segments, sealed
 
     # -- restart ----------------------------------------------------------------------------
     def restore(self, observed: Observed, now: float) -> None:
@@ -211,6 +236,7 @@ class ExperimentRuntime:
         actions: list[Action] = []
         for trial_id in self.engine.trial_ids():
             tr = self.track(trial_id)
+            self.busy[trial_id] = tr
             summary = self.engine.trial_summary(trial_id)
             rows = self._read_results(tr)
             for row in rows[summary["num_results"] :]:
@@ -256,7 +282,7 @@ class ExperimentRuntime:
         self.pending.clear()
         if suspend != self.suspended:
             actions.extend(self._set_suspended(suspend, now))
-        for tr in list(self.tracks.values()):
+        for tr in list(self.busy.values()):
             view = observed.trials.get(tr.obj_name)
             if view is not None:
                 actions.extend(self._consume_report(tr, view, now))
@@ -272,6 +298,10 @@ class ExperimentRuntime:
         t4 = time.monotonic()
         self._start_attempts()
         self.flush()
+        for trial_id in [
+            t for t, tr in self.busy.items() if not tr.pod_live and not tr.next_attempt
+        ]:
+            del self.busy[trial_id]
         self.timings = [t1, t2, t3, t4, time.monotonic()]
 
     # -- suspend ----------------------------------------------------------------------------
@@ -380,8 +410,9 @@ class ExperimentRuntime:
         tr.answered_seq = seq
         body = {"seq": seq, "action": verdict[0], "reason": verdict[1]}
         self._defer(
-            tr.obj_name,
+            f"{tr.obj_name}#verdict",
             lambda: self.api.patch_trial(self.namespace, tr.obj_name, {"spec": {"verdict": body}}),
+            urgent=True,
         )
         if verdict[0] != "continue":
             tr.stopping = True
@@ -454,9 +485,11 @@ class ExperimentRuntime:
     def _apply(self, actions: list[Action], now: float) -> None:
         creates = [a for a in actions if isinstance(a, CreateTrial)]
         if creates and not self.suspended:
-            self.save_snapshot()  # before the children exist: see the module docstring
+            # before the children exist (see the module docstring): their creates wait for it
+            self._barrier = self.save_snapshot()
         for action in actions:
             self._apply_one(action, now)
+        self._barrier = None
 
     def _apply_one(self, action: Action, now: float) -> None:
         if isinstance(action, (CreateTrial, ResumeTrial)) and self.suspended:
@@ -474,8 +507,9 @@ class ExperimentRuntime:
                 0,
             )
             body = objects.tune_trial(self.experiment, action.trial_id, action.trial_name, tr.spec)
-            self._defer(tr.obj_name, lambda: self._create_trial(tr, body))
+            self._defer(tr.obj_name, lambda: self._create_trial(tr, body), after=self._barrier)
             tr.next_attempt = {"restore": False}
+            self.busy[tr.trial_id] = tr
         elif isinstance(action, (ResumeTrial, RestartTrial)):
             tr = self.track(action.trial_id)
             config = action.new_config if isinstance(action, RestartTrial) else action.config
@@ -503,8 +537,9 @@ class ExperimentRuntime:
                 body = objects.tune_trial(
                     self.experiment, action.trial_id, summary["trial_name"], tr.spec
                 )
-                self._defer(tr.obj_name, lambda: self._create_trial(tr, body))
+                self._defer(tr.obj_name, lambda: self._create_trial(tr, body), after=self._barrier)
             tr.next_attempt = {"restore": True}
+            self.busy[tr.trial_id] = tr
             if tr.pod_live and not tr.stopping:
                 self._end_attempt(tr)
             if isinstance(action, RestartTrial):
@@ -563,6 +598,14 @@ class ExperimentRuntime:
     def _create_trial(self, tr: TrialTrack, body: dict[str, Any]) -> None:
         tr.uid = self.api.create_trial(body)["metadata"].get("uid", "")
 
+    def _create_pod(
+        self, tr: TrialTrack, trial_obj: dict[str, Any], attempt: int, pod: dict[str, Any]
+    ) -> None:
+        if not pod:
+            trial_obj = {**trial_obj, "metadata": {**trial_obj["metadata"], "uid": tr.uid}}
+            pod = self.build_pod(self.experiment, trial_obj, attempt)
+        self.api.create_pod(pod)
+
     def _next_checkpoint_index(self, trial_id: str) -> int:
         names = self.engine.trial_summary(trial_id).get("checkpoints") or []
         latest = self.engine.latest_checkpoint(trial_id)
@@ -570,7 +613,7 @@ class ExperimentRuntime:
         return max([i + 1 for i in indices if i is not None], default=0)
 
     def _start_attempts(self) -> None:
-        for tr in self.tracks.values():
+        for tr in self.busy.values():
             if tr.next_attempt is None or tr.pod_live or self.suspended:
                 continue
             status = self.engine.trial_status(tr.trial_id)
@@ -599,8 +642,14 @@ class ExperimentRuntime:
                     ),
                 )
             pod = self.build_pod(self.experiment, trial_obj, tr.attempt)
-            self._defer(tr.obj_name, lambda p=pod: self.api.create_pod(p))  # type: ignore[misc]
             tr.pod_name = pod["metadata"]["name"]
+            if not tr.uid:
+                # its TuneTrial create is still queued (writes.py): build the pod again once
+                # that create has returned the uid the pod's owner reference needs
+                pod = {}
+            self._defer(
+                tr.obj_name, functools.partial(self._create_pod, tr, trial_obj, tr.attempt, pod)
+            )
             tr.pod_live, tr.pod_seen, tr.stopping = True, False, False
             tr.next_attempt = None
             tr.last_iter = (
@@ -655,7 +704,7 @@ class ExperimentRuntime:
     def status(self, generation: int | None) -> dict[str, Any]:
         counts = self.engine.counts()
         finished: ExperimentFinished | None = self.engine.finished
-        unschedulable = next((t for t in self.tracks.values() if t.unschedulable), None)
+        unschedulable = next((t for t in self.busy.values() if t.unschedulable), None)
         if finished is not None:
             phase = "Succeeded" if finished.status == "SUCCEEDED" else "Failed"
             reason = "Succeeded" if phase == "Succeeded" else "TrialFailed"

@@ -13,7 +13,7 @@ from typing import Any
 from kubetune.storage import StorageError
 from kubetune_operator import metrics, objects
 from kubetune_operator.api import ApiError
-from kubetune_operator.controller import STATE_KEY, ExperimentRuntime, Observed
+from kubetune_operator.controller import ExperimentRuntime, Observed
 from kubetune_operator.plan import (
     BadSpec,
     build_engine,
@@ -23,11 +23,13 @@ from kubetune_operator.plan import (
     storage_spec,
 )
 from kubetune_operator.views import pod_view, trial_view
+from kubetune_operator.writes import WriteQueue
 
 log = logging.getLogger("kubetune_operator")
 TICK_S = 1.0
 STATUS_MIN_INTERVAL_S = 1.0
 SNAPSHOT_MIN_INTERVAL_S = 1.0
+WRITE_THREADS = 8
 
 
 def _plain(body: Any) -> dict[str, Any]:
@@ -52,7 +54,7 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
                 )
             credentials = data
     storage = open_experiment_storage(experiment, sspec, credentials)
-    raw = storage.get_bytes(STATE_KEY) if storage.exists(STATE_KEY) else None
+    saved = ExperimentRuntime.load_snapshot(storage)
     if ns not in state.rbac_done:
         name = config.trial_service_account
         for body in (
@@ -77,12 +79,15 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
         return pod
 
     grace = int(getattr(settings, "termination_grace_s", 60))
-    if raw is None:
-        runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace)
+    writes = WriteQueue(threads=WRITE_THREADS, name=f"kt-{experiment['metadata']['name']}")
+    if saved is None:
+        runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)
         runtime.start(time.time())
         return runtime
-    engine = restore_engine(experiment, json.loads(raw))
-    runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace)
+    state, segments, sealed = saved
+    engine = restore_engine(experiment, state)
+    runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)
+    runtime.snapshots.adopt(segments, sealed)
     name = experiment["metadata"]["name"]
     trials = {t["name"]: t for t in map(trial_view, api.list_trials(ns, name))}
     pods = {p["name"]: p for p in map(pod_view, api.list_pods(ns, name))}
@@ -106,8 +111,9 @@ def publish_status(
         status["startTime"] = objects.now_iso()
     if status["phase"] in ("Succeeded", "Failed"):
         status["completionTime"] = objects.now_iso()
-    runtime.api.patch_experiment_status(
-        experiment["metadata"]["namespace"], experiment["metadata"]["name"], {"status": status}
+    ns, name = experiment["metadata"]["namespace"], experiment["metadata"]["name"]
+    runtime.writes.submit(
+        "~status", lambda: runtime.api.patch_experiment_status(ns, name, {"status": status})
     )
     runtime.last_status = comparable
     for state_name, count in status["trials"].items():
@@ -134,6 +140,35 @@ def stall(api: Any, experiment: dict[str, Any], message: str) -> None:
     api.event(experiment, "InvalidSpec", message, warning=True)
 
 
+def set_up(
+    body: Any, stopped: Callable[[], bool], state: Any
+) -> tuple[ExperimentRuntime | None, dict[str, Any]]:
+    """Set the experiment up, retrying what may pass later; a spec it cannot run is reported
+    (Stalled) and waited on until its generation changes."""
+    experiment = _plain(body)
+    meta = experiment["metadata"]
+    key = (meta["namespace"], meta["name"])
+    while not stopped():
+        try:
+            return setup(experiment, state), experiment
+        except BadSpec as exc:
+            log.warning("%s/%s: %s", *key, exc)
+            stall(state.api, experiment, str(exc))
+        except (ApiError, StorageError, OSError) as exc:
+            log.warning("%s/%s: setup failed, retrying: %s", *key, exc)
+            time.sleep(2 * TICK_S)
+            continue
+        except Exception as exc:  # a malformed object: report it, never crash the operator
+            log.exception("%s/%s: cannot set up the experiment", *key)
+            stall(state.api, experiment, f"cannot run this experiment: {type(exc).__name__}: {exc}")
+        generation = meta.get("generation")
+        while not stopped() and _plain(body)["metadata"].get("generation") == generation:
+            time.sleep(TICK_S)
+        experiment = _plain(body)
+        meta = experiment["metadata"]
+    return None, experiment
+
+
 def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
     experiment = _plain(body)
     meta = experiment["metadata"]
@@ -142,29 +177,7 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
         (experiment.get("status") or {}).get("observedGeneration") == meta.get("generation")
     ):
         return  # finished: nothing to watch (a spec change would need a new experiment)
-    runtime: ExperimentRuntime | None = None
-    while not stopped() and runtime is None:
-        try:
-            runtime = setup(experiment, state)
-        except BadSpec as exc:
-            log.warning("%s/%s: %s", *key, exc)
-            stall(state.api, experiment, str(exc))
-            generation = meta.get("generation")
-            while not stopped() and _plain(body)["metadata"].get("generation") == generation:
-                time.sleep(TICK_S)
-            experiment = _plain(body)
-            meta = experiment["metadata"]
-        except (ApiError, StorageError, OSError) as exc:
-            log.warning("%s/%s: setup failed, retrying: %s", *key, exc)
-            time.sleep(2 * TICK_S)
-        except Exception as exc:  # a malformed object: report it, never crash the operator
-            log.exception("%s/%s: cannot set up the experiment", *key)
-            stall(state.api, experiment, f"cannot run this experiment: {type(exc).__name__}: {exc}")
-            generation = meta.get("generation")
-            while not stopped() and _plain(body)["metadata"].get("generation") == generation:
-                time.sleep(TICK_S)
-            experiment = _plain(body)
-            meta = experiment["metadata"]
+    runtime, experiment = set_up(body, stopped, state)
     if runtime is None:
         return
     state.api.event(experiment, "Started", f"{len(runtime.tracks)} trials known at start")
@@ -175,6 +188,7 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
         wake.wait(TICK_S)
         wake.clear()
         experiment = _plain(body)
+        meta = experiment["metadata"]
         runtime.experiment = experiment
         try:
             before = runtime.results_processed
@@ -211,14 +225,35 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
                     fin.reason if fin else "finished",
                     warning=bool(fin and fin.status != "SUCCEEDED"),
                 )
-            if finished and not any(t.pod_live for t in runtime.tracks.values()):
-                runtime.close()
-                return
+            failed = runtime.writes.take_errors()
+            if finished and not failed and not any(t.pod_live for t in runtime.tracks.values()):
+                runtime.writes.drain(60)
+                failed = runtime.writes.take_errors()
+                if not failed:
+                    runtime.close()
+                    return
         except (ApiError, StorageError, OSError) as exc:
-            log.warning("%s/%s: reconcile failed, retrying: %s", *key, exc)
-            time.sleep(TICK_S)
-        except Exception:  # a bug or a malformed object: log it, keep the operator alive
+            failed = [exc]
+        except Exception as exc:  # a bug or a malformed object: log it, keep the operator alive
             log.exception("%s/%s: reconcile step failed", *key)
             metrics.API_ERRORS.labels("internal").inc()
+            failed = [exc]
+        if failed:
+            # What failed may have half happened: rather than guess, wait for the writes in
+            # flight and rebuild from what is durable (snapshot, objects, result logs), as
+            # after an operator restart.
+            log.warning(
+                "%s/%s: %d write(s) failed (%s); rebuilding from storage and the cluster",
+                *key,
+                len(failed),
+                failed[0],
+            )
+            runtime.writes.drain(60)
+            runtime.close()
             time.sleep(TICK_S)
+            runtime, experiment = set_up(body, stopped, state)
+            if runtime is None:
+                return
+            last_snapshot = last_status = 0.0
+    runtime.writes.drain(30)
     runtime.close()

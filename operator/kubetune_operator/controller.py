@@ -44,7 +44,7 @@ from kubetune.engine import trial as states
 from kubetune.engine.snapshot import HEAD_KEY, SnapshotWriter, load_state
 from kubetune.storage import Storage, StorageError
 from kubetune_operator import objects
-from kubetune_operator.views import LIVE, pod_failure_message
+from kubetune_operator.views import LIVE, deletion_overdue, pod_failure_message
 from kubetune_operator.writes import WriteQueue
 
 log = logging.getLogger("kubetune_operator")
@@ -100,6 +100,7 @@ class TrialTrack:
     phase: str | None = None
     unschedulable: str | None = None
     uid: str = ""
+    deleting_seen: tuple[str, float] | None = None  # (pod, when we first saw it terminating)
 
 
 @dataclass
@@ -454,9 +455,8 @@ class ExperimentRuntime:
             if pod.get("started") and status == states.PENDING:
                 self._set_trial_status(tr, {"phase": "RUNNING"})
                 return self.engine.on_trial_started(tr.trial_id, now)
-            if pod["deleting"] and not tr.stopping:
-                # Someone else deletes the pod (drain, eviction): its end is a failure.
-                return []
+            if pod["deleting"]:
+                return self._observe_deleting(tr, pod, active, now)
             return []
         # The attempt has ended: take every result it produced, then tell the engine.
         tr.pod_live = False
@@ -478,6 +478,49 @@ class ExperimentRuntime:
             patch.update(reason="AttemptFailed", message=message)
         status = self.engine.trial_status(tr.trial_id)
         if status in (states.TERMINATED, states.ERROR):
+            self._set_trial_status(tr, {"phase": PHASE_BY_STATE[status], **patch})
+        return out
+
+    # Seconds past a deleted pod's grace period after which its kubelet is presumed gone.
+    LOST_SLACK_S = 15.0
+
+    def _observe_deleting(
+        self, tr: TrialTrack, pod: dict[str, Any], active: bool, now: float
+    ) -> list[Action]:
+        """A live pod being deleted (by us, or by someone else: eviction, drain, taint-based
+        eviction from a lost node). Normally its kubelet stops it within the grace period and
+        we see it end (a failure of the attempt unless we asked). A kubelet that is gone never
+        confirms, and the pod would stay Terminating forever: once it outlives its grace period
+        by ``LOST_SLACK_S``, we force-delete it (grace 0) and, unless we ended the attempt
+        ourselves, count the attempt as failed and retry from the latest checkpoint in a new
+        pod. We judge by the overdue deletion alone, not by reading the Node (namespaced
+        installs cannot read Nodes, and a live kubelet always confirms in time); a pod of a
+        cut-off node that still runs can then overlap its successor for a while, as with
+        Jobs' replacement pods, and its sidecar can no longer report (its token dies with the
+        pod object)."""
+        if tr.deleting_seen is None or tr.deleting_seen[0] != pod["name"]:
+            tr.deleting_seen = (pod["name"], now)
+        if not deletion_overdue(pod, tr.deleting_seen[1], now, self.grace_s, self.LOST_SLACK_S):
+            return []
+        name = pod["name"]
+        self._defer(tr.obj_name, lambda: self.api.delete_pod(self.namespace, name, 0))
+        tr.pod_live = False
+        if not active or tr.stopping or self.suspended:
+            return []
+        out = self._catch_up_from_storage(tr, now)
+        if self.engine.trial_status(tr.trial_id) not in (states.RUNNING, states.PENDING):
+            return out
+        cause = f" ({pod['disruption']})" if pod.get("disruption") else ""
+        message = (
+            f"pod {name} lost: deleted{cause} but still terminating "
+            f"{now - tr.deleting_seen[1]:.0f} s later, past its grace period; the kubelet of "
+            f"node {pod.get('node') or '?'} does not answer; force-deleted"
+        )
+        self._post(f"{tr.obj_name}: {message}", "TrialPodLost", warning=True)
+        out.extend(self.engine.on_trial_error(tr.trial_id, message, now))
+        status = self.engine.trial_status(tr.trial_id)
+        if status in (states.TERMINATED, states.ERROR):
+            patch = {"reason": "AttemptFailed", "message": message}
             self._set_trial_status(tr, {"phase": PHASE_BY_STATE[status], **patch})
         return out
 

@@ -31,6 +31,9 @@ def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
         "attempt": _int(labels.get(LABEL_ATTEMPT)),
         "phase": status.get("phase") or "Pending",
         "deleting": bool(meta.get("deletionTimestamp")),
+        "deletionGraceS": _int(meta.get("deletionGracePeriodSeconds")),
+        "node": (pod.get("spec") or {}).get("nodeName"),
+        "disruption": None,
         "reason": status.get("reason"),
         "message": status.get("message"),
         "unschedulable": None,
@@ -41,6 +44,10 @@ def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             view["unschedulable"] = cond.get("message") or cond.get("reason") or "unschedulable"
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            # who ends the pod: EvictionByEvictionAPI, DeletionByTaintManager (its node lost),
+            # PreemptionByScheduler, TerminationByKubelet (node pressure), ...
+            view["disruption"] = cond.get("reason") or "DisruptionTarget"
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         if "running" in state or "terminated" in state:
@@ -85,6 +92,7 @@ def pod_failure_message(view: dict[str, Any]) -> str:
         p
         for p in (
             view.get("reason"),
+            f"disrupted: {view['disruption']}" if view.get("disruption") else None,
             view.get("containerReason"),
             f"exit code {view['exitCode']}" if view.get("exitCode") is not None else None,
             view.get("message"),
@@ -99,3 +107,17 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def deletion_overdue(
+    view: dict[str, Any], seen_at: float, now: float, default_grace_s: float, slack_s: float
+) -> bool:
+    """Whether a pod that is being deleted should be gone by now: its kubelet kills it at the
+    end of the grace period and then confirms the deletion, so a pod still there ``slack_s``
+    later has no working kubelet (its node died or is cut off). ``seen_at`` is when we first
+    saw it deleting (our clock, so a skewed API server clock does not matter)."""
+    if not view.get("deleting"):
+        return False
+    grace = view.get("deletionGraceS")
+    grace_s = float(grace) if isinstance(grace, int) else default_grace_s
+    return now - seen_at >= grace_s + slack_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 import time
@@ -682,6 +683,50 @@ def test_stop_leaves_no_process_behind(kubelet_factory: KubeletFactory, namespac
         assert state == "Z", f"process {pid} still running"
     except FileNotFoundError:
         pass
+
+
+def test_crash_kills_processes_and_leaves_the_node_and_its_pods_to_the_control_plane(
+    kubelet_factory: KubeletFactory, namespace: str
+) -> None:
+    kl = kubelet_factory()
+    kubelet_factory()  # with no Ready node left, the controller would evict nothing
+    node = kl.node_names[0]
+    code = "import os, time; print(os.getpid(), flush=True); time.sleep(120)"
+    toleration = {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 0,
+    }
+    body = pod("orphan", [py("main", code)], tolerations=[toleration], nodeName=node)
+    kl.api.create(pod_path(namespace), body)
+    wait_pod(kl.api, namespace, "orphan", phase_in("Running"))
+    deadline = time.monotonic() + 10
+    while not kl.logs(namespace, "orphan", "main").strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pid = int(kl.logs(namespace, "orphan", "main").split()[0])
+    kl.crash()
+    with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/stat") as f:
+        assert f.read().split()[2] == "Z", f"process {pid} still running"
+    # no Lease renewal: the node-lifecycle controller (grace 15 s here) marks it unreachable
+    deadline = time.monotonic() + 40
+    while True:
+        n = kl.api.get(f"/api/v1/nodes/{node}")
+        ready = next(c for c in n["status"]["conditions"] if c["type"] == "Ready")
+        taints = {t["key"] for t in (n.get("spec") or {}).get("taints") or []}
+        if ready["status"] == "Unknown" and "node.kubernetes.io/unreachable" in taints:
+            break
+        assert time.monotonic() < deadline, (ready, taints)
+        time.sleep(0.2)
+    # taint-based eviction deletes the pod; nobody confirms: it stays Terminating
+    p = wait_pod(
+        kl.api, namespace, "orphan", lambda p: bool(p["metadata"].get("deletionTimestamp"))
+    )
+    assert condition(p, "DisruptionTarget")["reason"] == "DeletionByTaintManager"
+    time.sleep(6)  # past its grace period of 5 s
+    p = kl.api.get(pod_path(namespace, "orphan"))
+    assert p["status"]["phase"] == "Running"
 
 
 # -- init containers, restarts, start errors -------------------------------------------------

@@ -6,6 +6,7 @@ the real control plane of ``tests.testenv.controlplane``::
     kubelet = TestKubelet(cp.kubelet_kubeconfig, nodes=[NodeSpec("gpu-0", gpus=2)]).start()
     ...                     # create pods: the scheduler binds them, the kubelet runs them
     kubelet.logs("ns", "pod", "main")
+    kubelet.crash()         # or: the machine dies (processes killed, the API hears nothing)
     kubelet.stop()          # kills every process, force-deletes its pods, removes its nodes
 
 Nodes
@@ -142,7 +143,7 @@ class _Runner(Protocol):
     def start(self) -> None: ...
     def update(self, pod: JSON) -> None: ...
     def deleted(self, pod: JSON) -> None: ...
-    def shutdown(self) -> None: ...
+    def shutdown(self, grace: float = 1.0) -> None: ...
     def join(self, timeout: float) -> None: ...
 
 
@@ -265,6 +266,7 @@ class TestKubelet:
         self._pod_dirs: dict[tuple[str, str], Path] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._crashed = threading.Event()
         self._started = False
         self._kubelet_version = "v0.0.0"
         self._transition = now_rfc3339()
@@ -326,6 +328,23 @@ class TestKubelet:
         self.api.close()
         if self._own_root and not self.keep_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def crash(self) -> None:
+        """The machine dies: its processes are killed at once (SIGKILL) and nothing reaches
+        the API any more (no Lease renewal, no node or pod status, no deletion confirmed), so
+        its Nodes and pods stay as they are until the control plane acts: the node-lifecycle
+        controller marks the nodes unreachable after its ``--node-monitor-grace-period``,
+        taint-based eviction deletes the pods, and their deletion is never confirmed.
+        ``stop()`` still cleans up afterwards (force-deletes the pods, removes the nodes)."""
+        self._crashed.set()
+        for stream in list(self._watches.values()):
+            stream.close()
+        with self._lock:
+            runners = list(self._pods.values())
+        for r in runners:
+            r.shutdown(grace=0.0)
+        for r in runners:
+            r.join(10)
 
     def __enter__(self) -> TestKubelet:
         return self.start()
@@ -488,6 +507,8 @@ class TestKubelet:
     def _heartbeat_loop(self) -> None:
         last_status = time.monotonic()
         while not self._stopping.wait(self.heartbeat_interval):
+            if self._crashed.is_set():
+                continue
             post_status = time.monotonic() - last_status >= self.status_interval
             for name, spec in list(self.nodes.items()):
                 try:
@@ -533,7 +554,7 @@ class TestKubelet:
     def _watch_loop(self, node: str, ready: threading.Event) -> None:
         rv = ""
         selector = f"spec.nodeName={node}"
-        while not self._stopping.is_set() and node in self.nodes:
+        while not self._stopping.is_set() and not self._crashed.is_set() and node in self.nodes:
             try:
                 if not rv:
                     listing = self.api.get("/api/v1/pods", fieldSelector=selector)
@@ -581,7 +602,7 @@ class TestKubelet:
             if runner is not None:
                 runner.update(pod)
                 return
-            if uid in self._done_uids or self._stopping.is_set():
+            if uid in self._done_uids or self._stopping.is_set() or self._crashed.is_set():
                 return
             phase = (pod.get("status") or {}).get("phase")
             if phase in ("Succeeded", "Failed"):

@@ -107,7 +107,7 @@ class EmulatedPodRunner:
     def deleted(self, pod: JSON) -> None:
         self.kl.executor.submit(self._delete, False)
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace: float = 1.0) -> None:
         with self.lock:
             if self.timer is not None and self.kl.timers is not None:
                 self.kl.timers.cancel(self.timer)

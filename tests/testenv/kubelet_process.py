@@ -57,7 +57,8 @@ class _Deleting(Exception):
 
 
 class _Shutdown(Exception):
-    pass
+    def __init__(self, grace: float = 1.0) -> None:
+        self.grace = grace
 
 
 class _DeadlineExceeded(Exception):
@@ -132,8 +133,8 @@ class ProcessPodRunner:
     def deleted(self, pod: JSON) -> None:
         self.events.put(("deleted", pod))
 
-    def shutdown(self) -> None:
-        self.events.put(("shutdown",))
+    def shutdown(self, grace: float = 1.0) -> None:
+        self.events.put(("shutdown", grace))
 
     def join(self, timeout: float) -> None:
         self.thread.join(timeout)
@@ -154,8 +155,8 @@ class ProcessPodRunner:
                     self._pump(None)
             except _Deleting as d:
                 self._terminate(d.grace, gone=d.gone)
-        except _Shutdown:
-            self._kill_all(grace=1.0)
+        except _Shutdown as s:
+            self._kill_all(grace=s.grace)
         except Exception:
             log.exception("pod %s/%s: test kubelet error", self.namespace, self.name)
             self._kill_all(grace=1.0)
@@ -490,7 +491,7 @@ class ProcessPodRunner:
         elif kind == "deleted":
             raise _Deleting(0.0, gone=True)
         elif kind == "shutdown":
-            raise _Shutdown()
+            raise _Shutdown(*ev[1:])
 
     # -- termination ----------------------------------------------------------------------
     def _stop_containers(self, deadline: float) -> None:
@@ -544,7 +545,7 @@ class ProcessPodRunner:
                 deadline = time.monotonic()
                 deferred.append(ev)
             elif ev[0] == "shutdown":
-                raise _Shutdown()
+                raise _Shutdown(*ev[1:])
 
     def _terminate(self, grace: float, gone: bool) -> None:
         """Graceful deletion: stop everything within the grace period, confirm deletion."""

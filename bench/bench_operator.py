@@ -5,8 +5,12 @@
 Each trial's pod is emulated by the test kubelet; its behaviour plays the sidecar (one result
 appended to S3 and patched into TuneTrial.status.report with a decision gate). Prints wall
 time, the operator's API writes per trial (its own count, from /metrics), the largest object
-(experiment or trial) in bytes, the decision latency p99 (from the operator's histogram: a
-trial event received -> verdict written) and the operator's peak memory (VmHWM).
+(experiment or trial) in bytes, the decision latency and the operator's peak memory (VmHWM).
+
+Decision latency is measured twice: end to end, as a trial sees it (the fake sidecar's status
+patch with the gate returned -> the verdict seen by a watch on TuneTrials in this process:
+exact p50/p99/max), and inside the operator (its histogram: trial event received -> verdict
+written; a bucket bound).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -57,6 +63,49 @@ def p99_from_histogram(metrics: dict[str, float], name: str) -> float | None:
         if count >= 0.99 * total:
             return le
     return None
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class VerdictWatch(threading.Thread):
+    """Records when each TuneTrial's first verdict is seen through a watch."""
+
+    def __init__(self, api: object, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.api, self.namespace = api, namespace
+        self.seen: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from kubernetes import client, watch
+
+        custom = client.CustomObjectsApi(self.api)
+        while not self.stop.is_set():
+            try:
+                self._watch(custom, watch.Watch())
+            except Exception:  # the stream broke (or the control plane stops): watch again
+                time.sleep(0.2)
+
+    def _watch(self, custom: Any, w: Any) -> None:
+        from tests.cluster.test_operator import GROUP, VERSION
+
+        for event in w.stream(
+            custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "tunetrials",
+            timeout_seconds=30,
+        ):
+            obj = event["object"]
+            name = obj["metadata"]["name"]
+            if (obj.get("spec") or {}).get("verdict") and name not in self.seen:
+                self.seen[name] = time.monotonic()
+            if self.stop.is_set():
+                return
 
 
 def main() -> int:
@@ -97,7 +146,19 @@ def main() -> int:
         )
         bucket = "bench"
         s3.client().create_bucket(Bucket=bucket)
-        sidecar = FakeSidecar(
+        reported: dict[str, float] = {}
+
+        class TimedSidecar(FakeSidecar):
+            def __call__(self, epod: object) -> object:
+                out = super().__call__(epod)
+                meta = epod.pod["metadata"]  # type: ignore[attr-defined]
+                owner = next(o["name"] for o in meta["ownerReferences"])
+                reported.setdefault(owner, time.monotonic())
+                return out
+
+        verdicts = VerdictWatch(api, ns)
+        verdicts.start()
+        sidecar = TimedSidecar(
             api,
             s3.client(),
             bucket,
@@ -155,6 +216,9 @@ def main() -> int:
                 raise RuntimeError(f"operator exited or timed out (phase {phase})")
             time.sleep(0.5)
         wall = time.monotonic() - began
+        time.sleep(1.0)  # the last verdicts' watch events
+        verdicts.stop.set()
+        latencies = [verdicts.seen[n] - t for n, t in reported.items() if n in verdicts.seen]
         metrics = scrape(metrics_port)
         writes = sum(v for k, v in metrics.items() if k.startswith("kubetune_api_writes_total{"))
         trials = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "tunetrials")["items"]
@@ -172,7 +236,13 @@ def main() -> int:
             f"largest object: {largest} bytes (experiment status: "
             f"{len(json.dumps(exp.get('status')))} bytes)"
         )
-        print(f"decision latency p99: <= {p99} s (histogram bucket)")
+        if latencies:
+            print(
+                f"decision latency end to end ({len(latencies)} gated results): "
+                f"p50 {quantile(latencies, 0.5):.3f} s, p99 {quantile(latencies, 0.99):.3f} s, "
+                f"max {max(latencies):.3f} s"
+            )
+        print(f"decision latency inside the operator p99: <= {p99} s (histogram bucket)")
         print(f"operator peak memory (VmHWM): {hwm / 1024:.0f} MiB")
         return 0 if phase == "Succeeded" else 1
     finally:

@@ -22,6 +22,12 @@ from kubetune_operator.plan import (
     secrets_needed,
     storage_spec,
 )
+from kubetune_operator.restore import (
+    continue_experiment,
+    load_carried,
+    open_source_storage,
+    restore_source,
+)
 from kubetune_operator.views import pod_view, trial_view
 
 log = logging.getLogger("kubetune_operator")
@@ -53,6 +59,11 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
             credentials = data
     storage = open_experiment_storage(experiment, sspec, credentials)
     raw = storage.get_bytes(STATE_KEY) if storage.exists(STATE_KEY) else None
+    carried = None  # spec.restoreFrom counts only until the experiment has its own state
+    source = restore_source(experiment) if raw is None else None
+    if source is not None:
+        source_storage = open_source_storage(source, sspec, credentials)
+        carried = load_carried(experiment, source, source_storage)
     if ns not in state.rbac_done:
         name = config.trial_service_account
         for body in (
@@ -77,16 +88,22 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
         return pod
 
     grace = int(getattr(settings, "termination_grace_s", 60))
-    if raw is None:
+    if raw is None and carried is None:
         runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace)
         runtime.start(time.time())
         return runtime
-    engine = restore_engine(experiment, json.loads(raw))
+    if carried is not None:
+        engine = carried.engine
+    else:
+        engine = restore_engine(experiment, json.loads(raw or b"{}"))
     runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace)
     name = experiment["metadata"]["name"]
     trials = {t["name"]: t for t in map(trial_view, api.list_trials(ns, name))}
     pods = {p["name"]: p for p in map(pod_view, api.list_pods(ns, name))}
-    runtime.restore(Observed(trials, pods), time.time())
+    if carried is not None:
+        continue_experiment(runtime, carried, Observed(trials, pods), time.time())
+    else:
+        runtime.restore(Observed(trials, pods), time.time())
     return runtime
 
 

@@ -567,7 +567,27 @@ def tune_experiment_crd() -> dict[str, Any]:
                 "Stop starting trials and pause running ones; false resumes.", default=False
             ),
             "restoreFrom": string(
-                "Storage URI of an earlier experiment to continue (Tuner.restore)."
+                "Storage URI of an earlier experiment to continue (Tuner.restore): its"
+                " status.storageUri, s3://BUCKET/PREFIX/EXPERIMENT. Read once, when this"
+                " experiment starts without state of its own: finished trials keep their"
+                " results, unfinished ones resume from their latest checkpoints; their folders"
+                " are copied into this experiment's storage, the earlier tree is only read.",
+                pattern=r"^s3://[^/\s]+/\S+$",
+            ),
+            "restoreOptions": obj(
+                "How spec.restoreFrom treats the earlier experiment's errored trials.",
+                {
+                    "resumeErrored": boolean(
+                        "Run errored trials again from their latest checkpoints"
+                        " (Tuner.restore resume_errored).",
+                        default=False,
+                    ),
+                    "restartErrored": boolean(
+                        "Run errored trials again from scratch, without a checkpoint"
+                        " (Tuner.restore restart_errored); wins over resumeErrored.",
+                        default=False,
+                    ),
+                },
             ),
         },
         ["trainable"],

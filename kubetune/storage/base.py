@@ -12,7 +12,12 @@ if TYPE_CHECKING:
 
 
 class StorageError(OSError):
-    """A storage operation failed; the message names the URI."""
+    """A storage operation failed; the message names the URI. ``code`` is the store's error
+    code where it gave one (S3: ``AccessDenied``, ``NoSuchBucket``, ...)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def join_key(*parts: str) -> str:
@@ -68,6 +73,16 @@ class Storage(ABC):
             self.put_file(local_path, key)
             if on_done is not None:
                 on_done(local_path, key)
+
+    def copy_objects(self, source: Storage, pairs: list[tuple[str, str]]) -> None:
+        """Copy each ``(key in source, key here)``, overwriting; S3 to S3 copies server-side."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="kubetune-copy-") as tmp:
+            path = os.path.join(tmp, "object")
+            for src_key, key in pairs:
+                source.get_file(src_key, path)
+                self.put_file(path, key)
 
     def put_directory(self, local_dir: str, prefix: str) -> None:
         for dirpath, _dirs, files in os.walk(local_dir):

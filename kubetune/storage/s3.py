@@ -123,7 +123,7 @@ class S3Storage(Storage):
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 return FileNotFoundError(f"no object at {self.uri(key)}")
-            return StorageError(f"S3 {code or 'error'} for {self.uri(key)}: {exc}")
+            return StorageError(f"S3 {code or 'error'} for {self.uri(key)}: {exc}", code)
         return StorageError(f"S3 request for {self.uri(key)} failed: {exc}")
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -174,6 +174,43 @@ class S3Storage(Storage):
                     continue
                 if on_done is not None:
                     on_done(path, key)
+            if first_error is not None:
+                raise first_error
+        finally:
+            manager.shutdown()
+
+    def copy_objects(self, source: Storage, pairs: list[tuple[str, str]]) -> None:
+        """Server-side copies (multipart for large objects, in parallel) when ``source`` is a
+        bucket on the same endpoint: this client's credentials must be able to read it."""
+        if not (
+            isinstance(source, S3Storage) and source.config.endpoint_url == self.config.endpoint_url
+        ):
+            super().copy_objects(source, pairs)
+            return
+        if not pairs:
+            return
+        from boto3.s3.transfer import create_transfer_manager
+
+        manager = create_transfer_manager(self.client, self.transfer_config)
+        try:
+            futures = [
+                (
+                    key,
+                    manager.copy(
+                        {"Bucket": source.bucket, "Key": source._key(src_key)},
+                        self.bucket,
+                        self._key(key),
+                    ),
+                )
+                for src_key, key in pairs
+            ]
+            first_error: Exception | None = None
+            for key, future in futures:
+                try:
+                    future.result()
+                except Exception as exc:
+                    if first_error is None:
+                        first_error = self._wrap(exc, key)
             if first_error is not None:
                 raise first_error
         finally:

@@ -22,6 +22,12 @@ from kubetune_operator.plan import (
     secrets_needed,
     storage_spec,
 )
+from kubetune_operator.restore import (
+    continue_experiment,
+    load_carried,
+    open_source_storage,
+    restore_source,
+)
 from kubetune_operator.views import pod_view, trial_view
 from kubetune_operator.writes import WriteQueue
 
@@ -55,6 +61,11 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
             credentials = data
     storage = open_experiment_storage(experiment, sspec, credentials)
     saved = ExperimentRuntime.load_snapshot(storage)
+    carried = None  # spec.restoreFrom counts only until the experiment has its own state
+    source = restore_source(experiment) if saved is None else None
+    if source is not None:
+        source_storage = open_source_storage(source, sspec, credentials)
+        carried = load_carried(experiment, source, source_storage)
     if ns not in state.rbac_done:
         name = config.trial_service_account
         for body in (
@@ -80,18 +91,25 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
 
     grace = int(getattr(settings, "termination_grace_s", 60))
     writes = WriteQueue(threads=WRITE_THREADS, name=f"kt-{experiment['metadata']['name']}")
-    if saved is None:
+    if saved is None and carried is None:
         runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)
         runtime.start(time.time())
         return runtime
-    state, segments, sealed = saved
-    engine = restore_engine(experiment, state)
-    runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)
-    runtime.snapshots.adopt(segments, sealed)
+    if carried is not None:
+        runtime = ExperimentRuntime(experiment, carried.engine, storage, api, build, grace, writes)
+    else:
+        assert saved is not None
+        saved_state, segments, sealed = saved
+        engine = restore_engine(experiment, saved_state)
+        runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)
+        runtime.snapshots.adopt(segments, sealed)
     name = experiment["metadata"]["name"]
     trials = {t["name"]: t for t in map(trial_view, api.list_trials(ns, name))}
     pods = {p["name"]: p for p in map(pod_view, api.list_pods(ns, name))}
-    runtime.restore(Observed(trials, pods), time.time())
+    if carried is not None:
+        continue_experiment(runtime, carried, Observed(trials, pods), time.time())
+    else:
+        runtime.restore(Observed(trials, pods), time.time())
     return runtime
 
 

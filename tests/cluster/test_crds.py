@@ -97,6 +97,8 @@ def test_explain_documents_fields(crds_applied):
         ({"runConfig": {"stop": {"training_iteration": "twenty"}}}, "spec.runConfig.stop"),
         ({"resources": {"bundles": [{"GPU": -1}]}}, "spec.resources.bundles[0].GPU"),
         ({"paramSpace": {"epochs": 10}}, "spec.paramSpace.epochs: Invalid value"),
+        ({"restoreFrom": "/data/old-experiment"}, "spec.restoreFrom"),
+        ({"restoreOptions": {"resumeErrored": "yes"}}, "spec.restoreOptions.resumeErrored"),
         (
             {"tuneConfig": {"numSamples": 0, "metric": "m", "mode": "max"}},
             "tuneConfig.numSamples must be positive, or -1 for no limit",

@@ -92,3 +92,49 @@ def test_wrong_credentials_fail_clearly(s3_server, s3_bucket):
     bad = open_storage(f"s3://{s3_bucket}/x", s3=config)
     with pytest.raises(StorageError, match=f"s3://{s3_bucket}/x/k"):
         bad.put_bytes("k", b"v")
+
+
+def test_copy_objects_within_the_store_and_from_another(storage, tmp_path):
+    storage.put_bytes("old/t/result.json", b"r\n")
+    storage.put_bytes("old/t/checkpoint_000000/m.bin", b"\x01" * 100)
+    pairs = [(k, "new" + k[len("old") :]) for k in storage.list_keys("old")]
+    storage.copy_objects(storage, pairs)  # S3: server-side copies
+    assert storage.get_bytes("new/t/result.json") == b"r\n"
+    assert storage.get_bytes("new/t/checkpoint_000000/m.bin") == b"\x01" * 100
+    assert storage.get_bytes("old/t/result.json") == b"r\n"
+    other = LocalStorage(str(tmp_path / "other"))
+    other.put_bytes("a/b", b"z")
+    storage.copy_objects(other, [("a/b", "from-local/b")])  # through a temporary file
+    assert storage.get_bytes("from-local/b") == b"z"
+    with pytest.raises(FileNotFoundError):
+        storage.copy_objects(storage, [("old/missing", "new/missing")])
+
+
+@pytest.mark.s3
+def test_copy_objects_between_buckets_and_error_codes(s3_server, s3_bucket):
+    import secrets
+
+    config = S3Config(
+        endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region,
+        access_key_id=s3_server.access_key,
+        secret_access_key=s3_server.secret_key,
+        addressing_style="path",
+    )
+    client = s3_server.client()
+    other = f"kubetune-test-{secrets.token_hex(6)}"
+    client.create_bucket(Bucket=other)
+    try:
+        source = open_storage(f"s3://{other}/runs/exp", s3=config)
+        source.put_bytes("t/result.json", b"r\n")
+        target = open_storage(f"s3://{s3_bucket}/exp2", s3=config)
+        target.copy_objects(source, [("t/result.json", "t2/result.json")])
+        assert target.get_bytes("t2/result.json") == b"r\n"
+        missing = open_storage(f"s3://{other}-missing/x", s3=config)
+        with pytest.raises(StorageError) as err:
+            missing.get_bytes("experiment_state.json")
+        assert err.value.code == "NoSuchBucket"
+    finally:
+        for obj in client.list_objects_v2(Bucket=other).get("Contents", []):
+            client.delete_object(Bucket=other, Key=obj["Key"])
+        client.delete_bucket(Bucket=other)

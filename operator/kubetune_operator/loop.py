@@ -207,6 +207,10 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
         wake.clear()
         experiment = _plain(body)
         meta = experiment["metadata"]
+        if meta.get("deletionTimestamp"):
+            # Being deleted: its pods go with it (garbage collection). Acting now would count
+            # them as lost trials and store that in the snapshot that spec.restoreFrom reads.
+            break
         runtime.experiment = experiment
         try:
             before = runtime.results_processed

@@ -228,6 +228,8 @@ def main() -> int:
             for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
             if line.startswith("VmHWM")
         )
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         p99 = p99_from_histogram(metrics, "kubetune_decision_latency_seconds")
         print(f"trials: {args.trials} x 1 result at {args.concurrent} concurrent -> {phase}")
         print(f"wall time: {wall:.1f} s ({args.trials / wall:.1f} trials/s)")
@@ -244,6 +246,7 @@ def main() -> int:
             )
         print(f"decision latency inside the operator p99: <= {p99} s (histogram bucket)")
         print(f"operator peak memory (VmHWM): {hwm / 1024:.0f} MiB")
+        print(f"operator CPU time: {cpu_s:.1f} s ({cpu_s / wall:.0%} of a core)")
         return 0 if phase == "Succeeded" else 1
     finally:
         for p in procs:

@@ -50,6 +50,7 @@ from kubetune_operator.writes import WriteQueue
 log = logging.getLogger("kubetune_operator")
 
 STATE_KEY = HEAD_KEY
+SEGMENT_TRIALS = 32  # finished trials per snapshot segment: the head holds fewer, plus live ones
 RESULT_FILE = "result.json"
 VERDICT_ACTION = {
     Verdict.CONTINUE: "continue",
@@ -150,7 +151,9 @@ class ExperimentRuntime:
         self.writes = writes if writes is not None else WriteQueue(threads=0)
         self._writes: dict[str, list[tuple[Callable[[], Any], bool, list[Future[Any]]]]] = {}
         self._barrier: Future[Any] | None = None
-        self.snapshots = SnapshotWriter(wrap=lambda st: {"engine": st, "experiment": self.name})
+        self.snapshots = SnapshotWriter(
+            SEGMENT_TRIALS, wrap=lambda st: {"engine": st, "experiment": self.name}
+        )
         self.timings: list[float] = []
 
     # -- writes: one ordered chain per object, chains in parallel (see writes.py) -----------
@@ -407,6 +410,20 @@ class ExperimentRuntime:
                         self.decision_latencies.append(time.monotonic() - received)
         return out
 
+    def _reported_everything(self, tr: TrialTrack, view: dict[str, Any] | None) -> bool:
+        """Whether this attempt's sidecar reported its final state (the runner had exited,
+        every line was stored) and the engine has every line: then reading result.json
+        back from storage would add nothing."""
+        report = (view or {}).get("report") or {}
+        count = report.get("resultCount")
+        return (
+            report.get("attempt") == tr.attempt
+            and bool(report.get("exit"))
+            and report.get("uploaded") is True
+            and isinstance(count, int)
+            and count == self.engine.trial_summary(tr.trial_id)["num_results"]
+        )
+
     def _answer(self, tr: TrialTrack, seq: int, verdict: tuple[str, str]) -> None:
         tr.answered_seq = seq
         body = {"seq": seq, "action": verdict[0], "reason": verdict[1]}
@@ -461,7 +478,7 @@ class ExperimentRuntime:
         # The attempt has ended: take every result it produced, then tell the engine.
         tr.pod_live = False
         out: list[Action] = []
-        if active:
+        if active and not self._reported_everything(tr, observed.trials.get(tr.obj_name)):
             out.extend(self._catch_up_from_storage(tr, now))
             status = self.engine.trial_status(tr.trial_id)
             active = status in (states.RUNNING, states.PENDING)

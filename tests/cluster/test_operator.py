@@ -80,12 +80,17 @@ class FakeSidecar:
         self.s3.put_object(
             Bucket=self.bucket, Key=key, Body="".join(json.dumps(r) + "\n" for r in rows).encode()
         )
+        # One report stands for the sidecar's last one: every line stored, the runner done.
         report = {
             "sequence": len(rows),
             "attempt": attempt,
             "iteration": len(rows),
             "results": rows[-8:],
+            "firstResult": max(0, len(rows) - 8),
+            "resultCount": len(rows),
+            "uploadedResults": len(rows),
             "uploaded": True,
+            "exit": {"status": "finished"},
         }
         if self.gate and rows:
             report["gate"] = {"seq": 1, "training_iteration": len(rows)}

@@ -394,6 +394,11 @@ class ExperimentEngine:
         elif rec.status not in ACTIVE:
             return out
         rec.status = PENDING
+        if not from_checkpoint:
+            # from scratch: the earlier run's checkpoints stay stored (the keep-rule still
+            # counts them) but no retry of the new run restores one of them
+            rec.latest_checkpoint = None
+            rec.pending_restore = None
         restore = self._restore_source(rec) if from_checkpoint else None
         if restore is not None:
             self._pin(rec.trial_id, restore)

@@ -67,6 +67,9 @@ Environment (``KUBETUNE_SIDECAR_`` prefix unless noted)::
     GRACE_S             the pod's termination grace period (default 30)
     DELETE_GRACE_S      delete a surplus checkpoint only after this long, re-reading the
                         pins first (default 5; a PBT exploit's pin arrives with a delay)
+    DELETE_STORED       1 (default): the keep-rule deletes surplus checkpoints from storage;
+                        0 (set by the operator, whose engine deletes them knowing every
+                        pending PBT restore): it only frees ROOT/out of stored ones
     RESTORE_TIMEOUT_S   how long to retry an unreachable store while restoring (default 600)
     PART_MIB            multipart threshold and part size in MiB (default 16)
     CONCURRENCY         parts/files in flight per checkpoint upload (default 10)

@@ -43,6 +43,9 @@ class SidecarConfig:
     # a surplus checkpoint is deleted only after this long, with the pins read again then: a
     # PBT exploit's pin (spec.pinnedCheckpoints) reaches this sidecar with some delay
     delete_grace_s: float = 5.0
+    # False under the operator: the engine deletes surplus checkpoints from storage (it knows
+    # every pending PBT restore); the keep-rule here only frees the pod's disk
+    delete_stored: bool = True
     restore_timeout_s: float = 600.0
     retry_max_s: float = 2.0
     s3_options: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +108,7 @@ class SidecarConfig:
             gpu_interval_s=number("GPU_INTERVAL_S", 10.0 if gpus > 0 else 0.0),
             grace_s=number("GRACE_S", 30.0),
             delete_grace_s=number("DELETE_GRACE_S", 5.0),
+            delete_stored=(get("DELETE_STORED") or "1").strip().lower() not in ("0", "false", "no"),
             restore_timeout_s=number("RESTORE_TIMEOUT_S", 600.0),
         )
         if not cfg.storage_uri:

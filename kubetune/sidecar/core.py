@@ -296,7 +296,10 @@ class Sidecar:
         cfg = self.cfg
         if cfg.num_to_keep is not None and len(st.keep) + 1 > cfg.num_to_keep:
             # rebuilding from earlier attempts deletes nothing: pins are unknown there
-            pinned = self._pins() if delete else {e[2] for e in st.keep}
+            if not delete:
+                pinned = {e[2] for e in st.keep}
+            elif cfg.delete_stored:
+                pinned = self._pins()
         st.keep_seq += 1
         st.keep, victims = register_checkpoint(
             st.keep,
@@ -581,6 +584,9 @@ class Sidecar:
             self.log_uploaded_other[name] = (st.st_mtime, st.st_size)
 
     def _delete_surplus(self) -> None:
+        if not self.cfg.delete_stored:
+            self._free_surplus()
+            return
         now = time.monotonic()
         with self.lock:
             victims = list(self.state.pending_delete)
@@ -607,6 +613,20 @@ class Sidecar:
                 self.state.pending_delete.remove(name)
                 self.state.deleted.append(name)
                 self.dirty = True
+            self.save()
+
+    def _free_surplus(self) -> None:
+        """The engine deletes surplus checkpoints from storage; here they only leave the pod's
+        disk, once stored (a victim still uploading is stored first: an exploit may need it)."""
+        with self.lock:
+            done = [v for v in self.state.pending_delete if v in self.state.uploaded]
+        for name in done:
+            shutil.rmtree(os.path.join(self.out, name), ignore_errors=True)
+            with self.lock:
+                self.state.pending_delete.remove(name)
+                self.state.freed.append(name)
+                self.dirty = True
+        if done:
             self.save()
 
     # ------------------------------------------------------------------------------ report

@@ -22,6 +22,7 @@ class SidecarState:
     registered: list[str] = field(default_factory=list)  # checkpoints given to the keep-rule
     deleted: list[str] = field(default_factory=list)  # removed from storage
     pending_delete: list[str] = field(default_factory=list)
+    freed: list[str] = field(default_factory=list)  # removed from ROOT/out only (stored)
     report_seq: int = 0
     verdict_seq: int = 0
     finished: bool = False

@@ -604,7 +604,6 @@ class ExperimentRuntime:
                 self._end_attempt(tr)
             if isinstance(action, RestartTrial):
                 self._post(f"{tr.obj_name} restarts from {tr.spec['restoreFrom']}", "TrialExploit")
-                self._pin_donor_checkpoint(action)
         elif isinstance(action, StopTrial):
             tr = self.track(action.trial_id)
             tr.next_attempt = None
@@ -619,28 +618,23 @@ class ExperimentRuntime:
                 self._end_attempt(tr)
             self._set_trial_status(tr, {"phase": "PAUSED", "reason": "scheduler"})
         elif isinstance(action, DeleteCheckpoint):
+            # Only the engine deletes stored checkpoints (the sidecar frees the pod's disk): it
+            # never names one that a pending restore (retry, PBT exploit) still needs.
             tr = self.track(action.trial_id)
-            try:
-                self.storage.delete_prefix(f"{self.storage_name(tr)}/{action.checkpoint_dir_name}")
-            except (StorageError, OSError) as exc:
-                log.warning("cannot delete checkpoint %s: %s", action.checkpoint_dir_name, exc)
+            self._defer(
+                f"{tr.obj_name}#storage",
+                functools.partial(
+                    self._delete_checkpoint, f"{self.storage_name(tr)}/{action.checkpoint_dir_name}"
+                ),
+            )
         elif isinstance(action, ExperimentFinished):
             self.dirty = True
 
-    def _pin_donor_checkpoint(self, action: RestartTrial) -> None:
-        """The donor's sidecar applies num_to_keep by itself: tell it which checkpoint a PBT
-        exploit is about to restore, so that it is not deleted before the restore."""
-        donor = self.track(action.restore_from.trial_id)
-        pinned = sorted(
-            {*(donor.spec.get("pinnedCheckpoints") or []), action.restore_from.checkpoint_dir_name}
-        )
-        donor.spec = {**donor.spec, "pinnedCheckpoints": pinned}
-        self._defer(
-            donor.obj_name,
-            lambda n=donor.obj_name, p=pinned: self.api.patch_trial(  # type: ignore[misc]
-                self.namespace, n, {"spec": {"pinnedCheckpoints": p}}
-            ),
-        )
+    def _delete_checkpoint(self, prefix: str) -> None:
+        try:
+            self.storage.delete_prefix(prefix)
+        except (StorageError, OSError) as exc:  # a leftover costs space, not correctness
+            log.warning("cannot delete checkpoint %s: %s", prefix, exc)
 
     def _end_attempt(self, tr: TrialTrack) -> None:
         """Stop the current pod: it ends by itself when its gate got a verdict, else SIGTERM."""

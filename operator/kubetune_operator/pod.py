@@ -225,6 +225,9 @@ def build_trial_pod(
         side_env.append(_env("KUBETUNE_SIDECAR_METRIC", tune["metric"]))
     if ckpt.get("numToKeep"):
         side_env.append(_env("KUBETUNE_SIDECAR_NUM_TO_KEEP", str(ckpt["numToKeep"])))
+        # the engine deletes surplus checkpoints from storage (DeleteCheckpoint): it knows
+        # which ones a PBT exploit is about to restore; the sidecar only frees the pod's disk
+        side_env.append(_env("KUBETUNE_SIDECAR_DELETE_STORED", "0"))
     if ckpt.get("checkpointScoreAttribute"):
         side_env.append(_env("KUBETUNE_SIDECAR_SCORE_ATTRIBUTE", ckpt["checkpointScoreAttribute"]))
         side_env.append(

@@ -752,8 +752,9 @@ def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
             },
             "runConfig": {
                 "stop": {"training_iteration": 9},
-                # no numToKeep: the sidecar's keep-rule does not know PBT's pinned donors yet
-                "checkpointConfig": {"checkpointFrequency": 1},
+                # numToKeep 1: every newer checkpoint makes the last one surplus, so a donor's
+                # checkpoint survives until its exploit restored it only if deletion waits for it
+                "checkpointConfig": {"checkpointFrequency": 1, "numToKeep": 1},
             },
             "storage": {
                 "bucket": s3_bucket,

@@ -334,3 +334,20 @@ def test_decision_points_semantics() -> None:
     med = DecisionPoints("t", start=3, every_result=True)
     assert not med.is_due(2) and med.is_due(3)
     assert DecisionPoints().is_empty()
+
+
+def test_restart_errored_from_scratch_forgets_the_old_checkpoints_for_its_retries() -> None:
+    e = engine(num_samples=1, max_failures=1)
+    (create,) = e.start(0.0)
+    tid = create.trial_id
+    e.on_trial_started(tid, 0.0)
+    e.on_result(tid, {"acc": 0.1, "training_iteration": 1, "checkpoint_dir_name": ckpt_name(0)}, 1)
+    e.on_trial_error(tid, "boom", 2.0)  # retried from checkpoint_000000
+    e.on_trial_error(tid, "boom", 3.0)  # out of retries: ERROR
+    assert e.trial_status(tid) == "ERROR"
+    (resume,) = e.resume_trial(tid, 4.0, from_checkpoint=False)  # restart_errored
+    assert isinstance(resume, ResumeTrial) and resume.restore_from is None
+    # the fresh run fails before its first checkpoint: its retry starts from scratch too,
+    # not from the errored run's checkpoint
+    retry = [a for a in e.on_trial_error(tid, "boom again", 5.0) if isinstance(a, ResumeTrial)]
+    assert len(retry) == 1 and retry[0].restore_from is None

@@ -235,3 +235,36 @@ def test_names_and_conditions():
     old = kstatus("Running", "TrialsRunning", "m", 1)
     new = merge_conditions(old, kstatus("Running", "TrialsRunning", "m2", 2))
     assert [c["lastTransitionTime"] for c in new] == [c["lastTransitionTime"] for c in old]
+
+
+def test_the_snapshot_is_written_in_segments_and_read_back_whole(tmp_path):
+    from kubetune_operator.controller import SEGMENT_TRIALS
+    from kubetune_operator.plan import restore_engine
+
+    from kubetune.storage import open_storage
+
+    api = RecordingApi()
+    exp = experiment(numSamples=2 * SEGMENT_TRIALS + 6, maxConcurrentTrials=10)
+    storage = open_storage(str(tmp_path))
+    rt = ExperimentRuntime(exp, build_engine(exp), storage, api, build_pod)
+    rt.start(0.0)
+    rt.step(Observed({}, {}), 1.0)
+    while not rt.engine.is_finished():
+        trials, pods = {}, {}
+        for name, tr in ((n, rt.tracks[rt.by_object[n]]) for n in api.trials):
+            if tr.pod_name and tr.pod_live:
+                x = api.trials[name]["spec"]["config"]["x"]
+                trials[name] = report(name, tr.attempt, [{"training_iteration": 1, "loss": x}])
+                pods[tr.pod_name] = pod(api, tr.pod_name, "Succeeded", 0)
+        rt.step(Observed(trials, pods), 2.0)
+    rt.save_snapshot()
+    head = json.loads(storage.get_bytes("experiment_state.json"))
+    assert len(head["engine"]["segments"]) == 2
+    assert len(head["engine"]["trials"]) == 6  # the rest live in the two segments
+    saved = ExperimentRuntime.load_snapshot(storage)
+    assert saved is not None
+    state, segments, sealed = saved
+    assert state["engine"] == json.loads(rt.engine.to_json())
+    assert segments == head["engine"]["segments"] and len(sealed) == 2 * SEGMENT_TRIALS
+    again = restore_engine(exp, state)
+    assert again.counts() == rt.engine.counts() and again.best_trial() == rt.engine.best_trial()

@@ -27,6 +27,7 @@ class FakeApi:
         self.reports: list[dict[str, Any]] = []
         self.answer = answer or (lambda req: {"seq": req["seq"], "action": "continue"})
         self.pins: set[str] = set()
+        self.pin_reads = 0
         self.lock = threading.Lock()
 
     def patch_report(self, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -42,6 +43,7 @@ class FakeApi:
         return self.answer(gate)
 
     def pinned_checkpoints(self) -> set[str]:
+        self.pin_reads += 1
         return set(self.pins)
 
     @property

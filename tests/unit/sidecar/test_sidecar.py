@@ -59,6 +59,27 @@ def test_results_checkpoints_and_keep_rule_reach_storage(make_pod) -> None:
     assert (pod.storage_dir / "progress.csv").read_text().count("\n") == 9
 
 
+def test_under_the_operator_the_keep_rule_only_frees_the_pods_disk(make_pod) -> None:
+    """DELETE_STORED=0: the engine deletes from storage (it knows pending PBT restores)."""
+    scores = [1, 5, 3, 4, 2, 6, 0, 7]
+    pod = make_pod(
+        SCORED,
+        {"n": 8, "scores": scores},
+        num_to_keep=2,
+        score_attribute="score",
+        metric="score",
+        delete_stored=False,
+    )
+    pod.start_sidecar()
+    pod.start_trial()
+    assert pod.wait() == exit_codes.FINISHED
+    assert pod.stored_checkpoints() == [f"checkpoint_{i:06d}" for i in range(8)]  # all stored
+    local = sorted(p.name for p in (pod.root / "out").iterdir() if p.name.startswith("checkpoint_"))
+    assert local == expected_kept(scores, 2, "score")  # the surplus left the pod's disk
+    assert pod.api.last["uploaded"] is True
+    assert pod.api.pin_reads == 0  # no pins needed: nothing is deleted from storage here
+
+
 def test_gate_request_is_relayed_and_the_verdict_written_back(make_pod) -> None:
     def answer(req):
         return {"seq": req["seq"], "action": "stop", "reason": "asha"}

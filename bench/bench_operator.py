@@ -27,7 +27,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -82,30 +81,35 @@ class VerdictWatch(threading.Thread):
     def run(self) -> None:
         from kubernetes import client, watch
 
-        custom = client.CustomObjectsApi(self.api)
-        while not self.stop.is_set():
-            try:
-                self._watch(custom, watch.Watch())
-            except Exception:  # the stream broke (or the control plane stops): watch again
-                time.sleep(0.2)
-
-    def _watch(self, custom: Any, w: Any) -> None:
         from tests.cluster.test_operator import GROUP, VERSION
 
-        for event in w.stream(
-            custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            "tunetrials",
-            timeout_seconds=30,
-        ):
-            obj = event["object"]
-            name = obj["metadata"]["name"]
-            if (obj.get("spec") or {}).get("verdict") and name not in self.seen:
-                self.seen[name] = time.monotonic()
-            if self.stop.is_set():
-                return
+        custom = client.CustomObjectsApi(self.api)
+        args = (GROUP, VERSION, self.namespace, "tunetrials")
+        rv = None
+        while not self.stop.is_set():
+            try:
+                if rv is None:  # from now on (a full list of 10,000 trials would distort this)
+                    rv = custom.list_namespaced_custom_object(*args, limit=1)["metadata"][
+                        "resourceVersion"
+                    ]
+                for event in watch.Watch().stream(
+                    custom.list_namespaced_custom_object,
+                    *args,
+                    resource_version=rv,
+                    timeout_seconds=30,
+                ):
+                    obj = event["object"]
+                    if event["type"] == "ERROR":  # 410 Gone: start again from now
+                        rv = None
+                        break
+                    rv = obj["metadata"]["resourceVersion"]
+                    name = obj["metadata"]["name"]
+                    if (obj.get("spec") or {}).get("verdict") and name not in self.seen:
+                        self.seen[name] = time.monotonic()
+                    if self.stop.is_set():
+                        return
+            except Exception:  # the stream broke (or the control plane stops): watch again
+                time.sleep(0.2)
 
 
 def main() -> int:

@@ -50,12 +50,9 @@ def storage_spec(experiment: dict[str, Any], default: dict[str, Any]) -> Storage
     )
 
 
-def open_experiment_storage(
-    experiment: dict[str, Any], spec: StorageSpec, credentials: dict[str, str]
-) -> Storage:
-    name = experiment["metadata"]["name"]
-    prefix = f"{spec.prefix}/{name}" if spec.prefix else name
-    config = S3Config(
+def s3_config(spec: StorageSpec, credentials: dict[str, str]) -> S3Config:
+    """How the operator reaches the experiment's S3 (endpoint, region, its Secret's keys)."""
+    return S3Config(
         endpoint_url=spec.endpoint,
         region=spec.region,
         access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
@@ -63,7 +60,14 @@ def open_experiment_storage(
         session_token=credentials.get("AWS_SESSION_TOKEN"),
         addressing_style=spec.addressing_style,
     )
-    return S3Storage(spec.bucket, prefix, config)
+
+
+def open_experiment_storage(
+    experiment: dict[str, Any], spec: StorageSpec, credentials: dict[str, str]
+) -> Storage:
+    name = experiment["metadata"]["name"]
+    prefix = f"{spec.prefix}/{name}" if spec.prefix else name
+    return S3Storage(spec.bucket, prefix, s3_config(spec, credentials))
 
 
 def secrets_needed(experiment: dict[str, Any], pull_secrets: list[str]) -> list[tuple[str, str]]:

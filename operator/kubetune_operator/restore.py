@@ -31,10 +31,10 @@ from typing import Any
 from kubetune.engine import CheckpointRef, ExperimentEngine
 from kubetune.engine import trial as states
 from kubetune.storage import Storage, StorageError
-from kubetune.storage.s3 import S3Config, S3Storage
+from kubetune.storage.s3 import S3Storage
 from kubetune_operator import objects
 from kubetune_operator.controller import STATE_KEY, ExperimentRuntime, Observed, TrialTrack
-from kubetune_operator.plan import BadSpec, StorageSpec, restore_engine
+from kubetune_operator.plan import BadSpec, StorageSpec, restore_engine, s3_config
 
 FIELD = "spec.restoreFrom"
 URI_RE = re.compile(r"^s3://(?P<bucket>[^/\s]+)/(?P<prefix>\S+?)/*$")
@@ -98,15 +98,7 @@ def open_source_storage(
 ) -> Storage:
     """The earlier tree, reached like this experiment's storage (endpoint, region,
     credentials); its bucket may differ."""
-    config = S3Config(
-        endpoint_url=spec.endpoint,
-        region=spec.region,
-        access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
-        secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
-        session_token=credentials.get("AWS_SESSION_TOKEN"),
-        addressing_style=spec.addressing_style,
-    )
-    return S3Storage(source.bucket, source.prefix, config)
+    return S3Storage(source.bucket, source.prefix, s3_config(spec, credentials))
 
 
 def load_carried(experiment: dict[str, Any], source: RestoreSource, storage: Storage) -> Carried:

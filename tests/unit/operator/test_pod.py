@@ -162,6 +162,7 @@ EXPECTED_POD: dict[str, Any] = {
                     _env("KUBETUNE_SIDECAR_GRACE_S", "60"),
                     _env("KUBETUNE_SIDECAR_METRIC", "acc"),
                     _env("KUBETUNE_SIDECAR_NUM_TO_KEEP", "2"),
+                    _env("KUBETUNE_SIDECAR_DELETE_STORED", "0"),
                     _env("KUBETUNE_SIDECAR_SCORE_ATTRIBUTE", "acc"),
                     _env("KUBETUNE_SIDECAR_SCORE_ORDER", "max"),
                     _env("KUBETUNE_S3_ENDPOINT_URL", "http://s3:8333"),

@@ -646,8 +646,11 @@ class ExperimentRuntime:
         self._delete_pod(tr)
 
     def _delete_pod(self, tr: TrialTrack) -> None:
+        """Delete with the pod's own grace period (the podTemplate's
+        terminationGracePeriodSeconds, else the operator's default: what its sidecar's GRACE_S
+        was given), so the trial gets the time to checkpoint that the user asked for."""
         name = tr.pod_name or ""
-        self._defer(tr.obj_name, lambda: self.api.delete_pod(self.namespace, name, self.grace_s))
+        self._defer(tr.obj_name, lambda: self.api.delete_pod(self.namespace, name, None))
 
     def _create_trial(self, tr: TrialTrack, body: dict[str, Any]) -> None:
         tr.uid = self.api.create_trial(body)["metadata"].get("uid", "")

@@ -89,7 +89,8 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
             have.extend(s for s in secrets if s not in have)
         return pod
 
-    grace = int(getattr(settings, "termination_grace_s", 60))
+    template = (experiment.get("spec") or {}).get("podTemplate") or {}
+    grace = int(template.get("terminationGracePeriodSeconds", settings.termination_grace_s))
     writes = WriteQueue(threads=WRITE_THREADS, name=f"kt-{experiment['metadata']['name']}")
     if saved is None and carried is None:
         runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)

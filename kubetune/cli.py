@@ -18,6 +18,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     manifest = Manifest.load(args.manifest)
     plan = plan_from_manifest(manifest)
+    if (manifest.doc.get("spec") or {}).get("restoreFrom"):
+        raise manifest.error(
+            ("spec", "restoreFrom"),
+            "continuing an experiment from its storage URI is the operator's; on this machine"
+            " run the same manifest with --resume (and the same --storage-path and --name)",
+        )
     trainable = import_entrypoint(plan, manifest)
     if plan.resources is not None:
         trainable = with_resources(trainable, PlacementGroupFactory.from_dict(plan.resources))

@@ -238,6 +238,10 @@ def test_ctrl_c_leaves_an_experiment_that_resume_continues(tmp_path):
             ),
             "spec.trainable.entrypoint",
         ),
+        (
+            ("  trainable:", "  restoreFrom: s3://results/old\n  trainable:"),
+            ":6: spec.restoreFrom: continuing an experiment from its storage URI is the operator",
+        ),
     ],
 )
 def test_invalid_manifests_name_the_field_and_line(tmp_path, edit, message):

@@ -232,6 +232,9 @@ def main() -> int:
             for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
             if line.startswith("VmHWM")
         )
+        head = s3.client().get_object(Bucket=bucket, Key="bench/experiment_state.json")
+        head_bytes = head["Body"].read()
+        segments = len(json.loads(head_bytes)["engine"].get("segments") or [])
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         p99 = p99_from_histogram(metrics, "kubetune_decision_latency_seconds")
@@ -248,6 +251,10 @@ def main() -> int:
                 f"p50 {quantile(latencies, 0.5):.3f} s, p99 {quantile(latencies, 0.99):.3f} s, "
                 f"max {max(latencies):.3f} s"
             )
+        print(
+            f"engine snapshot: head {len(head_bytes)} bytes + {segments} segments of finished"
+            " trials (each written once)"
+        )
         print(f"decision latency inside the operator p99: <= {p99} s (histogram bucket)")
         print(f"operator peak memory (VmHWM): {hwm / 1024:.0f} MiB")
         print(f"operator CPU time: {cpu_s:.1f} s ({cpu_s / wall:.0%} of a core)")

@@ -21,7 +21,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.testenv.helpers import s3_secret, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "kubetune"
@@ -70,17 +71,6 @@ SERVICE_MONITOR_CRD = {
         ],
     },
 }
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def helm(cp: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -556,16 +546,7 @@ def test_operator_runs_an_experiment_with_the_rendered_deployment_and_its_identi
     op.wait_healthy()
     with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics}/metrics", timeout=5) as rsp:
         assert rsp.status == 200
-    client.CoreV1Api(kube_api).create_namespaced_secret(
-        served,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="s3"),
-            string_data={
-                "AWS_ACCESS_KEY_ID": s3_server.access_key,
-                "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-            },
-        ),
-    )
+    s3_secret(kube_api, served, s3_server)
     experiment = yaml.safe_load((REPO / "examples" / "quadratic.yaml").read_text())
     # The test kubelet runs the image's commands from this checkout: the trainable module is
     # examples/quadratic.py (in a real image it sits in /app, the working directory).

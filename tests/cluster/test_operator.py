@@ -18,19 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.testenv.helpers import s3_secret, wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "kubetune.io", "v1alpha1"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class FakeSidecar:
@@ -184,21 +175,6 @@ def experiment(name: str, bucket: str, endpoint: str, **tune: Any) -> dict[str, 
             },
         },
     }
-
-
-def s3_secret(kube_api: Any, namespace: str, s3_server: Any) -> None:
-    from kubernetes import client
-
-    client.CoreV1Api(kube_api).create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="s3"),
-            string_data={
-                "AWS_ACCESS_KEY_ID": s3_server.access_key,
-                "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-            },
-        ),
-    )
 
 
 def get_experiment(kube_api: Any, namespace: str, name: str) -> dict[str, Any]:

@@ -15,11 +15,10 @@ from tests.cluster.test_operator import (
     counting_experiment,
     create_experiment,
     phase_of,
-    s3_secret,
     stored_results,
     trial_objects,
-    wait_for,
 )
+from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 
 # test_operator's fixtures, used here by name

@@ -19,11 +19,10 @@ from tests.cluster.test_operator import (
     create_experiment,
     get_experiment,
     phase_of,
-    s3_secret,
     stored_results,
     trial_objects,
-    wait_for,
 )
+from tests.testenv.helpers import s3_secret, wait_for
 
 crds = test_operator.crds  # fixtures
 operator_process = test_operator.operator_process

@@ -529,8 +529,18 @@ def test_real_pod_reports_relays_the_gate_and_completes_promptly(
     kept = sorted(
         {k.split("/")[0] for k in stored(s3, s3_bucket, "runs/exp/exp-00000/") if "/" in k}
     )
-    # the best two, and the newest (the keep-rule never deletes the newest)
-    assert kept == ["checkpoint_000000", "checkpoint_000002", "checkpoint_000003"]
+    # In an operator's pod the engine deletes surplus checkpoints from storage (it knows
+    # which ones a PBT exploit or a retry will restore): all four are stored here ...
+    assert kept == [
+        "checkpoint_000000",
+        "checkpoint_000001",
+        "checkpoint_000002",
+        "checkpoint_000003",
+    ]
+    # ... and the keep-rule freed the pod's disk: the best two and the newest stay
+    out = kubelet.pod_dir(namespace, name) / "volumes" / "kubetune" / "out"
+    local = sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint_"))
+    assert local == ["checkpoint_000000", "checkpoint_000002", "checkpoint_000003"]
 
     # the trial container saw neither credentials nor a token
     seen = lines[0]

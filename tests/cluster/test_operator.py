@@ -693,7 +693,7 @@ def test_suspend_pauses_running_trials_and_resume_finishes(
 
 
 def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
-    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process, tmp_path
 ):
     s3_secret(kube_api, namespace, s3_server)
     body = {
@@ -703,14 +703,16 @@ def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
         "spec": {
             "trainable": {
                 "image": "kubetune/test",
-                "entrypoint": "pbt:Optimiser",
+                "entrypoint": "tests.cluster.pbt_population:Population",
                 "pythonPath": [str(REPO / "examples"), str(REPO)],
             },
             "paramSpace": {
                 "lr": {"uniform": {"lower": 0.01, "upper": 0.5}},
-                # slow enough steps that the four pods train side by side even when pod starts
-                # are slow (a loaded CI machine): exploits need peers' results
-                "step_s": {"constant": 0.3},
+                "step_s": {"constant": 0.2},
+                # the four members start training together however slowly their pods start:
+                # exploits need live peers' results (see pbt_population.py)
+                "barrier": {"constant": str(tmp_path / "barrier")},
+                "population": {"constant": 4},
             },
             "tuneConfig": {
                 "metric": "score",

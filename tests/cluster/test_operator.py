@@ -752,7 +752,7 @@ def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
     trials = trial_objects(kube_api, namespace)
     assert len(trials) == 4
     restarted = [t for t in trials if t["status"]["attempts"] > 1]
-    assert restarted, "PBT exploited no trial"
+    assert restarted, ("PBT exploited no trial", operator_process.log.read_text()[-3000:])
     for t in restarted:
         donor = t["spec"]["restoreFrom"]
         assert donor.startswith(f"s3://{s3_bucket}/pbt/")

@@ -272,10 +272,28 @@ class ExperimentRuntime:
                 and (not pods or view is None)
             ):
                 actions.extend(self.engine.resume_trial(trial_id, now, from_checkpoint=True))
+            elif view is not None:
+                self._repair_trial_status(tr, view, status)
         # TuneTrials the snapshot does not know cannot exist (the snapshot is written before
         # they are created), except those of an experiment with no snapshot: start afresh.
         self.pending.extend(actions)
         self.restored = True
+
+    def _repair_trial_status(self, tr: TrialTrack, view: dict[str, Any], status: str) -> None:
+        """A status write that failed before a restart or rebuild is not retried as such:
+        set the phase and attempt the engine and the pods say, where the object differs."""
+        tr.phase = view.get("phase")
+        patch: dict[str, Any] = {}
+        phase = PHASE_BY_STATE.get(status)
+        if phase and phase != tr.phase and not (phase == "PENDING" and tr.phase == "RUNNING"):
+            patch["phase"] = phase
+            if status in (states.TERMINATED, states.ERROR):
+                summary = self.engine.trial_summary(tr.trial_id)
+                patch["reason"] = summary.get("stop_reason") or "completed"
+        if tr.pod_name and (view.get("attempts") or 0) != tr.attempt:
+            patch.update(attempts=tr.attempt, podName=tr.pod_name)
+        if patch:
+            self._set_trial_status(tr, patch)
 
     # -- the loop ---------------------------------------------------------------------------
     def start(self, now: float) -> None:

@@ -46,9 +46,10 @@ class ClusterApi(RecordingApi):
 
     def patch_trial_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         with self.lock:
-            self.status_patches += 1
-            if self.status_patches == self.fail_at:
-                raise ApiError(500, "injected: etcd timed out")
+            if patch["status"].get("podName"):  # the patch that names a new attempt's pod
+                self.status_patches += 1
+                if self.status_patches == self.fail_at:
+                    raise ApiError(500, "injected: etcd timed out")
         super().patch_trial_status(namespace, name, patch)
 
     def patch_experiment_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
@@ -112,7 +113,7 @@ def test_a_failed_write_rebuilds_the_loop_and_the_experiment_still_finishes(tmp_
     real_setup = loop.setup
     monkeypatch.setattr(loop, "setup", lambda *a: setups.append(1) or real_setup(*a))
 
-    api = ClusterApi(fail_status_patch=4)  # a trial status patch in the middle of the run
+    api = ClusterApi(fail_status_patch=3)  # the third trial's PENDING/attempt/pod patch fails
     state = OperatorState(config=OperatorConfig(default_storage={"bucket": "b"}), api=api)
     body = experiment(numSamples=6, maxConcurrentTrials=2)
     stop = threading.Event()
@@ -132,5 +133,15 @@ def test_a_failed_write_rebuilds_the_loop_and_the_experiment_still_finishes(tmp_
     for pod in api.pods.values():
         pods_per_trial[pod["metadata"]["ownerReferences"][0]["name"]] += 1
     assert set(pods_per_trial.values()) == {1}  # and none ran twice
+    # every TuneTrial's status names its attempt and pod and ends TERMINATED, also the one
+    # whose writes failed (the rebuild repairs what the objects lack)
+    for name in api.trials:
+        patches = [
+            args[1]["status"]
+            for kind, args in api.calls
+            if kind == "patch_trial_status" and args[0] == name
+        ]
+        assert any(p.get("attempts") == 1 and p.get("podName") for p in patches), (name, patches)
+        assert [p["phase"] for p in patches if "phase" in p][-1] == "TERMINATED", patches
     best = min(api.trials.values(), key=lambda t: t["spec"]["config"]["x"])
     assert api.experiment_status["bestTrial"]["name"] == best["metadata"]["name"]

@@ -92,18 +92,16 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
     template = (experiment.get("spec") or {}).get("podTemplate") or {}
     grace = int(template.get("terminationGracePeriodSeconds", settings.termination_grace_s))
     writes = WriteQueue(threads=WRITE_THREADS, name=f"kt-{experiment['metadata']['name']}")
+    if carried is not None:
+        engine = carried.engine
+    elif saved is not None:
+        engine = restore_engine(experiment, saved[0])
+    runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)
     if saved is None and carried is None:
-        runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)
         runtime.start(time.time())
         return runtime
-    if carried is not None:
-        runtime = ExperimentRuntime(experiment, carried.engine, storage, api, build, grace, writes)
-    else:
-        assert saved is not None
-        saved_state, segments, sealed = saved
-        engine = restore_engine(experiment, saved_state)
-        runtime = ExperimentRuntime(experiment, engine, storage, api, build, grace, writes)
-        runtime.snapshots.adopt(segments, sealed)
+    if saved is not None:
+        runtime.snapshots.adopt(saved[1], saved[2])  # continue its segments
     name = experiment["metadata"]["name"]
     trials = {t["name"]: t for t in map(trial_view, api.list_trials(ns, name))}
     pods = {p["name"]: p for p in map(pod_view, api.list_pods(ns, name))}

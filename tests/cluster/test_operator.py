@@ -167,14 +167,26 @@ def experiment(name: str, bucket: str, endpoint: str, **tune: Any) -> dict[str, 
                 "seed": 7,
                 **tune,
             },
-            "storage": {
-                "bucket": bucket,
-                "endpoint": endpoint,
-                "secretName": "s3",
-                "addressingStyle": "path",
-            },
+            "storage": s3_storage(bucket, endpoint),
         },
     }
+
+
+def s3_storage(bucket: str, endpoint: str) -> dict[str, Any]:
+    """``spec.storage`` of the test experiments (the S3 server, the ``s3`` Secret)."""
+    return {"bucket": bucket, "endpoint": endpoint, "secretName": "s3", "addressingStyle": "path"}
+
+
+def wait_succeeded(
+    kube_api: Any, namespace: str, name: str, timeout: float, operator: Any = None
+) -> None:
+    """Wait for the experiment to succeed; on a timeout print the operator's log tail."""
+    try:
+        wait_for(lambda: phase_of(kube_api, namespace, name) == "Succeeded", timeout, "Succeeded")
+    except AssertionError:
+        if operator is not None:
+            print(operator.log.read_text()[-8000:])
+        raise
 
 
 def get_experiment(kube_api: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -212,11 +224,7 @@ def test_experiment_runs_to_succeeded_with_the_best_trial(
     s3_secret(kube_api, namespace, s3_server)
     create_experiment(kube_api, namespace, experiment("quad", s3_bucket, s3_server.endpoint_url))
     proc = operator_process()
-    try:
-        wait_for(lambda: phase_of(kube_api, namespace, "quad") == "Succeeded", 90, "Succeeded")
-    except AssertionError:
-        print(operator_process.log.read_text()[-5000:])
-        raise
+    wait_succeeded(kube_api, namespace, "quad", 90, operator_process)
     assert proc.poll() is None
     status = get_experiment(kube_api, namespace, "quad")["status"]
     assert status["trials"]["total"] == 6 and status["trials"]["terminated"] == 6
@@ -333,12 +341,7 @@ def test_quickstart_with_the_real_sidecar_matches_local_mode(
                 "seed": 7,
                 "maxConcurrentTrials": 3,
             },
-            "storage": {
-                "bucket": s3_bucket,
-                "endpoint": s3_server.endpoint_url,
-                "secretName": "s3",
-                "addressingStyle": "path",
-            },
+            "storage": s3_storage(s3_bucket, s3_server.endpoint_url),
         },
     }
     create_experiment(kube_api, namespace, body)
@@ -431,11 +434,7 @@ def test_a_killed_trial_pod_is_retried_from_its_checkpoint(
     client.CoreV1Api(kube_api).delete_namespaced_pod(
         trial["status"]["podName"], namespace, grace_period_seconds=0
     )
-    try:
-        wait_for(lambda: phase_of(kube_api, namespace, "retry") == "Succeeded", 120, "Succeeded")
-    except AssertionError:
-        print(operator_process.log.read_text()[-5000:])
-        raise
+    wait_succeeded(kube_api, namespace, "retry", 120, operator_process)
     trial = trial_objects(kube_api, namespace)[0]
     assert trial["status"]["attempts"] == 2
     assert trial["status"]["phase"] == "TERMINATED"
@@ -466,11 +465,7 @@ def test_asha_stops_trials_early(
     )
     create_experiment(kube_api, namespace, body)
     operator_process()
-    try:
-        wait_for(lambda: phase_of(kube_api, namespace, "asha") == "Succeeded", 150, "Succeeded")
-    except AssertionError:
-        print(operator_process.log.read_text()[-5000:])
-        raise
+    wait_succeeded(kube_api, namespace, "asha", 150, operator_process)
     iterations = [t["status"]["report"]["iteration"] for t in trial_objects(kube_api, namespace)]
     assert len(iterations) == 6
     assert min(iterations) < 9  # stopped early at a rung
@@ -544,7 +539,7 @@ def test_gpu_bundles_land_on_gpu_nodes_and_oversized_trials_wait_with_a_reason(
     create_experiment(kube_api, namespace, two)
     create_experiment(kube_api, namespace, five)
     operator_process()
-    wait_for(lambda: phase_of(kube_api, namespace, "two-gpus") == "Succeeded", 90, "Succeeded")
+    wait_succeeded(kube_api, namespace, "two-gpus", 90)
     core = client.CoreV1Api(kube_api)
     pods = core.list_namespaced_pod(
         namespace, label_selector="kubetune.io/experiment=two-gpus"
@@ -590,21 +585,12 @@ def test_class_api_example_matches_local_mode(
             "paramSpace": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
             "tuneConfig": {"metric": "score", "mode": "max", "numSamples": 3, "seed": 3},
             "runConfig": {"stop": {"training_iteration": 6}},
-            "storage": {
-                "bucket": s3_bucket,
-                "endpoint": s3_server.endpoint_url,
-                "secretName": "s3",
-                "addressingStyle": "path",
-            },
+            "storage": s3_storage(s3_bucket, s3_server.endpoint_url),
         },
     }
     create_experiment(kube_api, namespace, body)
     operator_process()
-    try:
-        wait_for(lambda: phase_of(kube_api, namespace, "classapi") == "Succeeded", 150, "Succeeded")
-    except AssertionError:
-        print(operator_process.log.read_text()[-5000:])
-        raise
+    wait_succeeded(kube_api, namespace, "classapi", 150, operator_process)
     status = get_experiment(kube_api, namespace, "classapi")["status"]
     assert status["trials"]["terminated"] == 3
 
@@ -684,7 +670,7 @@ def test_suspend_pauses_running_trials_and_resume_finishes(
         {"spec": {"suspend": False}},
         _content_type="application/merge-patch+json",
     )
-    wait_for(lambda: phase_of(kube_api, namespace, "susp") == "Succeeded", 120, "Succeeded")
+    wait_succeeded(kube_api, namespace, "susp", 120)
     for trial in trial_objects(kube_api, namespace):
         assert trial["status"]["attempts"] == 2
         rows = stored_results(s3_server, s3_bucket, f"susp/{trial['metadata']['name']}/result.json")
@@ -734,21 +720,12 @@ def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
                 # checkpoint survives until its exploit restored it only if deletion waits for it
                 "checkpointConfig": {"checkpointFrequency": 1, "numToKeep": 1},
             },
-            "storage": {
-                "bucket": s3_bucket,
-                "endpoint": s3_server.endpoint_url,
-                "secretName": "s3",
-                "addressingStyle": "path",
-            },
+            "storage": s3_storage(s3_bucket, s3_server.endpoint_url),
         },
     }
     create_experiment(kube_api, namespace, body)
     operator_process()
-    try:
-        wait_for(lambda: phase_of(kube_api, namespace, "pbt") == "Succeeded", 180, "Succeeded")
-    except AssertionError:
-        print(operator_process.log.read_text()[-5000:])
-        raise
+    wait_succeeded(kube_api, namespace, "pbt", 180, operator_process)
     trials = trial_objects(kube_api, namespace)
     assert len(trials) == 4
     restarted = [t for t in trials if t["status"]["attempts"] > 1]

@@ -21,6 +21,7 @@ from tests.cluster.test_operator import (
     phase_of,
     stored_results,
     trial_objects,
+    wait_succeeded,
 )
 from tests.testenv.helpers import s3_secret, wait_for
 
@@ -142,11 +143,7 @@ def test_restore_from_continues_a_deleted_experiment(
     body["spec"]["restoreFrom"] = old_uri
     began = time.monotonic()
     create_experiment(kube_api, namespace, body)
-    try:
-        wait_for(lambda: phase_of(kube_api, namespace, "second") == "Succeeded", 120, "Succeeded")
-    except AssertionError:
-        print(operator_process.log.read_text()[-8000:])
-        raise
+    wait_succeeded(kube_api, namespace, "second", 120, operator_process)
     print(f"continued in {time.monotonic() - began:.1f} s")
 
     status = get_experiment(kube_api, namespace, "second")["status"]

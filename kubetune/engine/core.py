@@ -16,7 +16,7 @@ from kubetune._util import unflattened_lookup
 from kubetune.engine.actions import Action, CheckpointRef, DeleteCheckpoint, ExperimentFinished
 from kubetune.engine.checkpoints import register_checkpoint
 from kubetune.engine.config import CheckpointSettings, EngineConfig
-from kubetune.engine.trial import TERMINATED, TrialRecord
+from kubetune.engine.trial import PENDING, TERMINATED, TrialRecord
 from kubetune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from kubetune.search.basic_variant import BasicVariantGenerator
 from kubetune.search.concurrency_limiter import ConcurrencyLimiter
@@ -122,6 +122,9 @@ class EngineCore:
         self._finished: ExperimentFinished | None = None
         self._start_time: float | None = None
         self._restore_pins: dict[str, list[str]] = {}  # target trial -> [donor, checkpoint]
+        # trials created or resumed that have not started yet: they wait for resources (a
+        # process slot, a node for their pod); derived from the records, not saved
+        self._pending: set[str] = set()
 
     # ----------------------------------------------------------------- context for schedulers
 
@@ -130,7 +133,10 @@ class EngineCore:
         return rec.status if rec else TERMINATED
 
     def has_waiting_trials(self) -> bool:
-        if self._num_paused:
+        """Ray's rule for PBT's time sharing: another trial is PAUSED or PENDING (created or
+        resumed but not started: it waits for resources the asking trial holds), or a new one
+        waits for a slot."""
+        if self._num_paused or self._pending:
             return True
         return self._slots_full() and self._may_have_more()
 
@@ -168,6 +174,13 @@ class EngineCore:
             and not self._stopping
             and now - self._start_time >= budget
         )
+
+    def _set_status(self, rec: TrialRecord, status: str) -> None:
+        rec.status = status
+        if status == PENDING:
+            self._pending.add(rec.trial_id)
+        else:
+            self._pending.discard(rec.trial_id)
 
     def _restore_source(self, rec: TrialRecord) -> CheckpointRef | None:
         if rec.pending_restore is not None:

@@ -88,7 +88,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
     def on_trial_started(self, trial_id: str, now: float) -> list[Action]:
         rec = self._get(trial_id)
         if rec.status == PENDING:
-            rec.status = RUNNING
+            self._set_status(rec, RUNNING)
         return self._after_event(now)
 
     def on_result(self, trial_id: str, result: dict[str, Any], now: float) -> ResultResponse:
@@ -97,7 +97,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
         status = rec.status
         if status != RUNNING:
             if status == PENDING:
-                rec.status = RUNNING
+                self._set_status(rec, RUNNING)
             elif status == PAUSED:
                 return ResultResponse(Verdict.PAUSE, [])
             else:
@@ -211,7 +211,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
         rec.error = error_message
         limit = self.config.max_failures
         if not self._stopping and (limit == -1 or rec.num_failures <= limit):
-            rec.status = PENDING
+            self._set_status(rec, PENDING)
             restore = self._restore_source(rec)
             if restore is not None:
                 self._pin(rec.trial_id, restore)
@@ -255,7 +255,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
                 self._finished = None
         elif rec.status not in ACTIVE:
             return out
-        rec.status = PENDING
+        self._set_status(rec, PENDING)
         if not from_checkpoint:
             # from scratch: the earlier run's checkpoints stay stored (the keep-rule still
             # counts them) but no retry of the new run restores one of them

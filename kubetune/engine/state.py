@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from kubetune.engine.actions import ExperimentFinished
 from kubetune.engine.config import EngineConfig
 from kubetune.engine.core import EngineCore
-from kubetune.engine.trial import TrialRecord
+from kubetune.engine.trial import PENDING, TrialRecord
 from kubetune.schedulers.trial_scheduler import TrialScheduler
 from kubetune.search.errors import ConfigError
 from kubetune.search.searcher import Searcher
@@ -94,6 +94,8 @@ class EngineState(EngineCore):
             rec = TrialRecord.from_dict(d)
             engine.trials[rec.trial_id] = rec
             engine._order.append(rec.trial_id)
+            if rec.status == PENDING:
+                engine._pending.add(rec.trial_id)
         engine._num_active = st["num_active"]
         engine._num_paused = st["num_paused"]
         engine._created = st["created"]

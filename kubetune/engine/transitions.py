@@ -49,7 +49,9 @@ class EngineTransitions(EngineQueries):
         if self._stopping:
             return
         while not self._slots_full():
-            paused = self._paused_ids() if self._num_paused else []
+            # a paused trial waits while another waits to start: the resources it would need
+            # go to that one first (Ray's time sharing); it is resumed once none waits
+            paused = self._paused_ids() if self._num_paused and not self._pending else []
             more = self._may_have_more()
             tid = self.scheduler.choose_trial_to_resume(paused, more) if paused else None
             if tid is not None:
@@ -104,6 +106,7 @@ class EngineTransitions(EngineQueries):
         rec.created_at = now
         self.trials[trial_id] = rec
         self._order.append(trial_id)
+        self._set_status(rec, PENDING)
         self._num_active += 1
         out.append(
             CreateTrial(
@@ -121,7 +124,7 @@ class EngineTransitions(EngineQueries):
     def _resume(self, rec: TrialRecord, out: list[Action]) -> None:
         restore = self._restore_source(rec)
         rec.pending_restore = None
-        rec.status = PENDING
+        self._set_status(rec, PENDING)
         self._num_paused -= 1
         self._num_active += 1
         if restore is not None:
@@ -137,7 +140,7 @@ class EngineTransitions(EngineQueries):
         )
 
     def _pause(self, rec: TrialRecord, out: list[Action]) -> None:
-        rec.status = PAUSED
+        self._set_status(rec, PAUSED)
         self._num_active -= 1
         self._num_paused += 1
         out.append(PauseTrial(rec.trial_id))
@@ -180,7 +183,7 @@ class EngineTransitions(EngineQueries):
             self._num_active -= 1
         elif rec.status == PAUSED:
             self._num_paused -= 1
-        rec.status = status
+        self._set_status(rec, status)
         rec.stop_reason = reason
         rec.ended_at = now
         rec.pending_restore = None

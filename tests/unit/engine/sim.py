@@ -44,6 +44,7 @@ class Sim:
         checkpoint_every: int = 0,
         fail_at: dict[tuple[str, int], str] | None = None,
         max_rounds: int = 500,
+        capacity: int | None = None,
     ) -> None:
         self.engine = engine
         self.curve = curve
@@ -51,6 +52,11 @@ class Sim:
         self.checkpoint_every = checkpoint_every
         self.fail_at = dict(fail_at or {})  # (trial index suffix, iteration) -> "error"|"lost"
         self.max_rounds = max_rounds
+        # like a backend with resources for ``capacity`` trials: created and resumed trials
+        # queue (FIFO) and start (``on_trial_started``) when one of those places is free
+        self.capacity = capacity
+        self.queue: list[tuple[str, int]] = []
+        self.started: list[str] = []
         self.running: dict[str, int] = {}  # trial -> iterations done
         self.configs: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
@@ -67,25 +73,43 @@ class Sim:
         for a in actions:
             self.actions.append(json.loads(json.dumps(a.to_dict())))
             self._apply_one(a)
+        if self.capacity is not None:
+            self._launch()
         self.max_active_seen = max(self.max_active_seen, len(self.running))
         if self.on_event is not None:
             self.on_event(self)
 
+    def _launch(self) -> None:
+        while self.queue and len(self.running) < (self.capacity or 0):
+            tid, it = self.queue.pop(0)
+            self.running[tid] = it
+            self.started.append(tid)
+            self.apply(self.engine.on_trial_started(tid, self.step_time()))
+
+    def _enqueue(self, tid: str, it: int) -> None:
+        self.queue = [q for q in self.queue if q[0] != tid]
+        if self.capacity is None:
+            self.running[tid] = it
+        else:
+            self.running.pop(tid, None)
+            self.queue.append((tid, it))
+
     def _apply_one(self, a: Action) -> None:
         if isinstance(a, CreateTrial):
-            self.running[a.trial_id] = 0
+            self._enqueue(a.trial_id, 0)
             self.configs[a.trial_id] = a.config
             if a.trial_id not in self.order:
                 self.order.append(a.trial_id)
         elif isinstance(a, ResumeTrial):
             it = ckpt_iter(a.restore_from.checkpoint_dir_name) if a.restore_from else 0
-            self.running[a.trial_id] = it
+            self._enqueue(a.trial_id, it)
             self.configs[a.trial_id] = a.config
         elif isinstance(a, RestartTrial):
             self.running[a.trial_id] = ckpt_iter(a.restore_from.checkpoint_dir_name)
             self.configs[a.trial_id] = a.new_config
         elif isinstance(a, (StopTrial, PauseTrial)):
             self.running.pop(a.trial_id, None)
+            self.queue = [q for q in self.queue if q[0] != a.trial_id]
         elif isinstance(a, ExperimentFinished):
             assert self.finished is None, "ExperimentFinished emitted twice"
             self.finished = a
@@ -134,6 +158,8 @@ class Sim:
             self.apply(resp.actions)
         if not self.running and self.finished is None:
             self.apply(self.engine.on_tick(self.step_time()))
+            if self.capacity is not None:
+                self._launch()
 
     def run(self) -> Sim:
         self.start()

@@ -307,6 +307,33 @@ def test_pbt_pauses_to_yield_when_trials_wait() -> None:
     assert all(s == 6 for s in sim.stopped_at().values())
 
 
+def test_pbt_time_shares_when_the_population_is_larger_than_the_resources() -> None:
+    # 4 trials, room for 2 (no max_concurrent_trials: the backend's resources decide, as in
+    # local mode on 2 CPUs or with pods that stay Pending): the waiting ones are PENDING, so a
+    # trial at a perturbation point pauses to let them run (Ray's time sharing) and the
+    # population is ranked while all of it is alive; before, two trials ran to the end first.
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=4,
+        hyperparam_mutations={"lr": S.uniform(0.001, 0.1)},
+        seed=0,
+    )
+    config = EngineConfig(
+        param_space={"lr": S.uniform(0.001, 0.1)}, metric="acc", mode="max", num_samples=4
+    )
+    engine = ExperimentEngine(config, scheduler=pbt, seed=1)
+    sim = Sim(
+        engine, lambda c, t, it: {"acc": c["lr"] * it}, max_iter=20, checkpoint_every=1, capacity=2
+    ).run()
+    assert sim.max_active_seen <= 2
+    paused = {a["trial_id"] for a in sim.actions if a["type"] == "PauseTrial"}
+    assert paused == set(sim.order)  # every member yielded its place at least once
+    for tid in sim.order[:2]:  # the first two paused at their first perturbation point
+        assert (tid, 4, "PAUSE") in sim.verdicts
+    assert all(s == 20 for s in sim.stopped_at().values())
+    assert pbt.get_state()["num_perturbations"] >= 2
+
+
 def test_explore_rules() -> None:
     rng = random.Random(0)
     cfg = {"lr": 0.05, "bs": 32, "n": 10}

@@ -259,6 +259,37 @@ def test_pbt_exploits_restart_bottom_trials_from_top_checkpoints():
     assert all(row["value"] > row["lr"] for _, row in restarts)
 
 
+def test_pbt_time_shares_a_population_larger_than_the_machine():
+    # room for 2 of the 4 members at once: Ray's PBT pauses a member at its perturbation point
+    # while others wait to start, so the population trains in turns and is ranked together.
+    # Before, the queued members counted as running: the first two ran to the end untouched.
+    from kubetune.tune.schedulers import PopulationBasedTraining
+
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=3,
+        hyperparam_mutations={"lr": tune.uniform(0.01, 1.0)},
+        seed=5,
+    )
+    half = (os.cpu_count() or 2) / 2
+    results = fit(
+        tune.with_resources(T.PBTCounter, {"cpu": half}),
+        param_space={"lr": tune.grid_search([0.01, 0.02, 0.5, 1.0])},
+        tune_config=tune.TuneConfig(metric="value", mode="max", scheduler=pbt),
+        run_config=air.RunConfig(stop={"training_iteration": 9}, verbose=0),
+    )
+    assert results.num_errors == 0
+    for result in results:
+        rows = result.history()
+        assert rows[-1]["training_iteration"] == 9
+        # every member stopped (paused or exploited) and went on from a checkpoint at least once
+        assert any(r["iterations_since_restore"] < r["training_iteration"] for r in rows), rows
+    first = [r for r in results if r.config["lr"] in (0.01, 0.02)]
+    for result in first:  # the first two gave their places up at their first perturbation point
+        row4 = next(r for r in result.history() if r["training_iteration"] == 4)
+        assert row4["iterations_since_restore"] == 1
+
+
 @pytest.mark.parametrize("example", ["quickstart", "asha", "pbt", "sklearn_svm"])
 def test_examples_run_in_under_a_minute(example, tmp_path):
     import subprocess

@@ -27,7 +27,7 @@ import tempfile
 import textwrap
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_local import RAY_VERSION, ensure_ray  # noqa: E402
+from bench_local import RAY_VERSION, ensure_ray
 
 WORKLOAD = textwrap.dedent(
     """

@@ -76,12 +76,15 @@ class NoopStopper(Stopper):
 
 
 class DictStopper(Stopper):
-    """Ray's dict criteria: stop when any ``result[key] >= value``."""
+    """Ray's dict criteria: stop when any ``result[key] >= value``.
+
+    Values are numbers or booleans, compared as Ray compares them (``{"done": True}`` stops a
+    trial whose result says ``done: True``)."""
 
     def __init__(self, criteria: Mapping[str, Any]) -> None:
         for key, value in criteria.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"stop.{key}", f"must be a number, got {value!r}")
+            if not isinstance(value, (int, float)):
+                raise ConfigError(f"stop.{key}", f"must be a number or a boolean, got {value!r}")
         self.criteria = dict(criteria)
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:

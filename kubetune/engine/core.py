@@ -10,8 +10,10 @@ small predicates on it; it is also the context the scheduler sees (``trial_statu
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
+from kubetune._decision import DecisionPoints
 from kubetune._util import unflattened_lookup
 from kubetune.engine.actions import Action, CheckpointRef, DeleteCheckpoint, ExperimentFinished
 from kubetune.engine.checkpoints import register_checkpoint
@@ -22,7 +24,7 @@ from kubetune.search.basic_variant import BasicVariantGenerator
 from kubetune.search.concurrency_limiter import ConcurrencyLimiter
 from kubetune.search.errors import ConfigError
 from kubetune.search.searcher import Searcher
-from kubetune.stoppers import NoopStopper, Stopper, StopSpec, to_stopper
+from kubetune.stoppers import DictStopper, NoopStopper, Stopper, StopSpec, to_stopper
 
 _NUMBER = (int, float)
 
@@ -64,6 +66,10 @@ class EngineCore:
         self.scheduler = scheduler
         self.stopper: Stopper = to_stopper(stopper)
         self._has_stopper = not isinstance(self.stopper, NoopStopper)
+        # dict criteria are evaluated by the trial runner itself; any other stopper (a
+        # function, a Stopper, stop_all) only here, so the trial waits for the verdict after
+        # every result and stops on the very one that meets it, as in Ray
+        self._stopper_gates = self._has_stopper and not isinstance(self.stopper, DictStopper)
 
         self._grid_searcher = _is_grid_searcher(search_alg)
         if not self._grid_searcher and _has_grid(config.param_space):
@@ -174,6 +180,12 @@ class EngineCore:
             and not self._stopping
             and now - self._start_time >= budget
         )
+
+    def _decision_points(self, trial_id: str) -> DecisionPoints:
+        points = self.scheduler.decision_points(trial_id)
+        if self._stopper_gates:
+            points = replace(points, every_result=True, start=min(points.start, 0.0))
+        return points
 
     def _set_status(self, rec: TrialRecord, status: str) -> None:
         rec.status = status

@@ -221,7 +221,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
                     rec.config,
                     restore,
                     reason="retry",
-                    decision_points=self.scheduler.decision_points(trial_id),
+                    decision_points=self._decision_points(trial_id),
                 )
             )
         else:
@@ -270,7 +270,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
                 rec.config,
                 restore,
                 reason="restore",
-                decision_points=self.scheduler.decision_points(trial_id),
+                decision_points=self._decision_points(trial_id),
             )
         )
         return out

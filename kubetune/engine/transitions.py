@@ -116,7 +116,7 @@ class EngineTransitions(EngineQueries):
                 config=config,
                 resources=rec.resources,
                 restore_from=None,
-                decision_points=self.scheduler.decision_points(trial_id),
+                decision_points=self._decision_points(trial_id),
             )
         )
         return True
@@ -135,7 +135,7 @@ class EngineTransitions(EngineQueries):
                 rec.config,
                 restore,
                 reason="unpause",
-                decision_points=self.scheduler.decision_points(rec.trial_id),
+                decision_points=self._decision_points(rec.trial_id),
             )
         )
 
@@ -159,7 +159,7 @@ class EngineTransitions(EngineQueries):
                 rec.trial_id,
                 exploit.new_config,
                 ref,
-                decision_points=self.scheduler.decision_points(rec.trial_id),
+                decision_points=self._decision_points(rec.trial_id),
                 info=exploit.info,
             )
         )

@@ -510,6 +510,7 @@ class LocalBackend:
                     "dirname": summary["trial_name"],
                     "experiment_tag": summary["experiment_tag"],
                     "status": summary["status"],
+                    "config": summary["config"],
                     "error": summary["error"],
                     "num_failures": summary["num_failures"],
                     "latest_checkpoint": latest["checkpoint_dir_name"] if latest else None,

@@ -24,6 +24,7 @@ from kubetune.local.tuner import (
 )
 from kubetune.storage import StorageError, open_storage
 from kubetune.trial.output import RESULT_FILE
+from kubetune.tune.constants import extract_constants
 from kubetune.tune.helpers import store_parameters, trainable_resources
 from kubetune.tune.resources import PlacementGroupFactory, resources_to_pgf
 from kubetune.tune.trainable import Trainable
@@ -84,6 +85,10 @@ class LocalExperiment:
             raise StorageError(f"cannot write the experiment to {self.local_dir}: {exc}") from exc
         if not os.access(self.local_dir, os.W_OK):
             raise StorageError(f"the experiment directory {self.local_dir} is not writable")
+        # constants JSON cannot hold (a Checkpoint, a model) go to the trials as pickles
+        self.param_space = extract_constants(
+            tuner.param_space, os.path.join(self.internal, "params")
+        )
         self.metric, self.mode = tc.metric, tc.mode
 
     # -- preparation ------------------------------------------------------------------------
@@ -137,7 +142,7 @@ class LocalExperiment:
         base = static_resources(self.tuner.trainable)
         return EngineConfig.from_run_config(
             self.tuner.run_config,
-            param_space=self.tuner.param_space,
+            param_space=self.param_space,
             metric=tc.metric,
             mode=tc.mode,
             num_samples=tc.num_samples,

@@ -80,17 +80,21 @@ def read_results(path: str) -> list[dict[str, Any]]:
 class Result:
     """One trial's outcome: last metrics, config, latest checkpoint, error."""
 
-    metrics: dict[str, Any] | None
+    metrics: dict[str, Any]
     checkpoint: Checkpoint | None
     error: Exception | None
     path: str
     local_path: str = ""
     best_checkpoints: list[tuple[Checkpoint, dict[str, Any]]] = field(default_factory=list)
     _history: list[dict[str, Any]] | None = field(default=None, repr=False)
+    # the trial's status in the experiment (TERMINATED, ERROR, ...): counts agree with the table
+    _status: str | None = field(default=None, repr=False)
+    _config: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def config(self) -> dict[str, Any] | None:
-        return None if self.metrics is None else self.metrics.get("config")
+        # a trial that reported nothing (Ray: metrics == {}) still had a config
+        return self.metrics.get("config", self._config) if self.metrics else self._config
 
     @property
     def log_dir(self) -> str:
@@ -108,7 +112,7 @@ class Result:
         return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
-        shown = {k: v for k, v in (self.metrics or {}).items() if k not in ("config", "date")}
+        shown = {k: v for k, v in self.metrics.items() if k not in ("config", "date")}
         return f"Result(metrics={shown}, path={self.path!r}, error={self.error!r})"
 
 
@@ -153,8 +157,8 @@ class ResultGrid:
         for trial in state.get("trials", []):
             trial_local = os.path.join(local_path, trial["dirname"])
             history = read_results(os.path.join(trial_local, "result.json"))
-            metrics = dict(history[-1]) if history else None
-            if metrics is not None and trial.get("status") == "TERMINATED":
+            metrics: dict[str, Any] = dict(history[-1]) if history else {}
+            if metrics and trial.get("status") == "TERMINATED":
                 metrics["done"] = True
             by_name = {r["checkpoint_dir_name"]: r for r in history if r.get("checkpoint_dir_name")}
             checkpoints = [
@@ -178,6 +182,8 @@ class ResultGrid:
                     local_path=trial_local,
                     best_checkpoints=checkpoints,
                     _history=history,
+                    _status=trial.get("status"),
+                    _config=trial.get("config"),
                 )
             )
         return cls(uri, results, state.get("metric"), state.get("mode"), local_path)
@@ -204,7 +210,8 @@ class ResultGrid:
         return sum(
             1
             for r in self._results
-            if r.error is None and r.metrics is not None and r.metrics.get("done")
+            if r.error is None
+            and (r._status == "TERMINATED" if r._status else bool(r.metrics.get("done")))
         )
 
     def get_best_result(
@@ -250,7 +257,7 @@ class ResultGrid:
         pd = _pandas()
         rows = []
         for result in self._results:
-            row: dict[str, Any] | None = result.metrics
+            row: dict[str, Any] | None = result.metrics or None
             if filter_metric is not None:
                 _, mode = check_metric_mode(filter_metric, filter_mode, "get_dataframe")
                 scored = [

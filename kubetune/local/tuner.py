@@ -140,6 +140,10 @@ class Tuner:
         return grid
 
     def get_results(self) -> ResultGrid:
+        if self._result_grid is None and self._restore is not None:
+            # Ray: a restored Tuner gives the results it has so far, before or without fit()
+            restore = self._restore
+            return ResultGrid.from_directory(restore["local_dir"], restore["storage_uri"])
         if self._result_grid is None:
             raise RuntimeError("get_results(): call fit() first")
         return self._result_grid

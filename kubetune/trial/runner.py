@@ -9,6 +9,7 @@ milestone while the scheduler decides.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import os
@@ -26,6 +27,7 @@ from kubetune.trial.gate import DecisionTracker, Gate, open_gate
 from kubetune.trial.output import OutputWriter, encode_result, json_safe
 from kubetune.trial.spec import TrialSpec
 from kubetune.tune._autofill import AutoFiller
+from kubetune.tune.constants import has_markers, resolve_constants
 from kubetune.tune.helpers import PARAMS_ENV
 from kubetune.tune.resources import DEFAULT_RESOURCES, PlacementGroupFactory
 from kubetune.tune.result import CHECKPOINT_DIR_NAME, DONE, EXPERIMENT_TAG, SHOULD_CHECKPOINT
@@ -118,6 +120,8 @@ class TrialRunner:
     def __init__(
         self, spec: TrialSpec, gate: Gate | None = None, reused: Trainable | None = None
     ) -> None:
+        if has_markers(spec.config):  # constants JSON cannot hold, stored by the driver
+            spec = dataclasses.replace(spec, config=resolve_constants(spec.config, spec.params_dir))
         self.spec = spec
         self.instance: Trainable | None = reused  # a Class-API trainable kept for reuse
         self.writer = OutputWriter(spec.out_dir, spec.checkpoint_index_start)

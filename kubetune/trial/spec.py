@@ -61,8 +61,10 @@ class TrialSpec:
             if not isinstance(self.stop, dict):
                 raise SpecError("trial spec: stop must be an object of metric: threshold")
             for key, value in self.stop.items():
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    raise SpecError(f"trial spec: stop.{key} must be a number, got {value!r}")
+                if not isinstance(value, (int, float)):  # bool included, as in Ray
+                    raise SpecError(
+                        f"trial spec: stop.{key} must be a number or a boolean, got {value!r}"
+                    )
         if not isinstance(self.checkpoint_frequency, int) or self.checkpoint_frequency < 0:
             raise SpecError("trial spec: checkpoint_frequency must be an integer >= 0")
         points = self.decision_points

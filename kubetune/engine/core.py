@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from kubetune._decision import DecisionPoints
+from kubetune._seed import fresh_seed
 from kubetune._util import unflattened_lookup
 from kubetune.engine.actions import Action, CheckpointRef, DeleteCheckpoint, ExperimentFinished
 from kubetune.engine.checkpoints import register_checkpoint
@@ -51,7 +52,7 @@ class EngineCore:
     ) -> None:
         config.validate()
         self.config = config
-        self.seed = seed if seed is not None else 0
+        self.seed = seed if seed is not None else fresh_seed()
         if search_alg is None:
             search_alg = BasicVariantGenerator(random_state=self.seed)
         if not isinstance(search_alg, Searcher):

@@ -364,6 +364,8 @@ class LocalBackend:
             proc = trial.proc
             assert proc is not None
             requests = proc.read_gate()  # read before the results: they were written first
+            if proc.echo is not None:
+                proc.echo.pump()
             self._feed_results(trial)
             for request in requests:
                 if request.get("event") == "next":

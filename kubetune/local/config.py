@@ -20,7 +20,9 @@ class TuneConfig:
     trial_name_creator: Callable[[Any], str] | None = None
     trial_dirname_creator: Callable[[Any], str] | None = None
     chdir_to_trial_dir: bool = True
-    seed: int | None = None  # kubetune: seeds the default random search for repeatable runs
+    seed: int | None = (
+        None  # kubetune: seeds the search for repeatable runs (None: unseeded, as Ray)
+    )
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in ("min", "max"):

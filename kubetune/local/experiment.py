@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -61,15 +62,20 @@ class LocalExperiment:
             self.local_dir, self.uri = restore["local_dir"], restore["storage_uri"]
             self.name = os.path.basename(self.local_dir.rstrip("/"))
         else:
-            self.name = experiment_name(tuner)
+            default = experiment_name(tuner)
             root = rc.storage_path or _default_storage()
-            self.uri = f"{root.rstrip('/')}/{self.name}" if root.startswith("s3://") else ""
-            if self.uri:
-                self.local_dir, _ = open_experiment_dir(self.uri)
-            else:
-                base = open_storage(root)  # creates it, or says why it cannot
-                self.local_dir = base.local_path(self.name)
-                self.uri = self.local_dir
+            for n in itertools.count(1):
+                # a default name is per second: a second run in the same second gets _2, ...
+                self.name = default if n == 1 or rc.name else f"{default}_{n}"
+                self.uri = f"{root.rstrip('/')}/{self.name}" if root.startswith("s3://") else ""
+                if self.uri:
+                    self.local_dir, _ = open_experiment_dir(self.uri)
+                else:
+                    base = open_storage(root)  # creates it, or says why it cannot
+                    self.local_dir = base.local_path(self.name)
+                    self.uri = self.local_dir
+                if rc.name or not os.path.exists(self.local_dir):
+                    break
         if restore is None and os.path.exists(os.path.join(self.local_dir, STATE_FILE)):
             raise FileExistsError(
                 f"{self.uri} already holds an experiment: continue it with"

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import IO, Any
 
+from kubetune.local.console import OutputEcho, echo_enabled
 from kubetune.local.forkserver import ForkServer
 from kubetune.trial import exit_codes
 from kubetune.trial.output import RESULT_FILE
@@ -97,6 +98,7 @@ class TrialProcess:
         # a retry appends to the same result.json: follow only what this attempt writes
         offset = os.path.getsize(result_path) if os.path.exists(result_path) else 0
         self.tail = ResultTail(result_path, offset)
+        log_offset = os.path.getsize(log_path) if log_path and os.path.exists(log_path) else 0
         self._log: IO[bytes] | None = open(log_path or os.devnull, "ab")  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | ForkedProcess
         if forkserver is not None:
@@ -115,6 +117,9 @@ class TrialProcess:
             )
         os.close(from_trial_w)
         os.close(to_trial_r)
+        self.echo: OutputEcho | None = None
+        if log_path and echo_enabled():
+            self.echo = OutputEcho(log_path, log_offset, _prefix(spec, self.proc.pid))
         self.exit_fd: int | None = None
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
@@ -146,6 +151,9 @@ class TrialProcess:
         self.tail = ResultTail(result_path, offset)
         self.spec = spec
         self.kill_requested = None
+        if self.echo is not None:
+            self.echo.pump()
+            self.echo.prefix = _prefix(spec, self.proc.pid)
         return spec.to_dict()
 
     def reply(self, seq: int, message: dict[str, Any]) -> None:
@@ -220,6 +228,8 @@ class TrialProcess:
             return {"exit_code": code, "status": name, "reason": f"exit code {code}"}
 
     def close(self) -> None:
+        if self.echo is not None:
+            self.echo.close()
         self.tail.close()
         if self.exit_fd is not None:
             os.close(self.exit_fd)
@@ -231,3 +241,7 @@ class TrialProcess:
                 pass
         if self._log is not None:
             self._log.close()
+
+
+def _prefix(spec: TrialSpec, pid: int) -> str:
+    return f"({spec.trial_name or spec.trial_id} pid={pid}) "

@@ -15,6 +15,7 @@ import math
 import random
 from typing import Any
 
+from kubetune._seed import fresh_seed
 from kubetune.schedulers.trial_scheduler import (
     DecisionPoints,
     TrialScheduler,
@@ -125,7 +126,7 @@ class AsyncHyperBandScheduler(TrialScheduler):
             _Bracket(grace_period, max_t, reduction_factor, s, stop_last_trials)
             for s in range(brackets)
         ]
-        self._seed = seed if seed is not None else 0
+        self._seed = seed if seed is not None else fresh_seed()
         self._trial_bracket: dict[str, int] = {}
         self._num_added = 0
         self._num_stopped = 0

@@ -28,6 +28,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kubetune._seed import fresh_seed
 from kubetune.schedulers.trial_scheduler import (
     ERROR,
     TERMINATED,
@@ -208,7 +209,7 @@ class PopulationBasedTraining(TrialScheduler):
         self._custom_explore_fn = custom_explore_fn
         self._log_config = log_config
         self._require_attrs = require_attrs
-        self._seed = seed if seed is not None else 0
+        self._seed = seed if seed is not None else fresh_seed()
         self._draws = 0
         self._states: dict[str, _TrialState] = {}
         self._num_perturbations = 0

@@ -26,6 +26,7 @@ import math
 import warnings
 from typing import Any
 
+from kubetune._seed import fresh_seed
 from kubetune._util import flatten_dict
 from kubetune.search.errors import ConfigError, check_mode
 from kubetune.search.sample import Categorical, Domain, Float, Function, Integer, is_grid_marker
@@ -83,7 +84,7 @@ class OptunaSearch(Searcher):
         self._ot = optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._sampler_spec = sampler
-        self._seed = seed if seed is not None else 0
+        self._seed = seed if seed is not None else fresh_seed()
         self._points = [dict(p) for p in points_to_evaluate or []]
         self._evaluated_rewards = evaluated_rewards
         self._space_arg = space

@@ -57,6 +57,7 @@ class Sim:
         self.capacity = capacity
         self.queue: list[tuple[str, int]] = []
         self.started: list[str] = []
+        self.checkpoint_names: dict[str, set[str]] = {}
         self.running: dict[str, int] = {}  # trial -> iterations done
         self.configs: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
@@ -145,7 +146,14 @@ class Sim:
             self.running[tid] = it
             result = {"training_iteration": it, **self.curve(self.configs[tid], tid, it)}
             if self.checkpoint_every and it % self.checkpoint_every == 0:
-                result["checkpoint_dir_name"] = ckpt_name(it)
+                # a trial that went back (an exploit, a restore) writes new checkpoints under
+                # new names, as the trial runner does (never reusing a name)
+                used = self.checkpoint_names.setdefault(tid, set())
+                name = ckpt_name(it)
+                if name in used:
+                    name = f"checkpoint_r{len(used)}_{it:06d}"
+                used.add(name)
+                result["checkpoint_dir_name"] = name
             if it >= self.max_iter:
                 result["done"] = False
             resp = self.engine.on_result(tid, result, self.step_time())

@@ -131,3 +131,78 @@ def test_result_metrics_of_a_trial_without_results_is_an_empty_dict() -> None:
     results = tune.Tuner(never_reports, run_config=air.RunConfig(verbose=0)).fit()
     assert results[0].metrics == {}
     assert results.num_terminated == 1 and results.num_errors == 0
+
+
+def prints(config: dict[str, Any]) -> None:
+    print(f"hello from x={config['x']}")
+    tune.report({"score": config["x"]})
+
+
+def test_trial_output_shows_on_the_console_with_the_trial_name_and_stays_in_its_log(
+    capsys: Any,
+) -> None:
+    results = tune.Tuner(
+        prints,
+        param_space={"x": tune.grid_search([1, 2])},
+        run_config=air.RunConfig(verbose=0),
+    ).fit()
+    out = capsys.readouterr().out
+    for result in results:
+        name = result.path.rstrip("/").rsplit("/", 1)[-1]
+        line = next(x for x in out.splitlines() if x.startswith(f"({name} pid="))
+        assert line.endswith(f") hello from x={result.config['x']}")
+        with open(f"{result.log_dir}/trial.log") as f:
+            assert f"hello from x={result.config['x']}" in f.read()
+
+
+def fails_fast_or_waits(config: dict[str, Any]) -> None:
+    import time
+
+    if config["x"] == 0:
+        raise ValueError("boom")
+    time.sleep(0.5 * config["x"])
+    tune.report({"score": config["x"]})
+    time.sleep(5)
+
+
+def test_the_summary_counts_agree_with_the_trial_states_when_fail_fast_fires(
+    capsys: Any,
+) -> None:
+    import json
+    import re
+
+    results = tune.Tuner(
+        fails_fast_or_waits,
+        param_space={"x": tune.grid_search([0, 1, 2, 3])},
+        run_config=air.RunConfig(verbose=1, failure_config=air.FailureConfig(fail_fast=True)),
+    ).fit()
+    with open(f"{results.experiment_path}/experiment_state.json") as f:
+        states = [t["status"] for t in json.load(f)["trials"]]
+    assert states.count("ERROR") == results.num_errors == 1
+    assert states.count("TERMINATED") == results.num_terminated == 3
+    out = capsys.readouterr().out
+    summary = re.search(r"kubetune: (\d+) trials, (\d+) terminated, (\d+) errored", out)
+    assert summary is not None, out
+    assert summary.groups() == ("4", "3", "1")
+
+
+def test_two_fits_in_the_same_second_get_their_own_experiments(monkeypatch: Any) -> None:
+    import datetime as dt
+
+    from kubetune.local import tuner as tuner_module
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Frozen:
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(tuner_module, "datetime", Frozen)  # both fits in the same second
+    paths = []
+    for _ in range(2):
+        results = tune.Tuner(
+            prints, param_space={"x": 1}, run_config=air.RunConfig(verbose=0)
+        ).fit()
+        assert results.num_errors == 0
+        paths.append(results.experiment_path)
+    assert paths[0].endswith("prints_2026-01-02_03-04-05")
+    assert paths[1].endswith("prints_2026-01-02_03-04-05_2")

@@ -9,7 +9,7 @@ small predicates on it; it is also the context the scheduler sees (``trial_statu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from kubetune.search.searcher import Searcher
 from kubetune.stoppers import DictStopper, NoopStopper, Stopper, StopSpec, to_stopper
 
 _NUMBER = (int, float)
+TrialNamer = Callable[[str, str, dict[str, Any], str], tuple[str, str | None]]
 
 
 def _lookup(result: Mapping[str, Any], key: str) -> Any:
@@ -132,6 +133,9 @@ class EngineCore:
         # trials created or resumed that have not started yet: they wait for resources (a
         # process slot, a node for their pod); derived from the records, not saved
         self._pending: set[str] = set()
+        # names new trials (trial_id, tag, config, default name) -> (name, dirname or None);
+        # Python code the caller re-supplies on restore, like a function stopper
+        self.trial_namer: TrialNamer | None = None
 
     # ----------------------------------------------------------------- context for schedulers
 

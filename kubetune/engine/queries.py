@@ -51,6 +51,7 @@ class EngineQueries(EngineCore):
         return {
             "trial_id": rec.trial_id,
             "trial_name": rec.name,
+            "trial_dirname": rec.dirname or rec.name,
             "experiment_tag": rec.tag,
             "status": rec.status,
             "config": rec.config,

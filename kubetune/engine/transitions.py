@@ -102,7 +102,11 @@ class EngineTransitions(EngineQueries):
         self._created += 1
         tag = self.searcher.trial_tag(trial_id) or str(index)
         name = f"{self.config.trainable_name}_{trial_id}"
+        dirname = None
+        if self.trial_namer is not None:  # trial_name_creator / trial_dirname_creator
+            name, dirname = self.trial_namer(trial_id, tag, config, name)
         rec = TrialRecord(trial_id, index, name, tag, config, dict(self.config.resources))
+        rec.dirname = dirname
         rec.created_at = now
         self.trials[trial_id] = rec
         self._order.append(trial_id)

@@ -81,6 +81,7 @@ class TrialRecord:
         "config",
         "created_at",
         "decision_points",
+        "dirname",
         "ended_at",
         "error",
         "index",
@@ -130,6 +131,7 @@ class TrialRecord:
         self.decision_points: dict[str, Any] | None = None
         self.created_at: float | None = None
         self.ended_at: float | None = None
+        self.dirname: str | None = None  # its directory, when not its name
 
     def to_dict(self) -> dict[str, Any]:
         out = {s: getattr(self, s) for s in self.__slots__}

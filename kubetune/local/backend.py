@@ -89,10 +89,11 @@ class LocalTrial:
     # the runner wrote a result with done=True: it ends this trial by itself (stop criteria,
     # done), so an engine STOP needs no signal (which could hit a reused process's next trial)
     self_ending: bool = False
+    dir_name: str = ""  # trial_dirname_creator's, when not the name
 
     @property
     def dirname(self) -> str:
-        return self.name
+        return self.dir_name or self.name
 
 
 class LocalBackend:
@@ -133,6 +134,7 @@ class LocalBackend:
             trial = LocalTrial(
                 trial_id=trial_id,
                 name=summary["trial_name"],
+                dir_name=summary["trial_dirname"],
                 tag=summary["experiment_tag"],
                 config=summary["config"],
                 base_resources=self.engine.trials[trial_id].resources,
@@ -213,6 +215,7 @@ class LocalBackend:
                 trial = LocalTrial(
                     trial_id=action.trial_id,
                     name=action.trial_name,
+                    dir_name=self.engine.trials[action.trial_id].dirname or "",
                     tag=action.experiment_tag,
                     config=action.config,
                     base_resources=action.resources,
@@ -509,7 +512,7 @@ class LocalBackend:
                 {
                     "trial_id": trial_id,
                     "trial_name": summary["trial_name"],
-                    "dirname": summary["trial_name"],
+                    "dirname": summary["trial_dirname"],
                     "experiment_tag": summary["experiment_tag"],
                     "status": summary["status"],
                     "config": summary["config"],

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from kubetune.engine import EngineConfig, ExperimentEngine
 from kubetune.engine import trial as trial_states
 from kubetune.local.backend import LocalBackend, TrialTemplate
+from kubetune.local.naming import trial_namer
 from kubetune.local.progress import Progress
 from kubetune.local.resources import ResourcePool
 from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError, read_results
@@ -170,6 +171,7 @@ class LocalExperiment:
                 stopper=rc.stop,
                 seed=tc.seed,
             )
+            engine.trial_namer = trial_namer(tc, _trainable_name(self.tuner.trainable))
             return engine, engine.start(now())
         with open(os.path.join(self.local_dir, STATE_FILE), encoding="utf-8") as f:
             state = json.load(f)
@@ -180,6 +182,7 @@ class LocalExperiment:
             stopper=rc.stop,
             config=self._engine_config(),
         )
+        engine.trial_namer = trial_namer(tc, _trainable_name(self.tuner.trainable))
         return engine, self._resume_actions(engine, restore)
 
     def _resume_actions(self, engine: ExperimentEngine, restore: dict[str, Any]) -> list[Any]:
@@ -191,7 +194,7 @@ class LocalExperiment:
             # (with their checkpoints), so no result is lost and resumption starts from the
             # newest checkpoint.
             summary = engine.trial_summary(trial_id)
-            rows = read_results(os.path.join(self.local_dir, summary["trial_name"], RESULT_FILE))
+            rows = read_results(os.path.join(self.local_dir, summary["trial_dirname"], RESULT_FILE))
             for row in rows[summary["num_results"] :]:
                 actions.extend(engine.on_result(trial_id, row, now()))
         for trial_id in engine.trial_ids():

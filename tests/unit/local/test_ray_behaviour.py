@@ -206,3 +206,37 @@ def test_two_fits_in_the_same_second_get_their_own_experiments(monkeypatch: Any)
         paths.append(results.experiment_path)
     assert paths[0].endswith("prints_2026-01-02_03-04-05")
     assert paths[1].endswith("prints_2026-01-02_03-04-05_2")
+
+
+def reports_its_name(config: dict[str, Any]) -> None:
+    from kubetune.air import session
+
+    tune.report({"score": config["x"], "name": session.get_trial_name()})
+
+
+def test_trial_name_and_dirname_creators_are_honoured() -> None:
+    import json
+    import os
+
+    results = tune.Tuner(
+        reports_its_name,
+        param_space={"x": tune.grid_search([1, 2])},
+        tune_config=tune.TuneConfig(
+            trial_name_creator=lambda trial: f"run_x{trial.config['x']}",
+            trial_dirname_creator=lambda trial: f"dir_{trial.trial_id}_{trial.experiment_tag}",
+        ),
+        run_config=air.RunConfig(name="named", verbose=0),
+    ).fit()
+    assert results.num_errors == 0
+    names = sorted(r.metrics["name"] for r in results)
+    assert names == ["run_x1", "run_x2"]
+    dirs = sorted(os.path.basename(r.path) for r in results)
+    assert all(d.startswith("dir_") for d in dirs) and len(set(dirs)) == 2
+    for result in results:
+        assert os.path.exists(os.path.join(result.log_dir, "result.json"))
+    with open(f"{results.experiment_path}/experiment_state.json") as f:
+        trials = json.load(f)["trials"]
+    assert sorted(t["trial_name"] for t in trials) == ["run_x1", "run_x2"]
+    # a restore finds the trials in their directories
+    restored = tune.Tuner.restore(results.experiment_path, reports_its_name)
+    assert sorted(r.metrics["name"] for r in restored.get_results()) == ["run_x1", "run_x2"]

@@ -15,7 +15,6 @@ from typing import Any
 
 from kubetune._decision import DecisionPoints
 from kubetune._seed import fresh_seed
-from kubetune._util import unflattened_lookup
 from kubetune.engine.actions import Action, CheckpointRef, DeleteCheckpoint, ExperimentFinished
 from kubetune.engine.checkpoints import register_checkpoint
 from kubetune.engine.config import CheckpointSettings, EngineConfig
@@ -27,17 +26,7 @@ from kubetune.search.errors import ConfigError
 from kubetune.search.searcher import Searcher
 from kubetune.stoppers import DictStopper, NoopStopper, Stopper, StopSpec, to_stopper
 
-_NUMBER = (int, float)
 TrialNamer = Callable[[str, str, dict[str, Any], str], tuple[str, str | None]]
-
-
-def _lookup(result: Mapping[str, Any], key: str) -> Any:
-    if key in result:
-        return result[key]
-    try:
-        return unflattened_lookup(key, result)
-    except KeyError:
-        return None
 
 
 class EngineCore:

@@ -49,7 +49,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune.engine.actions import Action, ResultResponse, ResumeTrial, StopTrial, Verdict
-from kubetune.engine.core import _NUMBER, _lookup
+from kubetune.engine.checkpoints import _NUMBER
+from kubetune.engine.checkpoints import lookup as _lookup
 from kubetune.engine.state import STATE_VERSION, EngineState
 from kubetune.engine.transitions import EngineTransitions
 from kubetune.engine.trial import (

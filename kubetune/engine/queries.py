@@ -6,8 +6,10 @@ import math
 from typing import Any
 
 from kubetune.engine.actions import CheckpointRef, ExperimentFinished
+from kubetune.engine.checkpoints import _NUMBER
+from kubetune.engine.checkpoints import lookup as _lookup
 from kubetune.engine.config import SCOPES
-from kubetune.engine.core import _NUMBER, EngineCore, _lookup
+from kubetune.engine.core import EngineCore
 from kubetune.engine.trial import ERROR, PAUSED, PENDING, RUNNING, TERMINATED
 from kubetune.search.errors import ConfigError, check_mode
 

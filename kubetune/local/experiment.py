@@ -5,31 +5,29 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubetune.engine import EngineConfig, ExperimentEngine
 from kubetune.engine import trial as trial_states
 from kubetune.local.backend import LocalBackend, TrialTemplate
+from kubetune.local.common import (
+    INTERNAL_DIR,
+    TunerLike,
+    default_storage,
+    experiment_name,
+    now,
+    static_resources,
+    trainable_name,
+)
 from kubetune.local.progress import Progress
 from kubetune.local.resources import ResourcePool
 from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError, read_results
 from kubetune.local.sync import DirectoryMirror
-from kubetune.local.tuner import (
-    INTERNAL_DIR,
-    _default_storage,
-    _trainable_name,
-    experiment_name,
-    now,
-    static_resources,
-)
 from kubetune.storage import StorageError, open_storage
 from kubetune.trial.output import RESULT_FILE
 from kubetune.tune.helpers import store_parameters, trainable_resources
 from kubetune.tune.resources import PlacementGroupFactory, resources_to_pgf
 from kubetune.tune.trainable import Trainable
-
-if TYPE_CHECKING:
-    from kubetune.local.tuner import Tuner
 
 STAGING = "~/kubetune_results/.staging"
 
@@ -51,7 +49,7 @@ def open_experiment_dir(path: str, must_exist: bool = False) -> tuple[str, str]:
 
 
 class LocalExperiment:
-    def __init__(self, tuner: Tuner) -> None:
+    def __init__(self, tuner: TunerLike) -> None:
         self.tuner = tuner
         tc, rc = tuner.tune_config, tuner.run_config
         self._validate_trainable()  # before anything is written
@@ -61,7 +59,7 @@ class LocalExperiment:
             self.name = os.path.basename(self.local_dir.rstrip("/"))
         else:
             self.name = experiment_name(tuner)
-            root = rc.storage_path or _default_storage()
+            root = rc.storage_path or default_storage()
             self.uri = f"{root.rstrip('/')}/{self.name}" if root.startswith("s3://") else ""
             if self.uri:
                 self.local_dir, _ = open_experiment_dir(self.uri)
@@ -104,7 +102,7 @@ class LocalExperiment:
             except Exception:
                 pgf = None  # depends on the config: checked per trial
         if pgf is not None:
-            ResourcePool().check_fits(pgf, f"each trial of {_trainable_name(trainable)}")
+            ResourcePool().check_fits(pgf, f"each trial of {trainable_name(trainable)}")
 
     def _write_pickles(self) -> str:
         import cloudpickle
@@ -145,7 +143,7 @@ class LocalExperiment:
             time_budget_s=tc.time_budget_s,
             resources=(base or PlacementGroupFactory([{"CPU": 1}])).to_dict(),
             name=self.name,
-            trainable_name=_trainable_name(self.tuner.trainable),
+            trainable_name=trainable_name(self.tuner.trainable),
         )
 
     def _engine(self) -> tuple[ExperimentEngine, list[Any]]:

@@ -10,26 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from datetime import datetime
 from typing import Any
 
 from kubetune.air.config import RunConfig
+from kubetune.local.common import INTERNAL_DIR
 from kubetune.local.config import TuneConfig
 from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError
-from kubetune.tune.resources import PlacementGroupFactory, resources_to_pgf
-
-DEFAULT_STORAGE = "~/kubetune_results"
-INTERNAL_DIR = ".kubetune"
-
-
-def _trainable_name(trainable: Any) -> str:
-    name = getattr(trainable, "__name__", None) or type(trainable).__name__
-    return str(name).replace("<", "").replace(">", "") or "trainable"
-
-
-def _default_storage() -> str:
-    return os.environ.get("KUBETUNE_RESULTS_DIR", DEFAULT_STORAGE)
 
 
 class Tuner:
@@ -143,22 +129,3 @@ class Tuner:
         if self._result_grid is None:
             raise RuntimeError("get_results(): call fit() first")
         return self._result_grid
-
-
-def experiment_name(tuner: Tuner) -> str:
-    if tuner.run_config.name:
-        return tuner.run_config.name
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    return f"{_trainable_name(tuner.trainable)}_{stamp}"
-
-
-def static_resources(trainable: Any) -> PlacementGroupFactory | None:
-    """The trainable's resources when they do not depend on the config."""
-    resources = getattr(trainable, "_kubetune_resources", None)
-    if resources is not None and not callable(resources):
-        return resources_to_pgf(resources)
-    return None
-
-
-def now() -> float:
-    return time.time()

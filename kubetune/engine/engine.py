@@ -67,6 +67,7 @@ from kubetune.engine.actions import (
 )
 from kubetune.engine.checkpoints import register_checkpoint
 from kubetune.engine.config import SCOPES, CheckpointSettings, EngineConfig
+from kubetune.engine.result_check import add_experiment_metric, result_problem
 from kubetune.engine.trial import (
     ACTIVE,
     ERROR,
@@ -163,6 +164,7 @@ class ExperimentEngine:
             for m in metrics if isinstance(metrics, list) else [metrics]:
                 if all(m != k for k, _ in self._required):
                     self._required.append((m, type(search_alg).__name__))
+        add_experiment_metric(self._required, config.metric)
 
         self._prefix = config.id_prefix()
         self._max_concurrent = config.max_concurrent_trials or 0
@@ -262,12 +264,11 @@ class ExperimentEngine:
 
         done = bool(result.get("done"))
         if not done:
-            for key, owner in self._required:
-                if key not in result and _lookup(result, key) is None:
-                    err = MissingResultKeyError(trial_id, key, owner)
-                    self._fail_for_good(rec, str(err), now, out, stop=True)
-                    self._after(now, out)
-                    return ResultResponse(Verdict.STOP, out)
+            problem = result_problem(trial_id, result, self._required, _lookup)
+            if problem is not None:
+                self._fail_for_good(rec, problem, now, out, stop=True)
+                self._after(now, out)
+                return ResultResponse(Verdict.STOP, out)
 
         self.searcher.on_trial_result(trial_id, result)
         if self._has_stopper:

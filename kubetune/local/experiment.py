@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
 
-from kubetune.engine import EngineConfig, ExperimentEngine
+from kubetune.engine import EngineConfig, ExperimentEngine, ExperimentFinished
 from kubetune.engine import trial as trial_states
 from kubetune.local.backend import LocalBackend, TrialTemplate
 from kubetune.local.common import (
@@ -19,9 +18,18 @@ from kubetune.local.common import (
     static_resources,
     trainable_name,
 )
+from kubetune.local.durability import (
+    Ballast,
+    disk_full,
+    earlier_trial_dirs,
+    fall_back_to_intact_checkpoints,
+    note,
+)
+from kubetune.local.lock import ExperimentLock
 from kubetune.local.progress import Progress
 from kubetune.local.resources import ResourcePool
 from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError, read_results
+from kubetune.local.state_file import StateFileError, load_state
 from kubetune.local.sync import DirectoryMirror
 from kubetune.storage import StorageError, open_storage
 from kubetune.trial.output import RESULT_FILE
@@ -67,11 +75,6 @@ class LocalExperiment:
                 base = open_storage(root)  # creates it, or says why it cannot
                 self.local_dir = base.local_path(self.name)
                 self.uri = self.local_dir
-        if restore is None and os.path.exists(os.path.join(self.local_dir, STATE_FILE)):
-            raise FileExistsError(
-                f"{self.uri} already holds an experiment: continue it with"
-                f" Tuner.restore({self.uri!r}, trainable), or choose another RunConfig.name"
-            )
         self.mirror: DirectoryMirror | None = None
         if self.uri.startswith("s3://"):
             self.mirror = DirectoryMirror(self.local_dir, open_storage(self.uri), "")
@@ -83,6 +86,36 @@ class LocalExperiment:
         if not os.access(self.local_dir, os.W_OK):
             raise StorageError(f"the experiment directory {self.local_dir} is not writable")
         self.metric, self.mode = tc.metric, tc.mode
+        # one driver per experiment, from here until close()
+        self.lock = ExperimentLock(self.internal, self.uri)
+        self.lock.acquire()
+        try:
+            self._check_fresh_directory()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _check_fresh_directory(self) -> None:
+        """A new run starts in a directory no other run holds (checked under the lock)."""
+        if self.tuner._restore is not None:
+            return
+        if os.path.exists(os.path.join(self.local_dir, STATE_FILE)):
+            raise FileExistsError(
+                f"{self.uri} already holds an experiment: continue it with"
+                f" Tuner.restore({self.uri!r}, trainable), or choose another RunConfig.name"
+            )
+        earlier = earlier_trial_dirs(self.local_dir)
+        if earlier:
+            raise FileExistsError(
+                f"{self.uri} holds the trial directories of an earlier run ({len(earlier)}:"
+                f" {earlier[0]}, ...) but no {STATE_FILE}: a new run would"
+                f" append into them. Rebuild the state with `kubetune repair {self.uri}` and"
+                " continue it with Tuner.restore, or choose another RunConfig.name"
+            )
+
+    def close(self) -> None:
+        """Let another driver have the experiment."""
+        self.lock.release()
 
     # -- preparation ------------------------------------------------------------------------
     def _validate_trainable(self) -> None:
@@ -118,33 +151,18 @@ class LocalExperiment:
                 f"the trainable cannot be serialised for the trial processes ({exc}); find the"
                 " culprit with kubetune.tune.utils.diagnose_serialization(trainable)"
             ) from exc
-        with open(path, "wb") as f:
-            f.write(data)
+        _atomic_write_bytes(path, data)  # a concurrent Tuner.restore never reads half a file
         if tuner._restore is None:
             saved = {
                 "param_space": tuner.param_space,
                 "tune_config": tuner.tune_config,
                 "run_config": tuner.run_config,
             }
-            with open(os.path.join(self.internal, "tuner.pkl"), "wb") as f:
-                f.write(cloudpickle.dumps(saved))
+            _atomic_write_bytes(os.path.join(self.internal, "tuner.pkl"), cloudpickle.dumps(saved))
         return path
 
     def _engine_config(self) -> EngineConfig:
-        tc = self.tuner.tune_config
-        base = static_resources(self.tuner.trainable)
-        return EngineConfig.from_run_config(
-            self.tuner.run_config,
-            param_space=self.tuner.param_space,
-            metric=tc.metric,
-            mode=tc.mode,
-            num_samples=tc.num_samples,
-            max_concurrent_trials=tc.max_concurrent_trials,
-            time_budget_s=tc.time_budget_s,
-            resources=(base or PlacementGroupFactory([{"CPU": 1}])).to_dict(),
-            name=self.name,
-            trainable_name=trainable_name(self.tuner.trainable),
-        )
+        return engine_config(self.tuner, self.name)
 
     def _engine(self) -> tuple[ExperimentEngine, list[Any]]:
         tc, rc = self.tuner.tune_config, self.tuner.run_config
@@ -158,16 +176,41 @@ class LocalExperiment:
                 seed=tc.seed,
             )
             return engine, engine.start(now())
-        with open(os.path.join(self.local_dir, STATE_FILE), encoding="utf-8") as f:
-            state = json.load(f)
-        engine = ExperimentEngine.from_json(
-            state["engine"],
-            search_alg=tc.search_alg,
-            scheduler=tc.scheduler,
-            stopper=rc.stop,
-            config=self._engine_config(),
-        )
+        state = load_state(self.local_dir, need_engine=True)
+        dirnames = {t["trial_id"]: t["dirname"] for t in state.get("trials", [])}
+        for line in fall_back_to_intact_checkpoints(state["engine"], self.local_dir, dirnames):
+            note(line)
+        try:
+            engine = ExperimentEngine.from_json(
+                state["engine"],
+                search_alg=tc.search_alg,
+                scheduler=tc.scheduler,
+                stopper=rc.stop,
+                config=self._engine_config(),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            path = os.path.join(self.local_dir, STATE_FILE)
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise StateFileError(
+                f"{path}: engine: cannot rebuild the experiment from it ({what}); resume it"
+                " with the same kinds of searcher, scheduler and stopper it was started with,"
+                f" or rebuild the state with `kubetune repair {self.local_dir}`"
+            ) from None
+        self._state_finished = state.get("finished")
         return engine, self._resume_actions(engine, restore)
+
+    def _nothing_to_resume(self, engine: ExperimentEngine, restore: dict[str, Any]) -> bool:
+        """A finished experiment with no trial left to continue (or to revive on request)."""
+        if not engine.is_finished():
+            return False
+        revive = restore["resume_errored"] or restore["restart_errored"]
+        for trial_id in engine.trial_ids():
+            status = engine.trial_status(trial_id)
+            if status not in (trial_states.TERMINATED, trial_states.ERROR):
+                return False
+            if status == trial_states.ERROR and revive:
+                return False
+        return True
 
     def _resume_actions(self, engine: ExperimentEngine, restore: dict[str, Any]) -> list[Any]:
         """Trials that were running when the driver stopped start again from their latest
@@ -201,10 +244,22 @@ class LocalExperiment:
 
     # -- running ----------------------------------------------------------------------------
     def run(self) -> None:
-        trainable_pickle = self._write_pickles()
         tc, rc = self.tuner.tune_config, self.tuner.run_config
         ckpt = rc.checkpoint_config
+        restore = self.tuner._restore
+        if restore is None:  # pickled before the engine adopts the searcher and scheduler
+            trainable_pickle = self._write_pickles()
         engine, initial = self._engine()
+        if restore is not None and self._nothing_to_resume(engine, restore):
+            finished = engine.finished
+            how = f" ({finished.status.lower()}: {finished.reason})" if finished else ""
+            note(
+                f"{self.uri} has finished{how}; nothing to resume, its state is left as it is"
+                " (resume_errored=True / --resume-errored retries its errored trials)"
+            )
+            return
+        if restore is not None:
+            trainable_pickle = self._write_pickles()
         stop = rc.stop if isinstance(rc.stop, dict) else None
         trainable = self.tuner.trainable
 
@@ -250,15 +305,42 @@ class LocalExperiment:
             },
         )
         self._last_push = 0.0
+        ballast = Ballast(self.internal)
+        try:
+            ballast.create()
+        except OSError as exc:
+            raise StorageError(f"cannot write the experiment to {self.local_dir}: {exc}") from None
         try:
             backend.run(initial)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            ballast.release()
+            self._stop_on_full_disk(backend, exc)
         finally:
+            ballast.release()
             progress.close()
             if self.mirror is not None:
                 self.mirror.push()
         finished = backend.finished
         if finished is not None and finished.status == "FAILED" and not rc.failure_config.fail_fast:
             raise TuneError(f"experiment failed: {finished.reason}")
+
+    def _stop_on_full_disk(self, backend: LocalBackend, exc: OSError) -> None:
+        """The trials are stopped already; save the state (as FAILED) in the space held back."""
+        where = f" writing {exc.filename}" if exc.filename else ""
+        reason = f"no space left on the device{where} ({exc.strerror or exc})"
+        backend.finished = ExperimentFinished("FAILED", reason, None)
+        try:
+            backend.save_state(force=True)
+            saved = "its state is saved (as FAILED)"
+        except OSError:
+            saved = "its state could not be saved: the last saved one is kept"
+        raise StorageError(
+            f"{self.uri}: the experiment stopped: {reason}; {saved}. Free some space, then"
+            f" continue it with Tuner.restore({self.uri!r}, trainable) or `kubetune run"
+            " --resume`"
+        ) from None
 
     def _push_throttled(self) -> None:
         import time
@@ -294,6 +376,37 @@ class LocalExperiment:
             except (RuntimeError, ValueError):
                 pass
         print("\n".join(lines), file=sys.stderr if errors == len(grid) else sys.stdout)
+
+
+def engine_config(tuner: TunerLike, name: str) -> EngineConfig:
+    tc = tuner.tune_config
+    base = static_resources(tuner.trainable)
+    return EngineConfig.from_run_config(
+        tuner.run_config,
+        param_space=tuner.param_space,
+        metric=tc.metric,
+        mode=tc.mode,
+        num_samples=tc.num_samples,
+        max_concurrent_trials=tc.max_concurrent_trials,
+        time_budget_s=tc.time_budget_s,
+        resources=(base or PlacementGroupFactory([{"CPU": 1}])).to_dict(),
+        name=name,
+        trainable_name=trainable_name(tuner.trainable),
+    )
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _expected(tc: Any, param_space: dict[str, Any]) -> int | None:

@@ -97,11 +97,11 @@ def serve(fd: int) -> None:
 class ForkServer:
     """The driver's handle on a fork server."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         import subprocess
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**os.environ, "KUBETUNE_PARENT_PID": str(os.getpid())}
+        env = {**os.environ, **(env or {}), "KUBETUNE_PARENT_PID": str(os.getpid())}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubetune.local.forkserver", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),

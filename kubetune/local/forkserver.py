@@ -80,7 +80,9 @@ def serve(fd: int) -> None:
             for extra in fds:
                 os.close(extra)
             children.add(pid)
-            server.send(json.dumps({"pid": pid}).encode())
+            if not _tell(server, {"pid": pid}):
+                break  # the driver is gone (its reaper ends the children)
+        driver_gone = False
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -91,7 +93,20 @@ def serve(fd: int) -> None:
                 break
             children.discard(pid)
             code = os.waitstatus_to_exitcode(status)
-            server.send(json.dumps({"exit": pid, "code": code}).encode())
+            if not _tell(server, {"exit": pid, "code": code}):
+                driver_gone = True
+                break
+        if driver_gone:
+            break
+
+
+def _tell(server: socket.socket, message: dict[str, Any]) -> bool:
+    """Send to the driver; False when it has gone (a driver killed mid-spawn)."""
+    try:
+        server.send(json.dumps(message).encode())
+    except OSError:
+        return False
+    return True
 
 
 class ForkServer:

@@ -25,6 +25,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             " run the same manifest with --resume (and the same --storage-path and --name)",
         )
     trainable = import_entrypoint(plan, manifest)
+    if not callable(trainable):
+        raise manifest.error(
+            ("spec", "trainable", "entrypoint"),
+            f"{plan.entrypoint} is a {type(trainable).__name__}, not a function or a"
+            " tune.Trainable subclass",
+        )
     if plan.resources is not None:
         trainable = with_resources(trainable, PlacementGroupFactory.from_dict(plan.resources))
     run_config = plan.run_config
@@ -81,14 +87,10 @@ def _load_grid(path: str) -> Any:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    import json
-
-    from kubetune.local.result_grid import STATE_FILE
+    from kubetune.local.state_file import load_state
 
     grid = _load_grid(args.path)
-    local = grid._local_path
-    with open(os.path.join(local, STATE_FILE), encoding="utf-8") as f:
-        state = json.load(f)
+    state = load_state(grid._local_path)
     statuses = {t["dirname"]: t["status"] for t in state.get("trials", [])}
     metric = args.metric or grid._metric
     rows = []
@@ -131,7 +133,18 @@ def _cmd_results(args: argparse.Namespace) -> int:
             table.add_row(*row)
         Console().print(table)
     finished = state.get("finished")
-    print("finished" if finished else "still running (or interrupted)")
+    if isinstance(finished, dict) and finished.get("status") == "FAILED":
+        print(f"stopped: {finished.get('reason')}")
+    else:
+        print("finished" if finished else "still running (or interrupted)")
+    return 0
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from kubetune.local.repair import repair
+
+    for line in repair(args.path):
+        print(f"kubetune repair: {line}")
     return 0
 
 
@@ -205,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     results.add_argument("path")
     results.add_argument("--metric")
     results.set_defaults(func=_cmd_results)
+    repair = sub.add_parser(
+        "repair", help="rebuild a damaged experiment's state from its trial directories"
+    )
+    repair.add_argument("path")
+    repair.set_defaults(func=_cmd_repair)
     plot = sub.add_parser("plot", help="draw each trial's metric curve")
     plot.add_argument("path")
     plot.add_argument("--metric", required=True)

@@ -18,6 +18,7 @@ from kubetune._seed import fresh_seed
 from kubetune.engine.actions import Action, CheckpointRef, DeleteCheckpoint, ExperimentFinished
 from kubetune.engine.checkpoints import register_checkpoint
 from kubetune.engine.config import CheckpointSettings, EngineConfig
+from kubetune.engine.result_check import add_experiment_metric
 from kubetune.engine.trial import PENDING, TERMINATED, TrialRecord
 from kubetune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from kubetune.search.basic_variant import BasicVariantGenerator
@@ -92,6 +93,7 @@ class EngineCore:
             for m in metrics if isinstance(metrics, list) else [metrics]:
                 if all(m != k for k, _ in self._required):
                     self._required.append((m, type(search_alg).__name__))
+        add_experiment_metric(self._required, config.metric)
 
         self._prefix = config.id_prefix()
         self._max_concurrent = config.max_concurrent_trials or 0

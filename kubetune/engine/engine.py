@@ -51,6 +51,7 @@ from typing import Any
 from kubetune.engine.actions import Action, ResultResponse, ResumeTrial, StopTrial, Verdict
 from kubetune.engine.checkpoints import _NUMBER
 from kubetune.engine.checkpoints import lookup as _lookup
+from kubetune.engine.result_check import result_problem
 from kubetune.engine.state import STATE_VERSION, EngineState
 from kubetune.engine.transitions import EngineTransitions
 from kubetune.engine.trial import (
@@ -125,12 +126,11 @@ class ExperimentEngine(EngineState, EngineTransitions):
 
         done = bool(result.get("done"))
         if not done:
-            for key, owner in self._required:
-                if key not in result and _lookup(result, key) is None:
-                    err = MissingResultKeyError(trial_id, key, owner)
-                    self._fail_for_good(rec, str(err), now, out, stop=True)
-                    self._after(now, out)
-                    return ResultResponse(Verdict.STOP, out)
+            problem = result_problem(trial_id, result, self._required, _lookup)
+            if problem is not None:
+                self._fail_for_good(rec, problem, now, out, stop=True)
+                self._after(now, out)
+                return ResultResponse(Verdict.STOP, out)
 
         self.searcher.on_trial_result(trial_id, result)
         if self._has_stopper:

@@ -34,8 +34,10 @@ from kubetune.engine import (
 )
 from kubetune.local.forkserver import ForkServer
 from kubetune.local.process import TrialProcess
+from kubetune.local.reaper import Reaper
 from kubetune.local.resources import ResourceError, ResourcePool
 from kubetune.local.result_grid import STATE_FILE
+from kubetune.local.state_file import trial_entries
 from kubetune.trial.output import ERROR_FILE
 from kubetune.trial.spec import TrialSpec
 from kubetune.tune.resources import PlacementGroupFactory
@@ -48,7 +50,7 @@ GATE_ANSWERS = {
 }
 STATE_SAVE_INTERVAL_S = 0.5
 TICK_INTERVAL_S = 0.25
-KILL_GRACE_S = 10.0
+KILL_GRACE_S = float(os.environ.get("KUBETUNE_KILL_GRACE_S", "10"))
 
 
 @dataclass
@@ -122,6 +124,8 @@ class LocalBackend:
         self._specs_dir = os.path.join(template.experiment_dir, ".kubetune", "specs")
         os.makedirs(self._specs_dir, exist_ok=True)
         self.forkserver: ForkServer | None = None
+        self.reaper: Reaper | None = None
+        self._saved_ids: set[str] = set()  # trials the state file on disk knows
 
     # -- the loop ---------------------------------------------------------------------------
     def _adopt_existing(self) -> None:
@@ -146,11 +150,12 @@ class LocalBackend:
     def _start_forkserver(self) -> None:
         if os.environ.get("KUBETUNE_FORKSERVER", "1") == "0" or not hasattr(socket, "send_fds"):
             return  # every trial then starts its own interpreter
-        self.forkserver = ForkServer()
+        self.forkserver = ForkServer(env=self.reaper.env if self.reaper else None)
         self.selector.register(self.forkserver.fileno(), selectors.EVENT_READ, None)
 
     def run(self, initial: list[Action]) -> None:
         try:
+            self.reaper = Reaper(KILL_GRACE_S)  # ends our trials if this process dies
             self._start_forkserver()
             self._adopt_existing()
             self.apply(initial)
@@ -180,6 +185,9 @@ class LocalBackend:
                 self.selector.unregister(self.forkserver.fileno())
                 self.forkserver.close()
                 self.forkserver = None
+            if self.reaper is not None:
+                self.reaper.close()
+                self.reaper = None
             if self.on_progress is not None:
                 self.on_progress(self)
 
@@ -198,6 +206,7 @@ class LocalBackend:
             except Exception:
                 proc.kill_if_overdue(0)
                 proc.proc.wait()
+            proc.kill_group()
             proc.close()
         self.running.clear()
 
@@ -339,12 +348,21 @@ class LocalBackend:
             reuse=t.reuse_actors,
         )
 
+    def _record_before_start(self, trial: LocalTrial) -> None:
+        """A trial's process starts only once the state file knows the trial: a driver killed
+        right after the start must not re-create it under the same name on resume."""
+        if trial.trial_id not in self._saved_ids:
+            self.save_state(force=True)
+
     def _launch(self, trial: LocalTrial, gpus: list[int]) -> None:
+        self._record_before_start(trial)
         self._prepare_attempt(trial, gpus)
         spec = self._spec(trial)
         env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {}
         if not gpus and self.pool.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU trial must not grab a GPU
+        if self.reaper is not None:
+            env.update(self.reaper.env)
         spec_path = os.path.join(self._specs_dir, f"{trial.trial_id}.json")
         log_path = os.path.join(spec.out_dir, "trial.log")
         if self.forkserver is not None and not self.forkserver.alive():
@@ -421,6 +439,7 @@ class LocalBackend:
         self.selector.unregister(proc.gate_fd)
         if proc.exit_fd is not None:
             self.selector.unregister(proc.exit_fd)
+        proc.kill_group()  # what the trial started and left behind
         proc.close()
         self.pool.release(trial.pgf, trial.gpus)
         trial.proc = None
@@ -455,6 +474,7 @@ class LocalBackend:
             trial.ended_by_engine = trial.ended_by_engine or "done"
             self.running[trial.trial_id] = trial
             return
+        self._record_before_start(successor)
         self._prepare_attempt(successor, trial.gpus)
         spec = self._spec(successor)
         message = proc.retarget(spec)
@@ -499,30 +519,13 @@ class LocalBackend:
                 return text
         except FileNotFoundError:
             pass
+        if status.get("error"):  # sent over the pipe when error.txt could not be written
+            return str(status["error"])
         return f"trial process ended ({status.get('status')}): {status.get('reason')}"
 
     # -- state ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        trials = []
-        for trial_id in self.engine.trial_ids():
-            summary = self.engine.trial_summary(trial_id)
-            latest = summary.get("latest_checkpoint")
-            best = summary.get("best_checkpoint")
-            trials.append(
-                {
-                    "trial_id": trial_id,
-                    "trial_name": summary["trial_name"],
-                    "dirname": summary["trial_dirname"],
-                    "experiment_tag": summary["experiment_tag"],
-                    "status": summary["status"],
-                    "config": summary["config"],
-                    "error": summary["error"],
-                    "num_failures": summary["num_failures"],
-                    "latest_checkpoint": latest["checkpoint_dir_name"] if latest else None,
-                    "best_checkpoint": best["checkpoint_dir_name"] if best else None,
-                    "checkpoints": summary["checkpoints"],
-                }
-            )
+        trials = trial_entries(self.engine)
         return {
             "format": 1,
             "updated": time.time(),
@@ -540,6 +543,16 @@ class LocalBackend:
         self._dirty = False
         path = os.path.join(self.template.experiment_dir, STATE_FILE)
         tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.state(), f)
-        os.replace(tmp, path)
+        ids = set(self.engine.trial_ids())
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.state(), f)
+            os.replace(tmp, path)
+        except BaseException:
+            self._dirty = True
+            try:
+                os.unlink(tmp)  # a full disk: give back what the half-written copy took
+            except OSError:
+                pass
+            raise
+        self._saved_ids = ids

@@ -3,36 +3,42 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kubetune.engine import EngineConfig, ExperimentEngine
+from kubetune.engine import EngineConfig, ExperimentEngine, ExperimentFinished
 from kubetune.engine import trial as trial_states
 from kubetune.local.backend import LocalBackend, TrialTemplate
+from kubetune.local.common import (
+    INTERNAL_DIR,
+    TunerLike,
+    default_storage,
+    experiment_name,
+    now,
+    static_resources,
+    trainable_name,
+)
+from kubetune.local.durability import (
+    Ballast,
+    disk_full,
+    earlier_trial_dirs,
+    fall_back_to_intact_checkpoints,
+    note,
+)
+from kubetune.local.lock import ExperimentLock
 from kubetune.local.naming import trial_namer
 from kubetune.local.progress import Progress
 from kubetune.local.resources import ResourcePool
 from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError, read_results
+from kubetune.local.state_file import StateFileError, load_state
 from kubetune.local.sync import DirectoryMirror
-from kubetune.local.tuner import (
-    INTERNAL_DIR,
-    _default_storage,
-    _trainable_name,
-    experiment_name,
-    now,
-    static_resources,
-)
 from kubetune.storage import StorageError, open_storage
 from kubetune.trial.output import RESULT_FILE
 from kubetune.tune.constants import extract_constants
 from kubetune.tune.helpers import store_parameters, trainable_resources
 from kubetune.tune.resources import PlacementGroupFactory, resources_to_pgf
 from kubetune.tune.trainable import Trainable
-
-if TYPE_CHECKING:
-    from kubetune.local.tuner import Tuner
 
 STAGING = "~/kubetune_results/.staging"
 
@@ -54,7 +60,7 @@ def open_experiment_dir(path: str, must_exist: bool = False) -> tuple[str, str]:
 
 
 class LocalExperiment:
-    def __init__(self, tuner: Tuner) -> None:
+    def __init__(self, tuner: TunerLike) -> None:
         self.tuner = tuner
         tc, rc = tuner.tune_config, tuner.run_config
         self._validate_trainable()  # before anything is written
@@ -64,7 +70,7 @@ class LocalExperiment:
             self.name = os.path.basename(self.local_dir.rstrip("/"))
         else:
             default = experiment_name(tuner)
-            root = rc.storage_path or _default_storage()
+            root = rc.storage_path or default_storage()
             for n in itertools.count(1):
                 # a default name is per second: a second run in the same second gets _2, ...
                 self.name = default if n == 1 or rc.name else f"{default}_{n}"
@@ -77,11 +83,6 @@ class LocalExperiment:
                     self.uri = self.local_dir
                 if rc.name or not os.path.exists(self.local_dir):
                     break
-        if restore is None and os.path.exists(os.path.join(self.local_dir, STATE_FILE)):
-            raise FileExistsError(
-                f"{self.uri} already holds an experiment: continue it with"
-                f" Tuner.restore({self.uri!r}, trainable), or choose another RunConfig.name"
-            )
         self.mirror: DirectoryMirror | None = None
         if self.uri.startswith("s3://"):
             self.mirror = DirectoryMirror(self.local_dir, open_storage(self.uri), "")
@@ -97,6 +98,36 @@ class LocalExperiment:
             tuner.param_space, os.path.join(self.internal, "params")
         )
         self.metric, self.mode = tc.metric, tc.mode
+        # one driver per experiment, from here until close()
+        self.lock = ExperimentLock(self.internal, self.uri)
+        self.lock.acquire()
+        try:
+            self._check_fresh_directory()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _check_fresh_directory(self) -> None:
+        """A new run starts in a directory no other run holds (checked under the lock)."""
+        if self.tuner._restore is not None:
+            return
+        if os.path.exists(os.path.join(self.local_dir, STATE_FILE)):
+            raise FileExistsError(
+                f"{self.uri} already holds an experiment: continue it with"
+                f" Tuner.restore({self.uri!r}, trainable), or choose another RunConfig.name"
+            )
+        earlier = earlier_trial_dirs(self.local_dir)
+        if earlier:
+            raise FileExistsError(
+                f"{self.uri} holds the trial directories of an earlier run ({len(earlier)}:"
+                f" {earlier[0]}, ...) but no {STATE_FILE}: a new run would"
+                f" append into them. Rebuild the state with `kubetune repair {self.uri}` and"
+                " continue it with Tuner.restore, or choose another RunConfig.name"
+            )
+
+    def close(self) -> None:
+        """Let another driver have the experiment."""
+        self.lock.release()
 
     # -- preparation ------------------------------------------------------------------------
     def _validate_trainable(self) -> None:
@@ -116,7 +147,7 @@ class LocalExperiment:
             except Exception:
                 pgf = None  # depends on the config: checked per trial
         if pgf is not None:
-            ResourcePool().check_fits(pgf, f"each trial of {_trainable_name(trainable)}")
+            ResourcePool().check_fits(pgf, f"each trial of {trainable_name(trainable)}")
 
     def _write_pickles(self) -> str:
         import cloudpickle
@@ -132,33 +163,18 @@ class LocalExperiment:
                 f"the trainable cannot be serialised for the trial processes ({exc}); find the"
                 " culprit with kubetune.tune.utils.diagnose_serialization(trainable)"
             ) from exc
-        with open(path, "wb") as f:
-            f.write(data)
+        _atomic_write_bytes(path, data)  # a concurrent Tuner.restore never reads half a file
         if tuner._restore is None:
             saved = {
                 "param_space": tuner.param_space,
                 "tune_config": tuner.tune_config,
                 "run_config": tuner.run_config,
             }
-            with open(os.path.join(self.internal, "tuner.pkl"), "wb") as f:
-                f.write(cloudpickle.dumps(saved))
+            _atomic_write_bytes(os.path.join(self.internal, "tuner.pkl"), cloudpickle.dumps(saved))
         return path
 
     def _engine_config(self) -> EngineConfig:
-        tc = self.tuner.tune_config
-        base = static_resources(self.tuner.trainable)
-        return EngineConfig.from_run_config(
-            self.tuner.run_config,
-            param_space=self.param_space,
-            metric=tc.metric,
-            mode=tc.mode,
-            num_samples=tc.num_samples,
-            max_concurrent_trials=tc.max_concurrent_trials,
-            time_budget_s=tc.time_budget_s,
-            resources=(base or PlacementGroupFactory([{"CPU": 1}])).to_dict(),
-            name=self.name,
-            trainable_name=_trainable_name(self.tuner.trainable),
-        )
+        return engine_config(self.tuner, self.name, self.param_space)
 
     def _engine(self) -> tuple[ExperimentEngine, list[Any]]:
         tc, rc = self.tuner.tune_config, self.tuner.run_config
@@ -171,19 +187,44 @@ class LocalExperiment:
                 stopper=rc.stop,
                 seed=tc.seed,
             )
-            engine.trial_namer = trial_namer(tc, _trainable_name(self.tuner.trainable))
+            engine.trial_namer = trial_namer(tc, trainable_name(self.tuner.trainable))
             return engine, engine.start(now())
-        with open(os.path.join(self.local_dir, STATE_FILE), encoding="utf-8") as f:
-            state = json.load(f)
-        engine = ExperimentEngine.from_json(
-            state["engine"],
-            search_alg=tc.search_alg,
-            scheduler=tc.scheduler,
-            stopper=rc.stop,
-            config=self._engine_config(),
-        )
-        engine.trial_namer = trial_namer(tc, _trainable_name(self.tuner.trainable))
+        state = load_state(self.local_dir, need_engine=True)
+        dirnames = {t["trial_id"]: t["dirname"] for t in state.get("trials", [])}
+        for line in fall_back_to_intact_checkpoints(state["engine"], self.local_dir, dirnames):
+            note(line)
+        try:
+            engine = ExperimentEngine.from_json(
+                state["engine"],
+                search_alg=tc.search_alg,
+                scheduler=tc.scheduler,
+                stopper=rc.stop,
+                config=self._engine_config(),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            path = os.path.join(self.local_dir, STATE_FILE)
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise StateFileError(
+                f"{path}: engine: cannot rebuild the experiment from it ({what}); resume it"
+                " with the same kinds of searcher, scheduler and stopper it was started with,"
+                f" or rebuild the state with `kubetune repair {self.local_dir}`"
+            ) from None
+        engine.trial_namer = trial_namer(tc, trainable_name(self.tuner.trainable))
+        self._state_finished = state.get("finished")
         return engine, self._resume_actions(engine, restore)
+
+    def _nothing_to_resume(self, engine: ExperimentEngine, restore: dict[str, Any]) -> bool:
+        """A finished experiment with no trial left to continue (or to revive on request)."""
+        if not engine.is_finished():
+            return False
+        revive = restore["resume_errored"] or restore["restart_errored"]
+        for trial_id in engine.trial_ids():
+            status = engine.trial_status(trial_id)
+            if status not in (trial_states.TERMINATED, trial_states.ERROR):
+                return False
+            if status == trial_states.ERROR and revive:
+                return False
+        return True
 
     def _resume_actions(self, engine: ExperimentEngine, restore: dict[str, Any]) -> list[Any]:
         """Trials that were running when the driver stopped start again from their latest
@@ -217,10 +258,22 @@ class LocalExperiment:
 
     # -- running ----------------------------------------------------------------------------
     def run(self) -> None:
-        trainable_pickle = self._write_pickles()
         tc, rc = self.tuner.tune_config, self.tuner.run_config
         ckpt = rc.checkpoint_config
+        restore = self.tuner._restore
+        if restore is None:  # pickled before the engine adopts the searcher and scheduler
+            trainable_pickle = self._write_pickles()
         engine, initial = self._engine()
+        if restore is not None and self._nothing_to_resume(engine, restore):
+            finished = engine.finished
+            how = f" ({finished.status.lower()}: {finished.reason})" if finished else ""
+            note(
+                f"{self.uri} has finished{how}; nothing to resume, its state is left as it is"
+                " (resume_errored=True / --resume-errored retries its errored trials)"
+            )
+            return
+        if restore is not None:
+            trainable_pickle = self._write_pickles()
         stop = rc.stop if isinstance(rc.stop, dict) else None
         trainable = self.tuner.trainable
 
@@ -266,15 +319,42 @@ class LocalExperiment:
             },
         )
         self._last_push = 0.0
+        ballast = Ballast(self.internal)
+        try:
+            ballast.create()
+        except OSError as exc:
+            raise StorageError(f"cannot write the experiment to {self.local_dir}: {exc}") from None
         try:
             backend.run(initial)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            ballast.release()
+            self._stop_on_full_disk(backend, exc)
         finally:
+            ballast.release()
             progress.close()
             if self.mirror is not None:
                 self.mirror.push()
         finished = backend.finished
         if finished is not None and finished.status == "FAILED" and not rc.failure_config.fail_fast:
             raise TuneError(f"experiment failed: {finished.reason}")
+
+    def _stop_on_full_disk(self, backend: LocalBackend, exc: OSError) -> None:
+        """The trials are stopped already; save the state (as FAILED) in the space held back."""
+        where = f" writing {exc.filename}" if exc.filename else ""
+        reason = f"no space left on the device{where} ({exc.strerror or exc})"
+        backend.finished = ExperimentFinished("FAILED", reason, None)
+        try:
+            backend.save_state(force=True)
+            saved = "its state is saved (as FAILED)"
+        except OSError:
+            saved = "its state could not be saved: the last saved one is kept"
+        raise StorageError(
+            f"{self.uri}: the experiment stopped: {reason}; {saved}. Free some space, then"
+            f" continue it with Tuner.restore({self.uri!r}, trainable) or `kubetune run"
+            " --resume`"
+        ) from None
 
     def _push_throttled(self) -> None:
         import time
@@ -310,6 +390,40 @@ class LocalExperiment:
             except (RuntimeError, ValueError):
                 pass
         print("\n".join(lines), file=sys.stderr if errors == len(grid) else sys.stdout)
+
+
+def engine_config(
+    tuner: TunerLike, name: str, param_space: dict[str, Any] | None = None
+) -> EngineConfig:
+    """``param_space`` is the tuner's with non-JSON constants already extracted, if any."""
+    tc = tuner.tune_config
+    base = static_resources(tuner.trainable)
+    return EngineConfig.from_run_config(
+        tuner.run_config,
+        param_space=tuner.param_space if param_space is None else param_space,
+        metric=tc.metric,
+        mode=tc.mode,
+        num_samples=tc.num_samples,
+        max_concurrent_trials=tc.max_concurrent_trials,
+        time_budget_s=tc.time_budget_s,
+        resources=(base or PlacementGroupFactory([{"CPU": 1}])).to_dict(),
+        name=name,
+        trainable_name=trainable_name(tuner.trainable),
+    )
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _expected(tc: Any, param_space: dict[str, Any]) -> int | None:

@@ -80,7 +80,9 @@ def serve(fd: int) -> None:
             for extra in fds:
                 os.close(extra)
             children.add(pid)
-            server.send(json.dumps({"pid": pid}).encode())
+            if not _tell(server, {"pid": pid}):
+                break  # the driver is gone (its reaper ends the children)
+        driver_gone = False
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -91,17 +93,30 @@ def serve(fd: int) -> None:
                 break
             children.discard(pid)
             code = os.waitstatus_to_exitcode(status)
-            server.send(json.dumps({"exit": pid, "code": code}).encode())
+            if not _tell(server, {"exit": pid, "code": code}):
+                driver_gone = True
+                break
+        if driver_gone:
+            break
+
+
+def _tell(server: socket.socket, message: dict[str, Any]) -> bool:
+    """Send to the driver; False when it has gone (a driver killed mid-spawn)."""
+    try:
+        server.send(json.dumps(message).encode())
+    except OSError:
+        return False
+    return True
 
 
 class ForkServer:
     """The driver's handle on a fork server."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         import subprocess
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**os.environ, "KUBETUNE_PARENT_PID": str(os.getpid())}
+        env = {**os.environ, **(env or {}), "KUBETUNE_PARENT_PID": str(os.getpid())}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubetune.local.forkserver", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),

@@ -13,6 +13,7 @@ from typing import IO, Any
 from kubetune.local.console import OutputEcho, echo_enabled
 from kubetune.local.forkserver import ForkServer
 from kubetune.trial import exit_codes
+from kubetune.trial.lines import trim_torn_tail
 from kubetune.trial.output import RESULT_FILE
 from kubetune.trial.spec import TrialSpec
 
@@ -39,7 +40,22 @@ class ResultTail:
         data = self._partial + chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        return [json.loads(line) for line in lines if line.strip()]
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if isinstance(row, dict):
+                out.append(row)
+            else:  # not written by the runner (whole lines only): name it, skip it
+                print(
+                    f"kubetune: {self.path}: skipped a line that is not a JSON result",
+                    file=sys.stderr,
+                )
+        return out
 
     def close(self) -> None:
         if self._f is not None:
@@ -95,7 +111,10 @@ class TrialProcess:
             pass
         spec.dump(spec_path)
         result_path = os.path.join(spec.out_dir, RESULT_FILE)
-        # a retry appends to the same result.json: follow only what this attempt writes
+        # a retry appends to the same result.json: follow only what this attempt writes, after
+        # cutting off a half line an earlier attempt left (the runner would cut it, too late
+        # for this offset)
+        trim_torn_tail(result_path)
         offset = os.path.getsize(result_path) if os.path.exists(result_path) else 0
         self.tail = ResultTail(result_path, offset)
         log_offset = os.path.getsize(log_path) if log_path and os.path.exists(log_path) else 0
@@ -134,6 +153,7 @@ class TrialProcess:
         self.started = time.monotonic()
         self.kill_requested: str | None = None
         self._term_sent_at: float | None = None
+        self.error_text: str | None = None  # the runner's error, when it could not write it
 
     def retarget(self, spec: TrialSpec) -> dict[str, Any]:
         """The process takes over another trial (reuse_actors): follow that trial's output.
@@ -147,6 +167,7 @@ class TrialProcess:
             pass
         self.tail.close()
         result_path = os.path.join(spec.out_dir, RESULT_FILE)
+        trim_torn_tail(result_path)
         offset = os.path.getsize(result_path) if os.path.exists(result_path) else 0
         self.tail = ResultTail(result_path, offset)
         self.spec = spec
@@ -179,7 +200,16 @@ class TrialProcess:
         data = self._gate_buf + chunk
         lines = data.split(b"\n")
         self._gate_buf = lines.pop()
-        return [json.loads(line) for line in lines if line.strip()]
+        requests = []
+        for line in lines:
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            if message.get("event") == "error":  # not a request: nothing to answer
+                self.error_text = str(message.get("text") or "")
+            else:
+                requests.append(message)
+        return requests
 
     def answer(self, seq: int, action: str, reason: str = "") -> None:
         message = json.dumps({"seq": seq, "action": action, "reason": reason}) + "\n"
@@ -213,19 +243,45 @@ class TrialProcess:
             except ProcessLookupError:
                 pass
 
+    def kill_group(self) -> None:
+        """SIGKILL the trial's process group: what the trial started and left behind."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass  # nothing left in it
+
     def status(self, spec: TrialSpec | None = None) -> dict[str, Any]:
         """The runner's done marker, or what the exit code alone says (e.g. after SIGKILL)."""
         code = self.proc.poll()
         spec = spec or self.spec
         assert spec.done_marker is not None
+        self.read_gate()  # an error event sent just before the exit
         try:
             with open(spec.done_marker, encoding="utf-8") as f:
-                return dict(json.load(f))
-        except (FileNotFoundError, json.JSONDecodeError):
-            name = exit_codes.NAMES.get(code or 0, "errored")
-            if code is not None and code < 0:
-                name = "killed"
-            return {"exit_code": code, "status": name, "reason": f"exit code {code}"}
+                marker = json.load(f)
+            if isinstance(marker, dict):
+                if self.error_text:
+                    marker.setdefault("error", self.error_text)
+                return marker
+        except (OSError, ValueError):
+            pass
+        name = exit_codes.NAMES.get(code or 0, "errored")
+        reason = f"exit code {code}"
+        if code is not None and code < 0:
+            name = "killed"
+            reason = f"killed by signal {-code}"
+        elif code == exit_codes.FINISHED:
+            # the runner writes its marker before every exit it makes: an exit 0 without it
+            # is user code ending the process (os._exit(0)) mid-run, not a finished trial
+            name = "errored"
+            reason = (
+                "the trial process exited with code 0 before the trainable returned (os._exit"
+                " in user code?); the runner wrote no done marker"
+            )
+        status: dict[str, Any] = {"exit_code": code, "status": name, "reason": reason}
+        if self.error_text:
+            status["error"] = self.error_text
+        return status
 
     def close(self) -> None:
         if self.echo is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,10 @@ class TuneError(RuntimeError):
 
 class TrialError(RuntimeError):
     """A trial failed; the message holds the trial's error.txt."""
+
+
+class CorruptResultWarning(UserWarning):
+    """A line of a trial's result.json is not valid JSON; it was skipped."""
 
 
 def scope_value(values: list[float], mode: str, scope: str) -> float | None:
@@ -60,20 +65,53 @@ def check_metric_mode(metric: str | None, mode: str | None, where: str) -> tuple
 
 
 def read_results(path: str) -> list[dict[str, Any]]:
-    """Every complete line of a result.json (a half-written last line is ignored)."""
+    """Every complete line of a result.json (a half-written last line is ignored).
+
+    A line that is not a JSON object (a file damaged by hand or by an old torn write) is
+    skipped with a :class:`CorruptResultWarning` naming the file, the line and the trial; the
+    rest of the file, and of the experiment, stays readable.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        warnings.warn(
+            f"{path}: cannot read the results of trial {_trial_of(path)} ({exc}); skipped",
+            CorruptResultWarning,
+            stacklevel=2,
+        )
+        return []
     out = []
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):
+    bad: list[int] = []
+    for number, raw in enumerate(data.splitlines(keepends=True), 1):
+        if not raw.endswith(b"\n"):
             break
-        line = line.strip()
-        if line:
-            out.append(json.loads(line))
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+            row = None
+        if isinstance(row, dict):
+            out.append(row)
+        else:
+            bad.append(number)
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        warnings.warn(
+            f"{path}: {len(bad)} line(s) of trial {_trial_of(path)} are not valid JSON results"
+            f" (line {shown}); skipped them (`kubetune repair` moves them aside)",
+            CorruptResultWarning,
+            stacklevel=2,
+        )
     return out
+
+
+def _trial_of(path: str) -> str:
+    return os.path.basename(os.path.dirname(os.path.abspath(path)))
 
 
 @dataclass
@@ -144,14 +182,9 @@ class ResultGrid:
     @classmethod
     def from_directory(cls, local_path: str, experiment_path: str | None = None) -> ResultGrid:
         """Read a (finished or running) experiment from its local directory."""
-        state_path = os.path.join(local_path, STATE_FILE)
-        try:
-            with open(state_path, encoding="utf-8") as f:
-                state = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{local_path} holds no kubetune experiment ({STATE_FILE} is missing)"
-            ) from None
+        from kubetune.local.state_file import load_state
+
+        state = load_state(local_path)
         uri = experiment_path or local_path
         results = []
         for trial in state.get("trials", []):

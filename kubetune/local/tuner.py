@@ -8,28 +8,20 @@ stopper) as they were before the run; their progress lives in ``experiment_state
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-import time
-from datetime import datetime
+import threading
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 from kubetune.air.config import RunConfig
+from kubetune.local.common import INTERNAL_DIR
 from kubetune.local.config import TuneConfig
 from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError
-from kubetune.tune.resources import PlacementGroupFactory, resources_to_pgf
-
-DEFAULT_STORAGE = "~/kubetune_results"
-INTERNAL_DIR = ".kubetune"
-
-
-def _trainable_name(trainable: Any) -> str:
-    name = getattr(trainable, "__name__", None) or type(trainable).__name__
-    return str(name).replace("<", "").replace(">", "") or "trainable"
-
-
-def _default_storage() -> str:
-    return os.environ.get("KUBETUNE_RESULTS_DIR", DEFAULT_STORAGE)
+from kubetune.local.state_file import StateFileError
 
 
 class Tuner:
@@ -91,17 +83,29 @@ class Tuner:
         are unless ``resume_errored`` (from their latest checkpoint) or ``restart_errored``
         (from scratch). Re-specify the trainable (required when it used with_parameters).
         """
-        import cloudpickle
-
         from kubetune.local.experiment import open_experiment_dir
 
         local_dir, storage_uri = open_experiment_dir(path, must_exist=True)
-        with open(os.path.join(local_dir, INTERNAL_DIR, "tuner.pkl"), "rb") as f:
-            saved = cloudpickle.load(f)
+        saved = _load_pickle(
+            os.path.join(local_dir, INTERNAL_DIR, "tuner.pkl"),
+            "the Tuner's",
+            "this experiment cannot be restored without it; its results stay readable"
+            " (`kubetune results`), or start a new run",
+        )
+        if not isinstance(saved, dict) or not {"param_space", "tune_config", "run_config"} <= set(
+            saved
+        ):
+            raise StateFileError(
+                f"{os.path.join(local_dir, INTERNAL_DIR, 'tuner.pkl')}: not a saved Tuner (it"
+                " needs param_space, tune_config and run_config)"
+            )
         trainable = overwrite_trainable or trainable
         if trainable is None:
-            with open(os.path.join(local_dir, INTERNAL_DIR, "trainable.pkl"), "rb") as f:
-                trainable = cloudpickle.load(f)
+            trainable = _load_pickle(
+                os.path.join(local_dir, INTERNAL_DIR, "trainable.pkl"),
+                "the trainable's",
+                "pass the trainable: Tuner.restore(path, trainable)",
+            )
         tuner = cls(
             trainable,
             param_space=param_space if param_space is not None else saved["param_space"],
@@ -123,15 +127,19 @@ class Tuner:
 
         experiment = LocalExperiment(self)
         try:
-            experiment.run()
-        except KeyboardInterrupt:
+            with _sigterm_as_interrupt():
+                experiment.run()
+        except KeyboardInterrupt as exc:
+            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
             print(
-                f"\nkubetune: interrupted; every trial process was stopped. Continue with"
+                f"\nkubetune: {how}; every trial process was stopped. Continue with"
                 f" Tuner.restore({experiment.uri!r}, trainable) or"
                 f" `kubetune run --resume ...`.",
                 file=sys.stderr,
             )
             raise
+        finally:
+            experiment.close()
         grid = experiment.result_grid()
         self._result_grid = grid
         experiment.print_summary(grid)
@@ -149,20 +157,36 @@ class Tuner:
         return self._result_grid
 
 
-def experiment_name(tuner: Tuner) -> str:
-    if tuner.run_config.name:
-        return tuner.run_config.name
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    return f"{_trainable_name(tuner.trainable)}_{stamp}"
+class Terminated(KeyboardInterrupt):
+    """The driver got SIGTERM: handled as Ctrl-C is (trials stopped, state saved)."""
 
 
-def static_resources(trainable: Any) -> PlacementGroupFactory | None:
-    """The trainable's resources when they do not depend on the config."""
-    resources = getattr(trainable, "_kubetune_resources", None)
-    if resources is not None and not callable(resources):
-        return resources_to_pgf(resources)
-    return None
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the shutdown is under way
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def now() -> float:
-    return time.time()
+def _load_pickle(path: str, what: str, hint: str) -> Any:
+    import cloudpickle
+
+    try:
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)
+    except FileNotFoundError:
+        raise StateFileError(f"{path} is missing ({what} saved objects): {hint}") from None
+    except Exception as exc:  # truncated, not a pickle, or a class that no longer imports
+        raise StateFileError(
+            f"{path}: {what} saved objects cannot be loaded ({type(exc).__name__}: {exc}): {hint}"
+        ) from None

@@ -55,6 +55,14 @@ class PipeGate:
             raise GateError("the driver closed the verdict pipe")
         return _check_verdict(json.loads(line), request["seq"])
 
+    def notify(self, message: dict[str, Any]) -> None:
+        """A message that needs no answer (the trial's error when the disk took none)."""
+        try:
+            self._w.write(json.dumps(message) + "\n")
+            self._w.flush()
+        except (OSError, ValueError):
+            pass
+
     def close(self) -> None:
         for f in (self._w, self._r):
             try:

@@ -3,20 +3,23 @@
 Write order is what makes the directory safe to read while it grows:
 - a checkpoint is built under a hidden temporary name and renamed when complete;
 - the result line that names a checkpoint is appended only after that rename;
-- each result line is flushed whole, so a reader never sees half a line.
+- each result line is written whole, and a failed or torn write never leaves half a line
+  that the next one would glue onto (``kubetune.trial.lines``).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import numbers
 import os
 import re
 import shutil
-from typing import IO, Any
+from typing import Any
 
 from kubetune._util import flatten_dict
+from kubetune.trial.lines import LineAppender
 
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
@@ -92,22 +95,18 @@ class OutputWriter:
         os.makedirs(out_dir, exist_ok=True)
         existing = existing_checkpoint_indices(out_dir)
         self.next_checkpoint_index = max([checkpoint_index_start, *(i + 1 for i in existing)])
-        self._results: IO[str] = open(  # noqa: SIM115 - lives as long as the writer
-            os.path.join(out_dir, RESULT_FILE), "a", encoding="utf-8"
-        )
+        self._results = LineAppender(os.path.join(out_dir, RESULT_FILE))
         progress_path = os.path.join(out_dir, PROGRESS_FILE)
+        self._progress = LineAppender(progress_path)  # cuts a torn row before the header read
         self._csv_fields: list[str] | None = _read_csv_header(progress_path)
-        self._progress: IO[str] = open(  # noqa: SIM115
-            progress_path, "a", encoding="utf-8", newline=""
-        )
         # columns are those of the first result, later keys are left out (as Ray does)
-        self._csv = csv.writer(self._progress)
+        self._row = io.StringIO()
+        self._csv = csv.writer(self._row)
 
     # -- results ----------------------------------------------------------------------------
     def append(self, line: str, result: dict[str, Any]) -> None:
         """Append one encoded result line (from encode_result) and its progress.csv row."""
-        self._results.write(line + "\n")
-        self._results.flush()
+        self._results.append(line + "\n")
         # the hot path of session.report: flatten only what is nested (config is left out)
         flat: dict[str, Any] = {}
         for key, value in result.items():
@@ -117,11 +116,13 @@ class OutputWriter:
                 flat.update(flatten_dict({key: value}))
             else:
                 flat[key] = value
+        self._row.seek(0)
+        self._row.truncate()
         if self._csv_fields is None:
             self._csv_fields = list(flat)
             self._csv.writerow(self._csv_fields)
         self._csv.writerow([flat.get(k, "") for k in self._csv_fields])
-        self._progress.flush()
+        self._progress.append(self._row.getvalue())
 
     def write_params(self, config: dict[str, Any]) -> None:
         _atomic_write(os.path.join(self.out_dir, PARAMS_FILE), json.dumps(config, indent=2))

@@ -148,7 +148,7 @@ class TrialRunner:
             code = stop.code
             self.stop_reason = stop.reason
         except BaseException as exc:  # user code failed: record it, keep everything written
-            self.writer.write_error(_format_error(self.spec.trial_id, exc))
+            self._record_error(_format_error(self.spec.trial_id, exc))
             self.stop_reason = f"{type(exc).__name__}: {exc}"
             code = exit_codes.ERRORED
             if isinstance(exc, KeyboardInterrupt):
@@ -406,8 +406,35 @@ class TrialRunner:
             return
         raise TrialExit(exit_codes.TERMINATED, "SIGTERM")
 
+    def _record_error(self, text: str) -> None:
+        """error.txt; on a full disk the driver still gets the error, through the gate pipe."""
+        try:
+            self.writer.write_error(text)
+            return
+        except OSError as exc:
+            text = f"{text}\n(error.txt could not be written: {exc})\n"
+        notify = getattr(self.gate, "notify", None)
+        if notify is not None:
+            notify({"event": "error", "text": text})
+        try:
+            sys.stderr.write(text)
+        except OSError:
+            pass
+
     def _finish(self, code: int) -> None:
         self.writer.close()
+        try:
+            self._write_done_marker(code)
+        except OSError as exc:  # a full disk: the exit code still says how the trial ended
+            notify = getattr(self.gate, "notify", None)
+            if notify is not None and code != exit_codes.ERRORED:
+                notify({"event": "error", "text": f"cannot write the done marker: {exc}"})
+            try:
+                sys.stderr.write(f"kubetune.trial: cannot write the done marker: {exc}\n")
+            except OSError:
+                pass
+
+    def _write_done_marker(self, code: int) -> None:
         if self.spec.done_marker:
             status = {
                 "exit_code": code,

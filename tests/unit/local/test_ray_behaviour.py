@@ -189,7 +189,7 @@ def test_the_summary_counts_agree_with_the_trial_states_when_fail_fast_fires(
 def test_two_fits_in_the_same_second_get_their_own_experiments(monkeypatch: Any) -> None:
     import datetime as dt
 
-    from kubetune.local import tuner as tuner_module
+    from kubetune.local import common as tuner_module
 
     class Frozen(dt.datetime):
         @classmethod

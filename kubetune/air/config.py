@@ -86,6 +86,7 @@ class RunConfig:
     verbose: int = 1
     callbacks: list[Any] | None = None
     log_to_file: bool = False
+    progress_reporter: Any = None  # a tune.CLIReporter etc.: replaces the live table
 
     def __post_init__(self) -> None:
         if self.checkpoint_config is None:

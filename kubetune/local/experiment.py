@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from kubetune.engine import EngineConfig, ExperimentEngine
 from kubetune.engine import trial as trial_states
 from kubetune.local.backend import LocalBackend, TrialTemplate
+from kubetune.local.callbacks import as_engine, attach_callbacks, finish_callbacks
 from kubetune.local.progress import Progress
 from kubetune.local.resources import ResourcePool
 from kubetune.local.result_grid import STATE_FILE, ResultGrid, TuneError, read_results
@@ -207,6 +208,7 @@ class LocalExperiment:
         tc, rc = self.tuner.tune_config, self.tuner.run_config
         ckpt = rc.checkpoint_config
         engine, initial = self._engine()
+        observer = attach_callbacks(self, engine, initial, _expected(tc, self.tuner.param_space))
         stop = rc.stop if isinstance(rc.stop, dict) else None
         trainable = self.tuner.trainable
 
@@ -231,7 +233,11 @@ class LocalExperiment:
             resources_for=resources_for,
         )
         progress = Progress(
-            rc.verbose, self.metric, self.mode, _expected(tc, self.tuner.param_space), self.name
+            0 if rc.progress_reporter is not None else rc.verbose,
+            self.metric,
+            self.mode,
+            _expected(tc, self.tuner.param_space),
+            self.name,
         )
 
         def on_progress(backend: LocalBackend) -> None:
@@ -240,7 +246,7 @@ class LocalExperiment:
                 self._push_throttled()
 
         backend = LocalBackend(
-            engine,
+            as_engine(engine, observer),
             template,
             ResourcePool(),
             on_progress=on_progress,
@@ -256,6 +262,7 @@ class LocalExperiment:
             backend.run(initial)
         finally:
             progress.close()
+            finish_callbacks(self, observer)
             if self.mirror is not None:
                 self.mirror.push()
         finished = backend.finished

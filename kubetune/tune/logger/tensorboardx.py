@@ -1,0 +1,145 @@
+"""``TBXLoggerCallback``: TensorBoard event files in each trial's directory (tensorboardX).
+
+As in Ray: numeric values of each result become scalars tagged ``ray/tune/<key>`` (nested
+keys joined with ``/``; ``config``, ``pid``, ``timestamp``, ``time_total_s`` and
+``training_iteration`` left out) at step ``timesteps_total`` or else ``training_iteration``;
+non-empty lists and arrays become histograms (3-D arrays images, 4-D image batches, 5-D
+videos). When the trial ends, its sampled hyperparameters and last scalars go into the HParams
+plugin's records. Runs by default when tensorboardX is installed
+(``pip install 'kubetune[tensorboard]'``); ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`` turns the
+default off.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from kubetune.tune.logger.logger import LoggerCallback
+
+from kubetune._util import flatten_dict
+
+if TYPE_CHECKING:
+    from kubetune.tune.experiment.trial import Trial
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "TBXLoggerCallback needs tensorboardX: pip install 'kubetune[tensorboard]'"
+SKIPPED_KEYS = ("config", "pid", "timestamp", "time_total_s", "training_iteration")
+# a result is written at once; the file is flushed at most this often (and when the trial ends)
+FLUSH_INTERVAL_S = 2.0
+
+
+def tensorboardx_available() -> bool:
+    return importlib.util.find_spec("tensorboardX") is not None
+
+
+def _is_number(value: Any) -> bool:
+    import numpy as np
+
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return not math.isnan(float(value))
+    return False
+
+
+class TBXLoggerCallback(LoggerCallback):
+    """Writes ``events.out.tfevents.*`` for each trial (see the module docstring)."""
+
+    _SAVED_FILE_TEMPLATES = ["events.out.tfevents.*"]
+    VALID_HPARAMS = (str, bool, int, float, list, type(None))
+
+    def __init__(self) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError as exc:
+            raise ImportError(INSTALL_HINT) from exc
+        self._writer_cls = SummaryWriter
+        self._writers: dict[Trial, Any] = {}
+        self._last_scalars: dict[Trial, dict[str, Any]] = {}
+        self._flushed: dict[Trial, float] = {}
+
+    def log_trial_start(self, trial: Trial) -> None:
+        if trial in self._writers:
+            self._writers.pop(trial).close()
+        trial.init_local_path()
+        self._writers[trial] = self._writer_cls(trial.local_path, flush_secs=30)
+        self._last_scalars[trial] = {}
+        self._flushed[trial] = time.monotonic()
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
+        import numpy as np
+
+        if trial not in self._writers:
+            self.log_trial_start(trial)
+        writer = self._writers[trial]
+        step = result.get("timesteps_total") or result.get("training_iteration") or 0
+        shown = {k: v for k, v in result.items() if k not in SKIPPED_KEYS}
+        scalars: dict[str, Any] = {}
+        for key, value in flatten_dict(shown, delimiter="/").items():
+            tag = f"ray/tune/{key}"
+            if _is_number(value):
+                scalars[tag] = value
+                writer.add_scalar(tag, value, global_step=step)
+                continue
+            is_array = isinstance(value, np.ndarray)
+            if not ((isinstance(value, list) and value) or (is_array and value.size)):
+                continue
+            try:
+                if is_array and value.ndim == 3:
+                    writer.add_image(tag, value, global_step=step)
+                elif is_array and value.ndim == 4:
+                    writer.add_images(tag, value, global_step=step)
+                elif is_array and value.ndim == 5:
+                    writer.add_video(tag, value, global_step=step, fps=20)
+                else:
+                    writer.add_histogram(tag, np.asarray(value), global_step=step)
+            except (ValueError, TypeError) as exc:
+                log.warning("TBXLoggerCallback: cannot log %s=%r: %s", tag, value, exc)
+        self._last_scalars[trial] = scalars
+        now = time.monotonic()
+        if now - self._flushed.get(trial, 0.0) >= FLUSH_INTERVAL_S:
+            self._flushed[trial] = now
+            writer.flush()
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
+        writer = self._writers.pop(trial, None)
+        if writer is None:
+            return
+        scalars = self._last_scalars.pop(trial, {})
+        self._flushed.pop(trial, None)
+        try:
+            if trial.evaluated_params and scalars:
+                self._log_hparams(writer, trial, scalars)
+        finally:
+            writer.close()
+
+    def _log_hparams(self, writer: Any, trial: Trial, metrics: dict[str, Any]) -> None:
+        import numpy as np
+        from tensorboardX.summary import hparams
+
+        params: dict[str, Any] = {}
+        dropped: dict[str, Any] = {}
+        for key, value in flatten_dict(trial.evaluated_params, delimiter="/").items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            if value is None:
+                continue  # tensorboardX refuses None
+            if isinstance(value, self.VALID_HPARAMS):
+                params[key] = value
+            else:
+                dropped[key] = value
+        if dropped:
+            log.info("TBXLoggerCallback: hyperparameters not logged (types): %s", dropped)
+        metric_values = {k: float(v) for k, v in metrics.items()}
+        try:
+            experiment, start, end = hparams(hparam_dict=params, metric_dict=metric_values)
+        except Exception as exc:  # a value tensorboardX cannot encode: keep the scalars
+            log.warning("TBXLoggerCallback: hparams of %s not logged: %s", trial, exc)
+            return
+        for summary in (experiment, start, end):
+            writer.file_writer.add_summary(summary)

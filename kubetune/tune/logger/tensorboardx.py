@@ -18,9 +18,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from kubetune.tune.logger.logger import LoggerCallback
-
 from kubetune._util import flatten_dict
+from kubetune.tune.logger.logger import LoggerCallback
 
 if TYPE_CHECKING:
     from kubetune.tune.experiment.trial import Trial

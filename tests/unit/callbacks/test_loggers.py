@@ -113,14 +113,10 @@ def test_a_user_logger_callback_gets_start_result_save_and_end():
         def log_trial_end(self, trial, failed=False):
             events.append(f"end failed={failed}")
 
-    tune.Tuner(
-        T.three_reports, run_config=air.RunConfig(verbose=0, callbacks=[MyLogger()])
-    ).fit()
+    tune.Tuner(T.three_reports, run_config=air.RunConfig(verbose=0, callbacks=[MyLogger()])).fit()
     assert events == ["start", "result 1", "result 2", "save", "result 3", "end failed=False"]
     events.clear()
-    tune.Tuner(
-        T.always_fails, run_config=air.RunConfig(verbose=0, callbacks=[MyLogger()])
-    ).fit()
+    tune.Tuner(T.always_fails, run_config=air.RunConfig(verbose=0, callbacks=[MyLogger()])).fit()
     assert events == ["start", "result 1", "end failed=True"]
 
 

@@ -191,9 +191,9 @@ def test_resume_config_maps_to_restore_flags():
     }
     flags = tune.ResumeConfig(errored=R.RESTART, unfinished="skip").restore_flags()
     assert flags == {"resume_unfinished": False, "resume_errored": False, "restart_errored": True}
-    with pytest.raises(ValueError, match="ResumeConfig.errored"):
+    with pytest.raises(ValueError, match=r"ResumeConfig\.errored"):
         tune.ResumeConfig(errored="again")
-    with pytest.raises(ValueError, match="ResumeConfig.finished"):
+    with pytest.raises(ValueError, match=r"ResumeConfig\.finished"):
         tune.ResumeConfig(finished=R.RESTART).restore_flags()
 
 
@@ -221,7 +221,7 @@ def test_cli_reporter_prints_the_chosen_columns(capsys):
     out = capsys.readouterr().out
     assert "Trial name" in out and "score" in out and "Number of trials: 2" in out
     assert "TERMINATED" in out and "18" in out  # x=6: last score 18
-    with pytest.raises(TypeError, match="RunConfig.progress_reporter"):
+    with pytest.raises(TypeError, match=r"RunConfig\.progress_reporter"):
         tune.Tuner(
             T.three_reports,
             run_config=air.RunConfig(name="bad_reporter", verbose=0, progress_reporter=object()),

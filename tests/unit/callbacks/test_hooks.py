@@ -230,3 +230,33 @@ def test_not_a_callback_is_refused_naming_the_field():
         fit(T.three_reports, [tune.Callback])
     with pytest.raises(TypeError, match=r"RunConfig.callbacks\[1\]"):
         fit(T.three_reports, [tune.Callback(), object()])
+
+
+class Counting(tune.Callback):
+    def __init__(self):
+        self.results = 0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results += 1
+
+    def get_state(self):
+        return {"results": self.results}
+
+    def set_state(self, state):
+        self.results = state["results"]
+
+
+def test_callback_state_is_saved_and_restored_with_the_experiment(tmp_path):
+    counting = Counting()
+    grid = tune.Tuner(
+        T.always_fails,
+        run_config=air.RunConfig(
+            storage_path=str(tmp_path), name="stateful", verbose=0, callbacks=[counting]
+        ),
+    ).fit()
+    assert counting.results == 1
+    restored = tune.Tuner.restore(grid.experiment_path, T.three_reports, restart_errored=True)
+    restored.fit()
+    # the restored run's callback is the pickled one, its state set from the first run: 1 + 3
+    (callback,) = [c for c in restored.run_config.callbacks if isinstance(c, Counting)]
+    assert callback.results == 4

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,14 +37,37 @@ def tensorboardx_available() -> bool:
     return importlib.util.find_spec("tensorboardX") is not None
 
 
-def _is_number(value: Any) -> bool:
-    import numpy as np
-
+def _is_number(value: Any, np: Any) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, (int, float, np.integer, np.floating)):
         return not math.isnan(float(value))
     return False
+
+
+class _EventWriter:
+    """One trial's event file, written in this thread (tensorboardX's SummaryWriter hands
+    every event through a multiprocessing queue: several times slower per result)."""
+
+    def __init__(self, logdir: str) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto import event_pb2
+
+        os.makedirs(logdir, exist_ok=True)
+        self._event = event_pb2.Event
+        self._writer = EventsWriter(os.path.join(logdir, "events"))
+
+    def add_summary(self, summary: Any, step: int | None = None) -> None:
+        event = self._event(wall_time=time.time(), summary=summary)
+        if step is not None:
+            event.step = int(step)
+        self._writer.write_event(event)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class TBXLoggerCallback(LoggerCallback):
@@ -53,11 +77,9 @@ class TBXLoggerCallback(LoggerCallback):
     VALID_HPARAMS = (str, bool, int, float, list, type(None))
 
     def __init__(self) -> None:
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError as exc:
-            raise ImportError(INSTALL_HINT) from exc
-        self._writer_cls = SummaryWriter
+        if not tensorboardx_available():
+            raise ImportError(INSTALL_HINT)
+        self._modules: tuple[Any, Any, Any] | None = None  # numpy, tbx summary, Summary
         self._writers: dict[Trial, Any] = {}
         self._last_scalars: dict[Trial, dict[str, Any]] = {}
         self._flushed: dict[Trial, float] = {}
@@ -65,40 +87,54 @@ class TBXLoggerCallback(LoggerCallback):
     def log_trial_start(self, trial: Trial) -> None:
         if trial in self._writers:
             self._writers.pop(trial).close()
-        trial.init_local_path()
-        self._writers[trial] = self._writer_cls(trial.local_path, flush_secs=30)
+        assert trial.local_path is not None
+        self._writers[trial] = _EventWriter(trial.local_path)
         self._last_scalars[trial] = {}
         self._flushed[trial] = time.monotonic()
 
-    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-        import numpy as np
+    def _libs(self) -> tuple[Any, Any, Any]:
+        if self._modules is None:  # imported once, on the first result
+            import numpy as np
+            from tensorboardX import summary as tbx
+            from tensorboardX.proto.summary_pb2 import Summary
 
+            self._modules = (np, tbx, Summary)
+        return self._modules
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         if trial not in self._writers:
             self.log_trial_start(trial)
+        np, tbx, Summary = self._libs()
+
         writer = self._writers[trial]
         step = result.get("timesteps_total") or result.get("training_iteration") or 0
         shown = {k: v for k, v in result.items() if k not in SKIPPED_KEYS}
         scalars: dict[str, Any] = {}
+        values = []  # every scalar of the result goes into one event
         for key, value in flatten_dict(shown, delimiter="/").items():
             tag = f"ray/tune/{key}"
-            if _is_number(value):
+            if _is_number(value, np):
                 scalars[tag] = value
-                writer.add_scalar(tag, value, global_step=step)
+                values.append(Summary.Value(tag=tag, simple_value=float(value)))
                 continue
             is_array = isinstance(value, np.ndarray)
             if not ((isinstance(value, list) and value) or (is_array and value.size)):
                 continue
             try:
                 if is_array and value.ndim == 3:
-                    writer.add_image(tag, value, global_step=step)
+                    other = tbx.image(tag, value, dataformats="CHW")
                 elif is_array and value.ndim == 4:
-                    writer.add_images(tag, value, global_step=step)
+                    other = tbx.image(tag, value, dataformats="NCHW")
                 elif is_array and value.ndim == 5:
-                    writer.add_video(tag, value, global_step=step, fps=20)
+                    other = tbx.video(tag, value, fps=20)
                 else:
-                    writer.add_histogram(tag, np.asarray(value), global_step=step)
+                    other = tbx.histogram(tag, np.asarray(value, dtype=float), bins="auto")
             except (ValueError, TypeError) as exc:
                 log.warning("TBXLoggerCallback: cannot log %s=%r: %s", tag, value, exc)
+                continue
+            writer.add_summary(other, step)
+        if values:
+            writer.add_summary(Summary(value=values), step)
         self._last_scalars[trial] = scalars
         now = time.monotonic()
         if now - self._flushed.get(trial, 0.0) >= FLUSH_INTERVAL_S:
@@ -117,7 +153,7 @@ class TBXLoggerCallback(LoggerCallback):
         finally:
             writer.close()
 
-    def _log_hparams(self, writer: Any, trial: Trial, metrics: dict[str, Any]) -> None:
+    def _log_hparams(self, writer: _EventWriter, trial: Trial, metrics: dict[str, Any]) -> None:
         import numpy as np
         from tensorboardX.summary import hparams
 
@@ -141,4 +177,4 @@ class TBXLoggerCallback(LoggerCallback):
             log.warning("TBXLoggerCallback: hparams of %s not logged: %s", trial, exc)
             return
         for summary in (experiment, start, end):
-            writer.file_writer.add_summary(summary)
+            writer.add_summary(summary)

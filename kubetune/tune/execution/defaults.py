@@ -11,27 +11,31 @@ from kubetune.tune.callback import Callback
 DISABLE_AUTO_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
 
-def experiment_callbacks(
-    user: Any, reporter: Any = None, metric: str | None = None, mode: str | None = None
-) -> list[Callback]:
-    """``RunConfig.callbacks`` checked, plus a TBXLoggerCallback when tensorboardX is installed
-    and none is there (Ray's default; progress.csv and result.json, which Ray's CSV and JSON
-    loggers write, come from the trial runner)."""
+def check_callbacks(user: Any) -> list[Callback]:
+    """``RunConfig.callbacks`` as a list, or a TypeError naming the entry that is wrong."""
     if user is None:
-        callbacks: list[Callback] = []
-    elif isinstance(user, (list, tuple)):
-        callbacks = list(user)
-    else:
+        return []
+    if not isinstance(user, (list, tuple)):
         raise TypeError(
             f"RunConfig.callbacks must be a list of tune.Callback, got {type(user).__name__}"
         )
-    for i, cb in enumerate(callbacks):
+    for i, cb in enumerate(user):
         if not isinstance(cb, Callback):
             hint = " (pass an instance, not the class)" if isinstance(cb, type) else ""
             raise TypeError(
                 f"RunConfig.callbacks[{i}] must be a tune.Callback, got"
                 f" {getattr(cb, '__name__', type(cb).__name__)}{hint}"
             )
+    return list(user)
+
+
+def experiment_callbacks(
+    user: Any, reporter: Any = None, metric: str | None = None, mode: str | None = None
+) -> list[Callback]:
+    """``RunConfig.callbacks`` checked, plus a TBXLoggerCallback when tensorboardX is installed
+    and none is there (Ray's default; progress.csv and result.json, which Ray's CSV and JSON
+    loggers write, come from the trial runner)."""
+    callbacks = check_callbacks(user)
     if reporter is not None:
         from kubetune.tune.progress_reporter import ProgressReporter, ReporterCallback
 

@@ -225,11 +225,14 @@ def test_a_callback_that_raises_fails_the_fit():
         fit(T.three_reports, [Boom()])
 
 
-def test_not_a_callback_is_refused_naming_the_field():
+def test_not_a_callback_is_refused_naming_the_field(_results_dir):
     with pytest.raises(TypeError, match=r"RunConfig.callbacks\[0\].*instance, not the class"):
         fit(T.three_reports, [tune.Callback])
     with pytest.raises(TypeError, match=r"RunConfig.callbacks\[1\]"):
         fit(T.three_reports, [tune.Callback(), object()])
+    with pytest.raises(TypeError, match=r"RunConfig.callbacks must be a list"):
+        air.RunConfig(callbacks=tune.Callback())
+    assert not _results_dir.exists()  # refused before anything was written
 
 
 class Counting(tune.Callback):

@@ -12,6 +12,7 @@ _LAZY = {
     "CheckpointConfig": "kubetune.air.config",
     "FailureConfig": "kubetune.air.config",
     "ScalingConfig": "kubetune.air.config",
+    "Result": "kubetune.local.result_grid",
 }
 
 

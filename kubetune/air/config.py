@@ -86,6 +86,7 @@ class RunConfig:
     verbose: int = 1
     callbacks: list[Any] | None = None
     log_to_file: bool = False
+    progress_reporter: Any = None  # a tune.CLIReporter etc.: replaces the live table
 
     def __post_init__(self) -> None:
         if self.checkpoint_config is None:
@@ -94,3 +95,15 @@ class RunConfig:
             self.failure_config = FailureConfig()
         if self.storage_path is None and self.local_dir is not None:
             self.storage_path = self.local_dir
+        if self.callbacks is not None:  # refused here, before anything is written
+            from kubetune.tune.execution.defaults import check_callbacks
+
+            self.callbacks = check_callbacks(self.callbacks)
+        if self.progress_reporter is not None:
+            from kubetune.tune.progress_reporter import ProgressReporter
+
+            if not isinstance(self.progress_reporter, ProgressReporter):
+                raise TypeError(
+                    "RunConfig.progress_reporter must be a tune.ProgressReporter (CLIReporter,"
+                    f" JupyterNotebookReporter), got {type(self.progress_reporter).__name__}"
+                )

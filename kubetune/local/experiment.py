@@ -10,6 +10,7 @@ from typing import Any
 from kubetune.engine import EngineConfig, ExperimentEngine, ExperimentFinished
 from kubetune.engine import trial as trial_states
 from kubetune.local.backend import LocalBackend, TrialTemplate
+from kubetune.local.callbacks import as_engine, attach_callbacks, finish_callbacks
 from kubetune.local.common import (
     INTERNAL_DIR,
     TunerLike,
@@ -274,6 +275,7 @@ class LocalExperiment:
             return
         if restore is not None:
             trainable_pickle = self._write_pickles()
+        observer = attach_callbacks(self, engine, initial, _expected(tc, self.tuner.param_space))
         stop = rc.stop if isinstance(rc.stop, dict) else None
         trainable = self.tuner.trainable
 
@@ -298,7 +300,11 @@ class LocalExperiment:
             resources_for=resources_for,
         )
         progress = Progress(
-            rc.verbose, self.metric, self.mode, _expected(tc, self.tuner.param_space), self.name
+            0 if rc.progress_reporter is not None else rc.verbose,
+            self.metric,
+            self.mode,
+            _expected(tc, self.tuner.param_space),
+            self.name,
         )
 
         def on_progress(backend: LocalBackend) -> None:
@@ -307,7 +313,7 @@ class LocalExperiment:
                 self._push_throttled()
 
         backend = LocalBackend(
-            engine,
+            as_engine(engine, observer),
             template,
             ResourcePool(),
             on_progress=on_progress,
@@ -334,6 +340,7 @@ class LocalExperiment:
         finally:
             ballast.release()
             progress.close()
+            finish_callbacks(self, observer)
             if self.mirror is not None:
                 self.mirror.push()
         finished = backend.finished

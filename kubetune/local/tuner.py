@@ -38,6 +38,10 @@ class Tuner:
     ) -> None:
         if trainable is None:
             raise TypeError("Tuner needs a trainable: a function or a tune.Trainable subclass")
+        if isinstance(trainable, str):  # a tune.register_trainable name
+            from kubetune.tune.registry import get_trainable
+
+            trainable = get_trainable(trainable)
         if not callable(trainable):
             raise TypeError(
                 f"Tuner: trainable must be a function or a tune.Trainable subclass, got"
@@ -75,6 +79,7 @@ class Tuner:
         restart_errored: bool = False,
         param_space: dict[str, Any] | None = None,
         overwrite_trainable: Any = None,
+        _resume_config: Any = None,
         **_: Any,
     ) -> Tuner:
         """Continue an interrupted experiment stored at ``path``.
@@ -84,6 +89,13 @@ class Tuner:
         (from scratch). Re-specify the trainable (required when it used with_parameters).
         """
         from kubetune.local.experiment import open_experiment_dir
+
+        resume_config = _resume_config or _.get("resume_config")
+        if resume_config is not None:  # tune.ResumeConfig: overrides the three flags
+            flags = resume_config.restore_flags()
+            resume_unfinished = flags["resume_unfinished"]
+            resume_errored = flags["resume_errored"]
+            restart_errored = flags["restart_errored"]
 
         local_dir, storage_uri = open_experiment_dir(path, must_exist=True)
         saved = _load_pickle(

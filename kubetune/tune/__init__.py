@@ -42,9 +42,46 @@ _LAZY: dict[str, str] = {
     "CheckpointConfig": "kubetune.air.config",
     "FailureConfig": "kubetune.air.config",
     "ResultGrid": "kubetune.local.result_grid",
+    "Result": "kubetune.local.result_grid",
+    "TuneError": "kubetune.tune.error",
+    "ResumeConfig": "kubetune.tune.resume_config",
+    "ScalingConfig": "kubetune.air.config",
+    # callbacks and reporters (driver)
+    "Callback": "kubetune.tune.callback",
+    "CLIReporter": "kubetune.tune.progress_reporter",
+    "JupyterNotebookReporter": "kubetune.tune.progress_reporter",
+    "ProgressReporter": "kubetune.tune.progress_reporter",
+    # Ray's older entry points and helpers
+    "run": "kubetune.tune.tune",
+    "run_experiments": "kubetune.tune.tune",
+    "Experiment": "kubetune.tune.experiment.experiment",
+    "ExperimentAnalysis": "kubetune.tune.analysis",
+    "register_trainable": "kubetune.tune.registry",
+    "register_env": "kubetune.tune.registry",
+    "get_context": "kubetune.tune.context",
+    "TuneContext": "kubetune.tune.context",
+    "create_searcher": "kubetune.search",
+    "create_scheduler": "kubetune.schedulers",
 }
 
-_SUBMODULES = {"schedulers", "search", "stopper", "utils", "result", "trainable", "experiment"}
+_SUBMODULES = {
+    "schedulers",
+    "search",
+    "stopper",
+    "utils",
+    "result",
+    "trainable",
+    "experiment",
+    "execution",
+    "logger",
+    "callback",
+    "integration",
+    "analysis",
+    "registry",
+    "context",
+    "error",
+    "progress_reporter",
+}
 
 __all__ = sorted(_LAZY)
 

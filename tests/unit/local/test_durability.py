@@ -414,7 +414,14 @@ def test_a_deleted_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
     cfg = _cfg(pids, trials=1)
     driver = H.start_driver(storage, "fallback", "fresh", cfg)
     exp = storage / "fallback"
-    _kill_when(driver, lambda: len(list(exp.glob("*/checkpoint_000008"))) >= 1)
+
+    def saved_a_checkpoint() -> bool:  # the state file names one (it is saved at intervals)
+        try:
+            return bool(H.state_of(exp)["trials"][0]["latest_checkpoint"])
+        except (OSError, ValueError, KeyError, IndexError):
+            return False
+
+    _kill_when(driver, saved_a_checkpoint)
     H.orphans(pids, 10)
     trial = H.trial_dirs(exp)[0]
     state = H.state_of(exp)

@@ -73,6 +73,7 @@ def tune_experiment_crd() -> dict[str, Any]:
                 "description": "The search space: each key is a config entry (see param"
                 " schema); immutable once created.",
                 "additionalProperties": param_schema(),
+                "maxProperties": 256,  # bounds the cost of the CEL rules (and etcd's object)
                 "x-kubernetes-validations": [
                     rule("self == oldSelf", "paramSpace is immutable once created"),
                 ],
@@ -124,6 +125,15 @@ def tune_experiment_crd() -> dict[str, Any]:
             "status": _experiment_status(),
         },
         ["spec"],
+        validations=[
+            rule(
+                "size(self.metadata.name) <= 63 &&"
+                " self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+                "metadata.name must be a DNS-1123 label (at most 63 lowercase letters, digits"
+                " and '-', starting and ending with a letter or digit): it names the trials'"
+                " objects, pods, labels and storage folders",
+            )
+        ],
     )
     return _crd(
         plural="tuneexperiments",

@@ -111,4 +111,20 @@ def param_schema() -> Schema:
         ),
         "x-kubernetes-preserve-unknown-fields": True,
         "properties": props,
+        "x-kubernetes-validations": [
+            rule(
+                # CEL sees only typed fields: not choice, gridSearch, tuple, constant (any
+                # values); the reader (kubetune validate, the operator) checks those as well
+                "["
+                + ", ".join(f"has(self.{k})" for k, v in props.items() if v.get("type") == "object")
+                + "].filter(x, x).size() <= 1",
+                ONE_KEY,
+            )
+        ],
     }
+
+
+ONE_KEY = (
+    "a sampler object has exactly one key (uniform, choice, gridSearch, ...); a dict that is a"
+    " constant is written {constant: {...}}"
+)

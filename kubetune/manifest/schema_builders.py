@@ -27,10 +27,17 @@ def string(description: str, **extra: Any) -> Schema:
     return {"type": "string", "description": description, **extra}
 
 
-def integer(description: str, minimum: int | None = None, **extra: Any) -> Schema:
+# JSON's exact integers: a larger value is a typo or an attack, never a count or a seed
+MAX_INTEGER = 2**53
+
+
+def integer(
+    description: str, minimum: int | None = None, maximum: int = MAX_INTEGER, **extra: Any
+) -> Schema:
     schema: Schema = {"type": "integer", "description": description, **extra}
     if minimum is not None:
         schema["minimum"] = minimum
+    schema["maximum"] = maximum
     return schema
 
 

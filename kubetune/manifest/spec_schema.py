@@ -15,6 +15,9 @@ from kubetune.manifest.schema_builders import (
     string,
 )
 
+MAX_TRIALS = 1_000_000  # numSamples, concurrency, retries: more than any cluster runs
+SEED_MAX = 2**32 - 1  # numpy's seeds
+
 
 # -- TuneExperiment -------------------------------------------------------------------------
 def _trainable() -> Schema:
@@ -69,12 +72,15 @@ def _searcher() -> Schema:
                 " or nsga2 for several metrics.",
                 enum=["tpe", "cmaes", "gp", "qmc", "nsga2"],
             ),
-            "seed": integer("Seed for repeatable sampling."),
+            "seed": integer("Seed for repeatable sampling.", minimum=0, maximum=SEED_MAX),
             "pointsToEvaluate": array("Configs to try first.", free("A (partial) config.")),
-            "maxConcurrent": integer("Wrap the searcher in a ConcurrencyLimiter.", minimum=1),
+            "maxConcurrent": integer(
+                "Wrap the searcher in a ConcurrencyLimiter.", minimum=1, maximum=MAX_TRIALS
+            ),
             "repeat": integer(
                 "Wrap the searcher in a Repeater: run each config this many times and average.",
                 minimum=1,
+                maximum=10_000,
             ),
             "metric": free(
                 "Override tuneConfig.metric for the searcher (a name or a list,"
@@ -114,10 +120,10 @@ def _scheduler() -> Schema:
             "reductionFactor": number(
                 "ASHA/HyperBand: keep 1/reductionFactor of trials per rung.", minimum=1
             ),
-            "brackets": integer("ASHA: number of brackets.", minimum=1),
+            "brackets": integer("ASHA: number of brackets.", minimum=1, maximum=100),
             "stopLastTrials": boolean("HyperBand: stop the last trials of a bracket."),
             "minSamplesRequired": integer(
-                "Median stopping: trials needed before stopping.", minimum=1
+                "Median stopping: trials needed before stopping.", minimum=1, maximum=MAX_TRIALS
             ),
             "minTimeSliceS": number("Median stopping: minimum time slice.", minimum=0),
             "hardStop": boolean("Median stopping: stop (not pause) bad trials."),
@@ -141,7 +147,7 @@ def _scheduler() -> Schema:
                 maxItems=2,
             ),
             "logConfig": boolean("PBT: log each trial's config history."),
-            "seed": integer("PBT: seed for repeatable mutations."),
+            "seed": integer("PBT: seed for repeatable mutations.", minimum=0, maximum=SEED_MAX),
             "metric": string("Override tuneConfig.metric for the scheduler."),
             "mode": string("Override tuneConfig.mode.", enum=["min", "max"]),
         },
@@ -158,10 +164,11 @@ def _tune_config() -> Schema:
             "numSamples": integer(
                 "Number of samples (times every grid point); -1: until the time budget ends.",
                 minimum=-1,
+                maximum=MAX_TRIALS,
                 default=1,
             ),
             "maxConcurrentTrials": integer(
-                "Trials running at once (default: as many as fit).", minimum=1
+                "Trials running at once (default: as many as fit).", minimum=1, maximum=MAX_TRIALS
             ),
             "searchAlg": _searcher(),
             "scheduler": _scheduler(),
@@ -172,7 +179,11 @@ def _tune_config() -> Schema:
                 "Stop the experiment after this many seconds.", exclusiveMinimum=True, minimum=0
             ),
             "chdirToTrialDir": boolean("Run each trial in its trial directory.", default=True),
-            "seed": integer("Seed of the default random search, for repeatable experiments."),
+            "seed": integer(
+                "Seed of the default random search, for repeatable experiments.",
+                minimum=0,
+                maximum=SEED_MAX,
+            ),
         },
         validations=[
             rule("!has(self.mode) || has(self.metric)", "tuneConfig.mode needs tuneConfig.metric"),
@@ -198,7 +209,9 @@ def _run_config() -> Schema:
                 "Which checkpoints to keep (Ray's CheckpointConfig).",
                 {
                     "numToKeep": integer(
-                        "Keep at most this many checkpoints per trial.", minimum=1
+                        "Keep at most this many checkpoints per trial.",
+                        minimum=1,
+                        maximum=MAX_TRIALS,
                     ),
                     "checkpointScoreAttribute": string(
                         "Rank checkpoints by this result field (default: newest first)."
@@ -219,6 +232,7 @@ def _run_config() -> Schema:
                         "Retry a failed trial from its latest checkpoint up"
                         " to this many times; -1: forever.",
                         minimum=-1,
+                        maximum=MAX_TRIALS,
                         default=0,
                     ),
                     "failFast": boolean("End the whole experiment at the first trial error."),
@@ -238,9 +252,11 @@ def _resources() -> Schema:
                 {
                     "type": "object",
                     "description": "One bundle.",
-                    "additionalProperties": {"type": "number", "minimum": 0},
+                    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1e15},
+                    "maxProperties": 16,
                 },
                 minItems=1,
+                maxItems=16,
             ),
             "strategy": string(
                 "Placement strategy. SPREAD and STRICT_SPREAD need multi-pod"
@@ -249,7 +265,22 @@ def _resources() -> Schema:
                 default="PACK",
             ),
         },
+        validations=[
+            rule(
+                "!has(self.bundles) || self.bundles.all(b, b.all(k, k == 'CPU' || k == 'memory'"
+                " || double(int(self.bundles.map(c, k in c ? c[k] : 0.0).sum()))"
+                " == self.bundles.map(c, k in c ? c[k] : 0.0).sum()))",
+                WHOLE_RESOURCES,
+                fieldPath=".bundles",
+            )
+        ],
     )
+
+
+WHOLE_RESOURCES = (
+    "GPU and extended resources must sum to a whole number per trial over the bundles (a pod"
+    " requests whole devices; fractional, shared GPUs are not implemented yet)"
+)
 
 
 def _storage() -> Schema:
@@ -315,7 +346,9 @@ def _pod_template() -> Schema:
                 "Mounts of those volumes in the trial container.", free("A volume mount.")
             ),
             "terminationGracePeriodSeconds": integer(
-                "Time to finish the last write and upload after a stop.", minimum=0
+                "Time to finish the last write and upload after a stop.",
+                minimum=0,
+                maximum=86_400,
             ),
         },
     )

@@ -386,9 +386,7 @@ class ExperimentRuntime(Observing):
         finished: ExperimentFinished | None = self.engine.finished
         unschedulable = next((t for t in self.busy.values() if t.unschedulable), None)
         if finished is not None:
-            phase = "Succeeded" if finished.status == "SUCCEEDED" else "Failed"
-            reason = "Succeeded" if phase == "Succeeded" else "TrialFailed"
-            message = finished.reason
+            phase, reason, message = self.finished_phase()
         elif self.suspended:
             phase, reason, message = "Suspended", "Suspended", "spec.suspend is true"
         elif unschedulable is not None:
@@ -417,6 +415,36 @@ class ExperimentRuntime(Observing):
         if best is not None:
             status["bestTrial"] = best
         return status
+
+    def finished_phase(self) -> tuple[str, str, str]:
+        """(phase, reason, message) of a finished experiment. Ray's fit() returns a ResultGrid
+        whatever the trials did (the engine keeps that), but an experiment none of whose
+        trials succeeded is ``Failed`` here (reason AllTrialsErrored), not ``Succeeded``."""
+        finished = self.engine.finished
+        assert finished is not None
+        if finished.status != "SUCCEEDED":
+            return "Failed", "TrialFailed", finished.reason
+        counts = self.engine.counts()
+        if counts[states.ERROR] and not counts[states.TERMINATED]:
+            first = next(
+                (
+                    self.engine.trial_summary(t)
+                    for t in self.engine.trial_ids()
+                    if self.engine.trial_status(t) == states.ERROR
+                ),
+                {},
+            )
+            error = (str(first.get("error") or "").strip().splitlines() or ["?"])[-1][:300]
+            name = self.track(first["trial_id"]).obj_name if first else "?"
+            return (
+                "Failed",
+                "AllTrialsErrored",
+                f"all {counts[states.ERROR]} trials ended in ERROR; {name}: {error}",
+            )
+        message = finished.reason
+        if counts[states.ERROR]:
+            message += f" ({counts[states.ERROR]} of {sum(counts.values())} trials errored)"
+        return "Succeeded", "Succeeded", message
 
     def best_trial(self) -> dict[str, Any] | None:
         cfg = self.engine.config

@@ -176,6 +176,28 @@ def stall(api: Any, experiment: dict[str, Any], message: str) -> None:
     api.event(experiment, "InvalidSpec", message, warning=True)
 
 
+def waiting(api: Any, experiment: dict[str, Any], message: str) -> None:
+    """Pending (Reconciling) with the reason setup is retrying: storage or the API server
+    unreachable, for now."""
+    meta = experiment["metadata"]
+    generation = meta.get("generation")
+    old = (experiment.get("status") or {}).get("conditions")
+    status = {
+        "phase": "Pending",
+        "observedGeneration": generation,
+        "message": message,
+        "conditions": objects.merge_conditions(
+            old, objects.kstatus("Pending", "SetupRetrying", message, generation)
+        ),
+    }
+    try:
+        api.patch_experiment_status(meta["namespace"], meta["name"], {"status": status})
+    except (ApiError, OSError) as exc:
+        log.warning(
+            "%s/%s: cannot report the setup retry: %s", meta["namespace"], meta["name"], exc
+        )
+
+
 def set_up(
     body: Any, stopped: Callable[[], bool], state: Any
 ) -> tuple[ExperimentRuntime | None, dict[str, Any]]:
@@ -184,6 +206,7 @@ def set_up(
     experiment = _plain(body)
     meta = experiment["metadata"]
     key = (meta["namespace"], meta["name"])
+    said = ""
     while not stopped():
         try:
             return setup(experiment, state), experiment
@@ -192,6 +215,9 @@ def set_up(
             stall(state.api, experiment, str(exc))
         except (ApiError, StorageError, OSError) as exc:
             log.warning("%s/%s: setup failed, retrying: %s", *key, exc)
+            if str(exc) != said:  # the user sees why nothing happens yet, once per cause
+                said = str(exc)
+                waiting(state.api, experiment, f"setting up, retrying: {exc}")
             time.sleep(2 * TICK_S)
             continue
         except Exception as exc:  # a malformed object: report it, never crash the operator

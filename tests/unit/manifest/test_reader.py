@@ -12,6 +12,7 @@ import pytest
 
 from kubetune.manifest.experiment import plan_from_manifest
 from kubetune.manifest.validate import Manifest, ManifestError
+from tests.unit.local.test_restore import _cli
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -65,16 +66,6 @@ def billion_laughs(levels: int = 12) -> str:
         refs = ", ".join([f"*l{i - 1}"] * 10)
         extra += f"    l{i}: {{constant: &l{i} [{refs}]}}\n"
     return with_params(extra)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kubetune.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_the_base_manifest_is_valid_and_numbers_read_as_kubectl_reads_them():

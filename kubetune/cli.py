@@ -17,7 +17,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from kubetune.tune.resources import PlacementGroupFactory
 
     manifest = Manifest.load(args.manifest)
+    for warning in manifest.warnings:
+        print(f"kubetune: {warning}", file=sys.stderr)
     plan = plan_from_manifest(manifest)
+    _check_run_options(args)
     if (manifest.doc.get("spec") or {}).get("restoreFrom"):
         raise manifest.error(
             ("spec", "restoreFrom"),
@@ -64,16 +67,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
         grid = tuner.fit()
     except KeyboardInterrupt:
         return 130
+    if len(grid) and grid.num_errors:
+        _print_errors(grid)
     if len(grid) and grid.num_errors == len(grid):
         return 1
     return 0
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    """--name and --storage-path, before anything is written."""
+    from kubetune.manifest.strict import name_issue
+
+    if args.name is not None and (problem := name_issue(args.name)):
+        raise ValueError(f"--name: {problem}")
+    path = args.storage_path or ""
+    if path.lower().startswith("s3:") and (
+        not path.startswith("s3://") or not path[5:].partition("/")[0]
+    ):
+        raise ValueError(f"--storage-path {path!r}: write s3://BUCKET[/PREFIX]")
+
+
+def _print_errors(grid: Any) -> None:
+    """Which trials errored and why: printed also with -q (a script's log needs it most)."""
+    errored = [r for r in grid if r.error is not None]
+    print(f"kubetune: {len(errored)} of {len(grid)} trials errored:", file=sys.stderr)
+    for result in errored[:10]:
+        lines = str(result.error).strip().splitlines() or [""]
+        print(f"  {os.path.basename(result.log_dir)}: {lines[-1][:200]}", file=sys.stderr)
+    if len(errored) > 10:
+        print(f"  ... and {len(errored) - 10} more", file=sys.stderr)
+    print(f"  (each trial's error.txt is in {grid.experiment_path})", file=sys.stderr)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from kubetune.manifest.experiment import plan_from_manifest
     from kubetune.manifest.validate import Manifest
 
-    plan = plan_from_manifest(Manifest.load(args.manifest))
+    manifest = Manifest.load(args.manifest)
+    for warning in manifest.warnings:
+        print(f"kubetune: {warning}", file=sys.stderr)
+    plan = plan_from_manifest(manifest)
     print(f"{args.manifest}: valid TuneExperiment {plan.name!r} ({plan.entrypoint})")
     return 0
 

@@ -8,12 +8,13 @@ ranges are checked when it is parsed, with the same messages).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
+from kubetune.manifest import strict, yaml_reader
 from kubetune.manifest.crd import tune_experiment_crd
+from kubetune.manifest.spec_schema import WHOLE_RESOURCES
 
 Path_ = tuple[Any, ...]
 
@@ -26,17 +27,6 @@ def _schema() -> dict[str, Any]:
     crd = tune_experiment_crd()
     schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
-
-
-def _lines(node: yaml.Node, path: Path_ = ()) -> Iterator[tuple[Path_, int]]:
-    yield path, node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            yield (*path, key.value), key.start_mark.line + 1
-            yield from _lines(value, (*path, key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _lines(item, (*path, i))
 
 
 def field_name(path: Path_) -> str:
@@ -52,13 +42,26 @@ class Manifest:
     def __init__(self, text: str, source: str = "<manifest>") -> None:
         self.source = source
         try:
-            node = yaml.compose(text)
-            self.doc = yaml.safe_load(text)
+            parsed = yaml_reader.load(text)
+        except yaml_reader.YamlLimitError as exc:
+            where = f"{source}:{exc.line}" if exc.line else source
+            what = "refused: " if exc.limit else ""
+            raise ManifestError(f"{where}: {what}{exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{source}:{mark.line + 1}" if mark else source
             raise ManifestError(f"{where}: not valid YAML: {exc}") from None
-        self._line: dict[Path_, int] = dict(_lines(node)) if node is not None else {}
+        self.doc = parsed.data
+        self._line: dict[Path_, int] = parsed.lines
+        self.warnings: list[str] = [
+            f"{source}:{line}: {field_name(path)}: warning: kubectl reads the key {text} as"
+            f" the boolean {str(value).lower()} (YAML 1.1), so the config key is"
+            f" {str(value).lower()!r} on a cluster and here; quote it ('{text}':) to keep"
+            " the name"
+            for path, line, text, value in parsed.bool_keys
+            if path[:2] == ("spec", "paramSpace")
+            or path[:4] == ("spec", "tuneConfig", "scheduler", "hyperparamMutations")
+        ]
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], source: str = "<object>") -> Manifest:
@@ -96,13 +99,35 @@ class Manifest:
             raise self.error(
                 ("apiVersion",), f"expected kubetune.io/v1alpha1, got {doc.get('apiVersion')!r}"
             )
-        validator = jsonschema.Draft7Validator(_schema())
-        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-        if errors:
-            messages = [self.error(tuple(e.absolute_path), e.message).args[0] for e in errors]
-            raise ManifestError("\n".join(messages))
+        schema = _schema()
+        issues: list[tuple[Path_, str]] = list(strict.unknown_fields(doc, schema))
+        validator = jsonschema.Draft7Validator(schema)
+        issues += [(tuple(e.absolute_path), e.message) for e in validator.iter_errors(doc)]
+        issues += strict.non_finite(doc)
+        meta = doc.get("metadata")
+        if isinstance(meta, dict) and "name" in meta:
+            problem = strict.name_issue(meta["name"])
+            if problem:
+                issues.append((("metadata", "name"), problem))
+        spec = doc.get("spec")
+        if isinstance(spec, dict):
+            issues += strict.param_space_issues(spec.get("paramSpace"), ("spec", "paramSpace"))
+            scheduler = (spec.get("tuneConfig") or {}).get("scheduler") or {}
+            if isinstance(scheduler, dict):
+                path = ("spec", "tuneConfig", "scheduler", "hyperparamMutations")
+                issues += strict.param_space_issues(scheduler.get("hyperparamMutations"), path)
+        if issues:
+            unique = dict.fromkeys(self.error(p, m).args[0] for p, m in self._ordered(issues))
+            raise ManifestError("\n".join(unique))
         self._check_rules(doc)
         return doc
+
+    def _ordered(self, issues: list[tuple[Path_, str]]) -> list[tuple[Path_, str]]:
+        def line(issue: tuple[Path_, str]) -> int:
+            where = self.where(issue[0]).rpartition(":")[2]
+            return int(where) if where.isdigit() else 0
+
+        return sorted(issues, key=line)
 
     def _check_rules(self, doc: dict[str, Any]) -> None:
         """The CRD's CEL rules, for manifests that never reach an API server."""
@@ -111,6 +136,16 @@ class Manifest:
             raise self.error(
                 ("spec", "tuneConfig", "mode"), "tuneConfig.mode needs tuneConfig.metric"
             )
+        resources = doc.get("spec", {}).get("resources") or {}
+        totals: dict[str, float] = {}
+        for bundle in resources.get("bundles") or []:
+            for key, amount in bundle.items():
+                totals[key] = totals.get(key, 0.0) + float(amount)
+        for key, total in totals.items():
+            if key not in ("CPU", "memory") and not total.is_integer():
+                raise self.error(
+                    ("spec", "resources", "bundles"), f"{key} sums to {total:g}: {WHOLE_RESOURCES}"
+                )
         if tune_config.get("numSamples") == 0:
             raise self.error(
                 ("spec", "tuneConfig", "numSamples"),

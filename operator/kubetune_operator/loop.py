@@ -36,6 +36,7 @@ TICK_S = 1.0
 STATUS_MIN_INTERVAL_S = 1.0
 SNAPSHOT_MIN_INTERVAL_S = 1.0
 WRITE_THREADS = 8
+REPEATS_TO_STALL = 3  # the same unexpected error this many times in a row: Stalled
 
 
 def _plain(body: Any) -> dict[str, Any]:
@@ -89,6 +90,7 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
             have.extend(s for s in secrets if s not in have)
         return pod
 
+    probe_pod(experiment, engine, build)  # a spec no pod can be built for stalls now
     template = (experiment.get("spec") or {}).get("podTemplate") or {}
     grace = int(template.get("terminationGracePeriodSeconds", settings.termination_grace_s))
     writes = WriteQueue(threads=WRITE_THREADS, name=f"kt-{experiment['metadata']['name']}")
@@ -110,6 +112,23 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
     else:
         runtime.restore(Observed(trials, pods), time.time())
     return runtime
+
+
+def probe_pod(experiment: dict[str, Any], engine: Any, build: Any) -> None:
+    """Build the pod of a would-be first trial and throw it away: what the pod builder refuses
+    (resources no node can offer, a bad podTemplate) is a BadSpec before anything is created,
+    not a reconcile step failing on every retry."""
+    spec = objects.trial_spec(
+        experiment["metadata"]["name"], "probe", {}, engine.config.resources, None, {}, 0
+    )
+    experiment = {**experiment, "metadata": {"uid": "probe", **experiment["metadata"]}}
+    trial = objects.tune_trial(experiment, "probe", "probe", spec)
+    trial["metadata"]["uid"] = "probe"
+    try:
+        build(experiment, trial, 1)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        message = str(exc) if str(exc).startswith("spec.") else f"spec: no trial pod: {exc!r}"
+        raise BadSpec(message) from None
 
 
 def publish_status(
@@ -157,6 +176,28 @@ def stall(api: Any, experiment: dict[str, Any], message: str) -> None:
     api.event(experiment, "InvalidSpec", message, warning=True)
 
 
+def waiting(api: Any, experiment: dict[str, Any], message: str) -> None:
+    """Pending (Reconciling) with the reason setup is retrying: storage or the API server
+    unreachable, for now."""
+    meta = experiment["metadata"]
+    generation = meta.get("generation")
+    old = (experiment.get("status") or {}).get("conditions")
+    status = {
+        "phase": "Pending",
+        "observedGeneration": generation,
+        "message": message,
+        "conditions": objects.merge_conditions(
+            old, objects.kstatus("Pending", "SetupRetrying", message, generation)
+        ),
+    }
+    try:
+        api.patch_experiment_status(meta["namespace"], meta["name"], {"status": status})
+    except (ApiError, OSError) as exc:
+        log.warning(
+            "%s/%s: cannot report the setup retry: %s", meta["namespace"], meta["name"], exc
+        )
+
+
 def set_up(
     body: Any, stopped: Callable[[], bool], state: Any
 ) -> tuple[ExperimentRuntime | None, dict[str, Any]]:
@@ -165,6 +206,7 @@ def set_up(
     experiment = _plain(body)
     meta = experiment["metadata"]
     key = (meta["namespace"], meta["name"])
+    said = ""
     while not stopped():
         try:
             return setup(experiment, state), experiment
@@ -173,17 +215,23 @@ def set_up(
             stall(state.api, experiment, str(exc))
         except (ApiError, StorageError, OSError) as exc:
             log.warning("%s/%s: setup failed, retrying: %s", *key, exc)
+            if str(exc) != said:  # the user sees why nothing happens yet, once per cause
+                said = str(exc)
+                waiting(state.api, experiment, f"setting up, retrying: {exc}")
             time.sleep(2 * TICK_S)
             continue
         except Exception as exc:  # a malformed object: report it, never crash the operator
             log.exception("%s/%s: cannot set up the experiment", *key)
             stall(state.api, experiment, f"cannot run this experiment: {type(exc).__name__}: {exc}")
-        generation = meta.get("generation")
-        while not stopped() and _plain(body)["metadata"].get("generation") == generation:
-            time.sleep(TICK_S)
+        wait_for_new_generation(body, stopped, meta.get("generation"))
         experiment = _plain(body)
         meta = experiment["metadata"]
     return None, experiment
+
+
+def wait_for_new_generation(body: Any, stopped: Callable[[], bool], generation: Any) -> None:
+    while not stopped() and _plain(body)["metadata"].get("generation") == generation:
+        time.sleep(TICK_S)
 
 
 def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
@@ -201,6 +249,7 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
     wake = state.store.wake_event(key)
     last_snapshot = 0.0
     last_status = 0.0
+    repeats, last_bug = 0, ""
     while not stopped():
         wake.wait(TICK_S)
         wake.clear()
@@ -239,13 +288,8 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
                 last_status = now
             if finished and not runtime.finished_reported:
                 runtime.finished_reported = True
-                fin = runtime.engine.finished
-                state.api.event(
-                    experiment,
-                    "Succeeded" if fin and fin.status == "SUCCEEDED" else "Failed",
-                    fin.reason if fin else "finished",
-                    warning=bool(fin and fin.status != "SUCCEEDED"),
-                )
+                phase, reason, message = runtime.finished_phase()
+                state.api.event(experiment, reason, message, warning=phase != "Succeeded")
             failed = runtime.writes.take_errors()
             if finished and not failed and not any(t.pod_live for t in runtime.tracks.values()):
                 runtime.writes.drain(60)
@@ -259,6 +303,25 @@ def run_experiment(body: Any, stopped: Callable[[], bool], state: Any) -> None:
             log.exception("%s/%s: reconcile step failed", *key)
             metrics.API_ERRORS.labels("internal").inc()
             failed = [exc]
+            bug = f"{type(exc).__name__}: {exc}"
+            repeats, last_bug = (repeats + 1 if bug == last_bug else 1), bug
+        else:
+            repeats, last_bug = 0, ""
+        if failed and repeats >= REPEATS_TO_STALL:
+            # the same error after rebuilding each time: retrying cannot help; say so once
+            # and wait for a new spec (or the next operator's try)
+            runtime.writes.drain(60)
+            runtime.close()
+            message = f"cannot run this experiment: the same error {repeats} times: {last_bug}"
+            log.warning("%s/%s: %s", *key, message)
+            stall(state.api, experiment, message)
+            wait_for_new_generation(body, stopped, meta.get("generation"))
+            repeats, last_bug = 0, ""
+            runtime, experiment = set_up(body, stopped, state)
+            if runtime is None:
+                return
+            last_snapshot = last_status = 0.0
+            continue
         if failed:
             # What failed may have half happened: rather than guess, wait for the writes in
             # flight and rebuild from what is durable (snapshot, objects, result logs), as

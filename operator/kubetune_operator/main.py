@@ -41,9 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kubetune_operator.state import STATE
 
     assert handlers  # registers the handlers with kopf
-    logging.basicConfig(
-        level=logging.DEBUG if config.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    # One handler on the root logger: kopf's (basicConfig's as well printed every line twice)
+    kopf.configure(
+        verbose=config.verbose,
+        # kopf takes a format string as well as a LogFormat (its stubs say only the latter)
+        log_format="%(asctime)s %(levelname)s %(name)s: %(message)s",  # type: ignore[arg-type]
     )
     logging.getLogger("kopf").setLevel(logging.DEBUG if config.verbose else logging.WARNING)
     # which replica serves and which pauses is worth a line in every replica's log
@@ -54,7 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     STATE.api = KubeApi()
     metrics.serve(config.metrics_port)
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
-    kopf.configure(verbose=config.verbose)
     profile_path = os.environ.get("KUBETUNE_OPERATOR_PROFILE")
     if profile_path:  # a development aid: cProfile of the whole run, dumped at exit
         import cProfile

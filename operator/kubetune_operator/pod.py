@@ -89,6 +89,11 @@ def pod_resources(
                 )
             limits[settings.gpu_resource_name] = _quantity(amount)
         elif key in settings.extended_resources:
+            if not float(amount).is_integer():  # rounding would request none, or one more
+                raise ValueError(
+                    f"spec.resources: {key} must be a whole number per pod, got {amount:g}"
+                    f" ({settings.extended_resources[key]} is an extended resource)"
+                )
             limits[settings.extended_resources[key]] = _quantity(amount)
         else:
             raise ValueError(

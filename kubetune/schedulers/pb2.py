@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -172,7 +173,9 @@ class PB2(PopulationBasedTraining):
         y = (y - y.mean()) / (y.std() or 1.0)
         kernel = ConstantKernel(1.0) * Matern(nu=2.5) + WhiteKernel(0.1)
         gp = GaussianProcessRegressor(kernel=kernel, normalize_y=False, random_state=0)
-        gp.fit(X, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # kernel bounds reached on tiny data sets
+            gp.fit(X, y)
         t_now = self._now / t_max
         running = []
         for tid, cfg in self._donor_configs.items():
@@ -182,7 +185,9 @@ class PB2(PopulationBasedTraining):
         if running:  # pending points at their predicted mean (kriging believer)
             R = np.asarray(running, dtype=float)
             X2, y2 = np.vstack([X, R]), np.concatenate([y, gp.predict(R)])
-            gp = GaussianProcessRegressor(kernel=gp.kernel_, optimizer=None).fit(X2, y2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gp = GaussianProcessRegressor(kernel=gp.kernel_, optimizer=None).fit(X2, y2)
         cands = np_rng.uniform(size=(_CANDIDATES, len(self._bounds)))
         grid = np.column_stack([np.full(len(cands), t_now), cands])
         mu, sd = gp.predict(grid, return_std=True)
@@ -196,9 +201,13 @@ class PB2(PopulationBasedTraining):
             **super().get_state(),
             "pb2_data": [list(r) for r in self._data],
             "pb2_last": {k: list(v) for k, v in self._last.items()},
+            "pb2_now": self._now,
+            "pb2_target": self._target,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self._data = [list(map(float, r)) for r in state.get("pb2_data", [])]
         self._last = {k: [float(v[0]), float(v[1])] for k, v in state.get("pb2_last", {}).items()}
+        self._now = float(state.get("pb2_now", 0.0))
+        self._target = state.get("pb2_target")

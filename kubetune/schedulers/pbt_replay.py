@@ -26,7 +26,7 @@ class PopulationBasedTrainingReplay(TrialScheduler):
         super().__init__(time_attr=time_attr)
         try:
             with open(policy_file) as f:
-                lines = [json.loads(x) for x in f if x.strip()]
+                lines: list[Any] = [json.loads(x) for x in f if x.strip()]
         except (OSError, ValueError) as exc:
             raise ConfigError("policy_file", f"cannot read {policy_file!r}: {exc}") from exc
         if not lines or any(not isinstance(x, list) or len(x) != 6 for x in lines):
@@ -36,7 +36,9 @@ class PopulationBasedTrainingReplay(TrialScheduler):
                 "old_config, new_config]",
             )
         self._initial: dict[str, Any] = dict(lines[0][4])
-        self._policy = [[float(x[2]), dict(x[5])] for x in lines]
+        self._policy: list[tuple[float, dict[str, Any]]] = [
+            (float(x[2]), dict(x[5])) for x in lines
+        ]
         self._trial: str | None = None
         self._next = 0  # index of the next change
 
@@ -57,6 +59,7 @@ class PopulationBasedTrainingReplay(TrialScheduler):
             return self.CONTINUE
         t = result_value(result, self._time_attr or "training_iteration", trial_id, "PBTReplay")
         when, config = self._policy[self._next]
+        assert isinstance(config, dict)
         if t < when:
             return self.CONTINUE
         ckpt = self.context.latest_checkpoint(trial_id)

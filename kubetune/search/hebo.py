@@ -55,7 +55,7 @@ class HEBOSearch(ModelBasedSearcher):
         if not isinstance(space, dict):
             raise ConfigError("space", "HEBOSearch takes a dict of domains")
         self._domains, self._constants = flatten_space(space, "HEBOSearch")
-        out = []
+        out: list[dict[str, Any]] = []
         for name, (_, d) in self._domains.items():
             if isinstance(d, Categorical):
                 cats = [str(i) for i in range(len(d.categories))]

@@ -121,7 +121,7 @@ class HyperOptSearch(ModelBasedSearcher):
     def _setup(self) -> None:
         h = self.lib
         self._trials = h.Trials()
-        self._domain = h.Domain(lambda spc: spc, self._space)
+        self._hp_domain = h.Domain(lambda spc: spc, self._space)
         self._algo = partial(h.tpe.suggest, n_startup_jobs=self._n_initial, gamma=self._gamma)
 
     def _point_vals(self, point: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class HyperOptSearch(ModelBasedSearcher):
     def _ask(self, n: int, point: dict[str, Any] | None) -> dict[str, Any]:
         tid = len(self._trials.trials)
         self._trials.refresh()
-        docs = self._algo([tid], self._domain, self._trials, derive_seed(self._seed, n))
+        docs = self._algo([tid], self._hp_domain, self._trials, derive_seed(self._seed, n))
         vals = {k: list(v) for k, v in docs[0]["misc"]["vals"].items()}
         if point:
             for label, value in self._point_vals(point).items():
@@ -156,7 +156,7 @@ class HyperOptSearch(ModelBasedSearcher):
     def _insert(self, tid: int, vals: dict[str, Any]) -> None:
         h = self.lib
         idxs = {k: ([tid] if v else []) for k, v in vals.items()}
-        misc = {"tid": tid, "cmd": self._domain.cmd, "workdir": None, "idxs": idxs, "vals": vals}
+        misc = {"tid": tid, "cmd": self._hp_domain.cmd, "workdir": None, "idxs": idxs, "vals": vals}
         docs = self._trials.new_trial_docs([tid], [None], [{"status": h.STATUS_NEW}], [misc])
         docs[0]["state"] = h.JOB_STATE_RUNNING
         self._trials.insert_trial_docs(docs)

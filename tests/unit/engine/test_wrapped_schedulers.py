@@ -133,3 +133,30 @@ def test_pbt_replay_follows_the_policy_file(tmp_path: Any) -> None:
         s.on_trial_add("other", {})
     with pytest.raises(ConfigError, match="policy_file"):
         PopulationBasedTrainingReplay(str(tmp_path / "missing.txt"))
+
+
+def test_hyperband_with_a_concurrency_limiter_halves_instead_of_waiting_forever() -> None:
+    """bohb_example's shape: 4 trials at most, brackets bigger than that. The paused trials
+    hold the limiter's slots, so the bracket can never fill: it must be halved with the
+    trials it has (Ray's behaviour), not wait for ever."""
+    from kubetune.engine import EngineConfig, ExperimentEngine
+    from kubetune.search import ConcurrencyLimiter
+    from kubetune.search import sample as S
+    from kubetune.search.hyperopt import HyperOptSearch
+
+    from .sim import Sim
+
+    config = EngineConfig(
+        param_space={"w": S.uniform(0, 1)}, metric="acc", mode="max", num_samples=12
+    )
+    searcher = ConcurrencyLimiter(HyperOptSearch(seed=0), max_concurrent=4)
+    scheduler = HyperBandForBOHB(max_t=9, reduction_factor=3, stop_last_trials=False)
+    engine = ExperimentEngine(config, search_alg=searcher, scheduler=scheduler, seed=0)
+    sim = Sim(
+        engine, lambda cfg, tid, it: {"acc": cfg["w"] * it}, max_iter=9, checkpoint_every=1
+    ).run()
+    assert sim.finished is not None
+    assert len(sim.order) == 12  # every sample ran: nothing stalled
+    stopped = sim.stopped_at()
+    assert any(it < 9 for it in stopped.values())  # halving happened
+    assert any(it == 9 for it in stopped.values())

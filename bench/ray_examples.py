@@ -153,7 +153,9 @@ def run_one(python: str, script: str, limit: float, env: dict[str, str]) -> dict
     proc = subprocess.Popen(
         ["nice", python, script, *args],
         cwd=cwd,
-        env=env,
+        # each run its own home: ~/ray_results and ~/kubetune_results start empty, so a rerun
+        # (or another user's run of the same example) does not meet an earlier experiment
+        env=dict(env, HOME=cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

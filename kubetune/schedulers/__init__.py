@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune.schedulers.async_hyperband import ASHAScheduler, AsyncHyperBandScheduler
+from kubetune.schedulers.hb_bohb import HyperBandForBOHB
 from kubetune.schedulers.hyperband import HyperBandScheduler
 from kubetune.schedulers.median_stopping_rule import MedianStoppingRule
+from kubetune.schedulers.pb2 import PB2
 from kubetune.schedulers.pbt import PopulationBasedTraining
+from kubetune.schedulers.pbt_replay import PopulationBasedTrainingReplay
+from kubetune.schedulers.resource_changing import DistributeResources, ResourceChangingScheduler
 from kubetune.schedulers.trial_scheduler import (
     DecisionPoints,
     Exploit,
@@ -19,16 +23,21 @@ from kubetune.schedulers.trial_scheduler import (
 from kubetune.search.errors import ConfigError
 
 __all__ = [
+    "PB2",
     "SCHEDULERS",
     "ASHAScheduler",
     "AsyncHyperBandScheduler",
     "DecisionPoints",
+    "DistributeResources",
     "Exploit",
     "FIFOScheduler",
+    "HyperBandForBOHB",
     "HyperBandScheduler",
     "MedianStoppingRule",
     "MissingResultKeyError",
     "PopulationBasedTraining",
+    "PopulationBasedTrainingReplay",
+    "ResourceChangingScheduler",
     "SchedulerCommand",
     "TrialScheduler",
     "create_scheduler",
@@ -43,6 +52,10 @@ SCHEDULERS: dict[str, type[TrialScheduler]] = {
     "median_stopping_rule": MedianStoppingRule,
     "median": MedianStoppingRule,
     "pbt": PopulationBasedTraining,
+    "pb2": PB2,
+    "hb_bohb": HyperBandForBOHB,
+    "pbt_replay": PopulationBasedTrainingReplay,
+    "resource_changing": ResourceChangingScheduler,
 }
 
 

@@ -231,11 +231,11 @@ class HyperBandScheduler(TrialScheduler):
             return self.CONTINUE
         return self._process_bracket(bracket, current=trial_id)
 
-    def _process_bracket(self, bracket: _Bracket, current: str | None) -> str:
+    def _process_bracket(self, bracket: _Bracket, current: str | None, force: bool = False) -> str:
         action = self.PAUSE
         if not bracket.cur_iter_done():
             return action
-        if not bracket.filled() and self.context.more_trials_expected():
+        if not bracket.filled() and not force and self.context.more_trials_expected():
             # Ray adds trials to brackets ahead of running them; the engine creates them only
             # when a slot frees, so wait for the bracket to fill before halving it
             return action
@@ -304,7 +304,10 @@ class HyperBandScheduler(TrialScheduler):
                         and b.cur_iter_done()
                         and not b.to_unpause
                     ):
-                        self._process_bracket(b, current=None)
+                        # no new trial can start now (none will come, or the searcher has
+                        # none to give, e.g. a ConcurrencyLimiter counting these paused
+                        # trials): halve with the trials the bracket has, as Ray does
+                        self._process_bracket(b, current=None, force=True)
         for band in self._bands:
             brackets = [b for b in band if b is not None]
             for bracket in sorted(brackets, key=lambda b: b.completion()):

@@ -32,7 +32,16 @@ SEARCHERS = {
     "random": "kubetune.search.basic_variant:BasicVariantGenerator",
     "grid": "kubetune.search.basic_variant:BasicVariantGenerator",
     "optuna": "kubetune.search.optuna:OptunaSearch",
+    # wrapped libraries (optional extras; each module imports its library when built)
+    "hyperopt": "kubetune.search.hyperopt:HyperOptSearch",
+    "bayesopt": "kubetune.search.bayesopt:BayesOptSearch",
+    "nevergrad": "kubetune.search.nevergrad:NevergradSearch",
+    "zoopt": "kubetune.search.zoopt:ZOOptSearch",
+    "bohb": "kubetune.search.bohb:TuneBOHB",
+    "hebo": "kubetune.search.hebo:HEBOSearch",
+    "ax": "kubetune.search.ax:AxSearch",
 }
+_CLASSES = {target.rpartition(":")[2]: target for target in SEARCHERS.values()}
 
 
 def _load(target: str) -> Any:
@@ -41,8 +50,8 @@ def _load(target: str) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "OptunaSearch":
-        return _load(SEARCHERS["optuna"])
+    if name in _CLASSES and name != "BasicVariantGenerator":
+        return _load(_CLASSES[name])
     raise AttributeError(f"module 'kubetune.search' has no attribute {name!r}")
 
 

@@ -97,7 +97,10 @@ class OptunaSearch(Searcher):
         self._live: dict[str, Any] = {}  # trial_id -> optuna Trial
         self._records: dict[str, dict[str, Any]] = {}  # trial_id -> {params, state, values}
         self._order: list[str] = []
-        if space is not None:
+        self._define_by_run: Any = None
+        if callable(space):  # define-by-run: space(trial) asks Optuna for each parameter
+            self._define_by_run = space
+        elif space is not None:
             self._set_space(space)
 
     # ------------------------------------------------------------------------- space
@@ -177,6 +180,12 @@ class OptunaSearch(Searcher):
             self._mode = mode
         if self._space_arg is None and config:
             self._set_space(config)
+        if self._define_by_run is not None and _has_domains(config):
+            raise ConfigError(
+                "param_space",
+                "OptunaSearch(space=function) defines the space itself: the param space "
+                "may only hold constants",
+            )
         return True
 
     def _directions(self) -> list[Any]:
@@ -212,7 +221,7 @@ class OptunaSearch(Searcher):
             raise ConfigError("metric", "OptunaSearch needs `metric` (here or in the tune config)")
         if self._mode is None:
             raise ConfigError("mode", "OptunaSearch needs `mode` ('min' or 'max')")
-        if not self._dists:
+        if not self._dists and self._define_by_run is None:
             raise ConfigError("param_space", "OptunaSearch needs a search space with domains")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -227,6 +236,8 @@ class OptunaSearch(Searcher):
 
     def _to_internal(self, point: dict[str, Any]) -> dict[str, Any]:
         flat = flatten_dict(point)
+        if self._define_by_run is not None:
+            return flat
         out = {}
         for name, value in flat.items():
             if name not in self._dists:
@@ -260,6 +271,8 @@ class OptunaSearch(Searcher):
             self._study.sampler = self._make_sampler(_derive_seed(self._seed, n))
         if self._points:
             self._study.enqueue_trial(self._to_internal(self._points.pop(0)))
+        if self._define_by_run is not None:
+            return self._suggest_by_run(trial_id)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trial = self._study.ask(fixed_distributions=self._dists)
@@ -267,6 +280,33 @@ class OptunaSearch(Searcher):
         self._records[trial_id] = {"params": dict(trial.params), "state": "RUNNING"}
         self._order.append(trial_id)
         return self._to_config(trial.params)
+
+    def _run_space_fn(self) -> tuple[Any, dict[str, Any]]:
+        """Ask a trial and let the user's function define its parameters (define-by-run)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trial = self._study.ask()
+            extra = self._define_by_run(trial)
+        if extra is not None and not isinstance(extra, dict):
+            raise ConfigError(
+                "space",
+                f"the define-by-run function must return None or a dict of constants, "
+                f"got {type(extra).__name__}",
+            )
+        return trial, dict(extra or {})
+
+    def _suggest_by_run(self, trial_id: str) -> dict[str, Any]:
+        from kubetune.search._optuna_by_run import by_run_config, dists_to_json
+
+        trial, extra = self._run_space_fn()
+        self._live[trial_id] = trial
+        self._records[trial_id] = {
+            "params": dict(trial.params),
+            "dists": dists_to_json(self._ot, trial.distributions),
+            "state": "RUNNING",
+        }
+        self._order.append(trial_id)
+        return by_run_config(trial.params, extra)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if isinstance(self._metric, list) or trial_id not in self._live:
@@ -317,13 +357,22 @@ class OptunaSearch(Searcher):
         self._records[key] = {"params": params, "state": state.name, "values": values}
         self._order.append(key)
 
-    def _add_frozen(self, params: dict[str, Any], values: list[float] | None, state: str) -> None:
+    def _add_frozen(
+        self,
+        params: dict[str, Any],
+        values: list[float] | None,
+        state: str,
+        dists: dict[str, str] | None = None,
+    ) -> None:
         TS = self._ot.trial.TrialState
+        if dists is not None:  # define-by-run: each trial has its own distributions
+            from kubetune.search._optuna_by_run import dists_from_json
+
+            distributions = dists_from_json(self._ot, dists)
+        else:
+            distributions = {k: self._dists[k] for k in params}
         frozen = self._ot.trial.create_trial(
-            state=TS[state],
-            values=values,
-            params=params,
-            distributions={k: self._dists[k] for k in params},
+            state=TS[state], values=values, params=params, distributions=distributions
         )
         self._study.add_trial(frozen)
 
@@ -358,11 +407,14 @@ class OptunaSearch(Searcher):
             self._order.append(tid)
             if rec["state"] == "RUNNING":
                 self._study.enqueue_trial(rec["params"])
+                if self._define_by_run is not None:
+                    self._live[tid], _ = self._run_space_fn()
+                    continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     self._live[tid] = self._study.ask(fixed_distributions=self._dists)
             else:
-                self._add_frozen(rec["params"], rec.get("values"), rec["state"])
+                self._add_frozen(rec["params"], rec.get("values"), rec["state"], rec.get("dists"))
         if isinstance(self._sampler_spec, str) and self._sampler_spec not in _STATELESS:
             self._study.sampler = self._make_sampler(_derive_seed(self._seed, len(state["trials"])))
         self._points = [dict(p) for p in state.get("points", [])]
@@ -378,6 +430,14 @@ def _require(sampler: str, *modules: str) -> None:
             f"Optuna's {sampler!r} sampler needs {', '.join(missing)}: pip install "
             + " ".join(missing),
         )
+
+
+def _has_domains(config: Any) -> bool:
+    if isinstance(config, Domain) or is_grid_marker(config):
+        return True
+    if isinstance(config, dict):
+        return any(_has_domains(v) for v in config.values())
+    return False
 
 
 def _assign(config: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:

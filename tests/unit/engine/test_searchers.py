@@ -100,7 +100,7 @@ def test_repeater_groups_and_means() -> None:
         (lambda: ConcurrencyLimiter(Counting(), 0), "max_concurrent"),
         (lambda: ConcurrencyLimiter("x", 1), "searcher"),
         (lambda: Repeater(Counting(), 0), "repeat"),
-        (lambda: create_searcher("hyperopt"), "search_alg"),
+        (lambda: create_searcher("no_such_searcher"), "search_alg"),
         (lambda: BasicVariantGenerator(random_state="x"), "random_state"),
     ],
 )

@@ -1,0 +1,5 @@
+"""``ray.tune.search.hebo`` -> ``kubetune.tune.search.hebo``."""
+
+from kubetune.search.hebo import HEBOSearch
+
+__all__ = ["HEBOSearch"]

@@ -1,0 +1,5 @@
+"""``ray.tune.search.hyperopt`` -> ``kubetune.tune.search.hyperopt``."""
+
+from kubetune.search.hyperopt import HyperOptSearch
+
+__all__ = ["HyperOptSearch"]

@@ -73,22 +73,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _load_grid(path: str) -> Any:
-    from kubetune.local.experiment import open_experiment_dir
     from kubetune.local.result_grid import ResultGrid
 
-    local, uri = open_experiment_dir(path, must_exist=True)
-    return ResultGrid.from_directory(local, experiment_path=uri)
+    return ResultGrid.from_path(path)
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    import json
-
-    from kubetune.local.result_grid import STATE_FILE
+    from kubetune.local.stored_state import read_state
 
     grid = _load_grid(args.path)
-    local = grid._local_path
-    with open(os.path.join(local, STATE_FILE), encoding="utf-8") as f:
-        state = json.load(f)
+    state = read_state(grid._local_path)
     statuses = {t["dirname"]: t["status"] for t in state.get("trials", [])}
     metric = args.metric or grid._metric
     rows = []

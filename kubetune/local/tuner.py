@@ -95,7 +95,21 @@ class Tuner:
 
         from kubetune.local.experiment import open_experiment_dir
 
+        from kubetune.local.stored_state import read_state
+
+        options = {
+            "resume_unfinished": resume_unfinished,
+            "resume_errored": resume_errored,
+            "restart_errored": restart_errored,
+        }
         local_dir, storage_uri = open_experiment_dir(path, must_exist=True)
+        if read_state(local_dir).get("writer") == "operator":
+            from kubetune.cluster.restore import restore_operator_experiment
+
+            return restore_operator_experiment(
+                cls, local_dir, storage_uri, overwrite_trainable or trainable, options
+            )
+        local_dir, storage_uri = open_experiment_dir(path, must_exist=True, full=True)
         with open(os.path.join(local_dir, INTERNAL_DIR, "tuner.pkl"), "rb") as f:
             saved = cloudpickle.load(f)
         trainable = overwrite_trainable or trainable
@@ -108,17 +122,17 @@ class Tuner:
             tune_config=saved["tune_config"],
             run_config=saved["run_config"],
         )
-        tuner._restore = {
-            "local_dir": local_dir,
-            "storage_uri": storage_uri,
-            "resume_unfinished": resume_unfinished,
-            "resume_errored": resume_errored,
-            "restart_errored": restart_errored,
-        }
+        tuner._restore = {"local_dir": local_dir, "storage_uri": storage_uri, **options}
         return tuner
 
     # -- running ----------------------------------------------------------------------------
     def fit(self) -> ResultGrid:
+        from kubetune.cluster.mode import cluster_fit
+
+        grid = cluster_fit(self)  # None unless the cluster mode is on (or this is its restore)
+        if grid is not None:
+            self._result_grid = grid
+            return grid
         from kubetune.local.experiment import LocalExperiment
 
         experiment = LocalExperiment(self)
@@ -140,8 +154,12 @@ class Tuner:
         return grid
 
     def get_results(self) -> ResultGrid:
+        """The results of fit(), or of the restored experiment as stored (Ray's
+        ``Tuner.restore(path, trainable).get_results()``)."""
         if self._result_grid is None:
-            raise RuntimeError("get_results(): call fit() first")
+            if self._restore is None:
+                raise RuntimeError("get_results(): call fit() first")
+            self._result_grid = ResultGrid.from_path(self._restore["storage_uri"])
         return self._result_grid
 
 

@@ -205,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("--x", default="training_iteration")
     plot.add_argument("-o", "--output", required=True)
     plot.set_defaults(func=_cmd_plot)
+    from kubetune.cluster.cli import add_parser
+
+    add_parser(sub)
     args = parser.parse_args(argv)
     from kubetune.manifest.validate import ManifestError
     from kubetune.storage import StorageError

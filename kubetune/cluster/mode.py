@@ -46,7 +46,12 @@ def _read_file() -> dict[str, Any]:
         if os.environ.get("KUBETUNE_CONFIG"):
             raise FileNotFoundError(f"KUBETUNE_CONFIG names {path}, which does not exist")
         return {}
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        raise RuntimeError(
+            f"reading {path} needs Python 3.11 or later; set the KUBETUNE_* variables instead"
+        ) from None
 
     with open(path, "rb") as f:
         try:
@@ -55,7 +60,9 @@ def _read_file() -> dict[str, Any]:
             raise ValueError(f"{path}: {exc}") from None
     unknown = sorted(set(data) - set(ENV))
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(ENV)}")
+        raise ValueError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(ENV)}"
+        )
     return data
 
 
@@ -70,7 +77,8 @@ def settings() -> ClusterSettings | None:
         raise ValueError(f"KUBETUNE_MODE must be 'local' or 'cluster', got {mode!r}")
     if mode == "local":
         return None
-    return ClusterSettings(**{k: (str(v) if v is not None else None) for k, v in merged.items()})
+    values: dict[str, Any] = {k: (str(v) if v is not None else None) for k, v in merged.items()}
+    return ClusterSettings(**values)
 
 
 def cluster_fit(tuner: Any) -> Any:

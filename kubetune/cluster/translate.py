@@ -171,7 +171,10 @@ def searcher_to_manifest(searcher: Any) -> dict[str, Any] | None:
         if inner._points:
             out["pointsToEvaluate"] = [dict(p) for p in inner._points]
         return out
-    if type(inner).__name__ == "OptunaSearch" and type(inner).__module__ == "kubetune.search.optuna":
+    if (
+        type(inner).__name__ == "OptunaSearch"
+        and type(inner).__module__ == "kubetune.search.optuna"
+    ):
         if not isinstance(inner._sampler_spec, str):
             raise NotOnCluster(
                 f"OptunaSearch(sampler={type(inner._sampler_spec).__name__}(...)) is an object"
@@ -184,7 +187,9 @@ def searcher_to_manifest(searcher: Any) -> dict[str, Any] | None:
                 " instead (the operator samples from param_space)"
             )
         if inner._evaluated_rewards is not None:
-            raise NotOnCluster("OptunaSearch(evaluated_rewards=...) is not supported on the cluster")
+            raise NotOnCluster(
+                "OptunaSearch(evaluated_rewards=...) is not supported on the cluster"
+            )
         out.update(type="optuna", sampler=inner._sampler_spec, seed=inner._seed)
         if inner._points:
             out["pointsToEvaluate"] = [dict(p) for p in inner._points]

@@ -34,9 +34,7 @@ if TYPE_CHECKING:
 STAGING = "~/kubetune_results/.staging"
 
 
-def open_experiment_dir(
-    path: str, must_exist: bool = False, full: bool = False
-) -> tuple[str, str]:
+def open_experiment_dir(path: str, must_exist: bool = False, full: bool = False) -> tuple[str, str]:
     """(local directory, URI) of an experiment; an s3:// experiment is staged locally: all of
     it with ``full`` (to continue it here), else without its checkpoints (to read results)."""
     if path.startswith("s3://"):

@@ -181,7 +181,14 @@ class ResultGrid:
             checkpoint = checkpoint_at(latest) if latest else None
             error = None
             if trial.get("status") == "ERROR":
-                error = TrialError(trial.get("error") or f"trial {trial['trial_id']} failed")
+                text = trial.get("error")
+                if state.get("writer") == "operator":  # the pod's reason; the trial's own text
+                    try:
+                        with open(os.path.join(trial_local, "error.txt"), encoding="utf-8") as f:
+                            text = f.read() or text
+                    except FileNotFoundError:
+                        pass
+                error = TrialError(text or f"trial {trial['trial_id']} failed")
             results.append(
                 Result(
                     metrics=metrics,

@@ -39,7 +39,7 @@ class StoredCheckpoint(Checkpoint):
         return self._staged_path
 
     # Checkpoint's methods read these two attributes: fetch on first use.
-    @property  # type: ignore[override]
+    @property
     def _local_path(self) -> str:
         return self._fetch()
 
@@ -48,7 +48,7 @@ class StoredCheckpoint(Checkpoint):
         if value is not None:
             self._staged_path = value
 
-    @property  # type: ignore[override]
+    @property
     def _metadata(self) -> dict[str, Any]:
         if self._meta is None:
             self._meta = _read_metadata(self._fetch())

@@ -21,7 +21,7 @@ STATE_FILE = "experiment_state.json"
 CHECKPOINT_DIR_PREFIX = "checkpoint_"
 # Stored beside the experiment but not needed to read its results (the with_parameters
 # objects and the shipped working directory can be large).
-_SKIP_WHEN_STAGING = (".kubetune/params/", ".kubetune/workdir/")
+_SKIP_WHEN_STAGING = (".kubetune/params/", ".kubetune/code/")
 
 
 def _trial_summary(rec: dict[str, Any]) -> dict[str, Any]:
@@ -114,9 +114,9 @@ def stage_experiment(uri: str, local_dir: str) -> None:
         ) from None
     with open(os.path.join(local_dir, STATE_FILE), encoding="utf-8") as f:
         head = json.load(f)
-    segments = list(((head.get("engine") or {}) if is_operator_state(head) else {}).get(
-        "segments"
-    ) or [])
+    segments = list(
+        ((head.get("engine") or {}) if is_operator_state(head) else {}).get("segments") or []
+    )
     for key in segments:
         fetch(key)
     done = {STATE_FILE, *segments}

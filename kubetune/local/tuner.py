@@ -94,7 +94,6 @@ class Tuner:
         import cloudpickle
 
         from kubetune.local.experiment import open_experiment_dir
-
         from kubetune.local.stored_state import read_state
 
         options = {

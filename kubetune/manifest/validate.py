@@ -37,9 +37,8 @@ def _draft7(node: Any) -> Any:
         return node
     out = {k: _draft7(v) for k, v in node.items()}
     for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(out.get(flag), bool):
-            if out.pop(flag) and bound in out:
-                out[flag] = out.pop(bound)
+        if isinstance(out.get(flag), bool) and out.pop(flag) and bound in out:
+            out[flag] = out.pop(bound)
     return out
 
 

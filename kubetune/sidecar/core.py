@@ -213,6 +213,7 @@ class Sidecar:
         for what, uri, target in (
             ("restore", cfg.restore_from, "restore"),
             ("parameters", cfg.params_from, "params"),
+            ("fetch the shipped code", cfg.code_from, "code"),
         ):
             if not uri:
                 continue

@@ -56,9 +56,7 @@ def make(**tc: Any) -> tune.Tuner:
     rc = tc.pop("run_config", None) or air.RunConfig(name="tr")
     space = tc.pop("param_space", EVERY_SAMPLER)
     fn = tc.pop("trainable", trainable)
-    return tune.Tuner(
-        fn, param_space=space, tune_config=tune.TuneConfig(**tc), run_config=rc
-    )
+    return tune.Tuner(fn, param_space=space, tune_config=tune.TuneConfig(**tc), run_config=rc)
 
 
 def doc_of(tuner: tune.Tuner) -> dict[str, Any]:
@@ -195,7 +193,11 @@ def test_every_scheduler_round_trips(scheduler):
     space = {"lr": tune.loguniform(1e-4, 1e-1), "bs": tune.choice([16, 32, 64])}
     assert_same_engine(
         lambda: make(
-            metric="acc", mode="max", num_samples=4, seed=3, scheduler=scheduler(),
+            metric="acc",
+            mode="max",
+            num_samples=4,
+            seed=3,
+            scheduler=scheduler(),
             param_space=space,
         )
     )
@@ -216,7 +218,10 @@ def test_every_scheduler_round_trips(scheduler):
 def test_every_searcher_round_trips(searcher):
     assert_same_engine(
         lambda: make(
-            metric="y", mode="min", num_samples=4, search_alg=searcher(),
+            metric="y",
+            mode="min",
+            num_samples=4,
+            search_alg=searcher(),
             param_space={"x": tune.uniform(0, 1)},
         )
     )
@@ -228,7 +233,9 @@ def test_optuna_round_trips():
 
     assert_same_engine(
         lambda: make(
-            metric="y", mode="min", num_samples=3,
+            metric="y",
+            mode="min",
+            num_samples=3,
             search_alg=OptunaSearch(sampler="tpe", seed=8, points_to_evaluate=[{"x": 0.25}]),
             param_space={"x": tune.uniform(0, 1), "k": tune.choice([1, 2])},
         )
@@ -303,8 +310,16 @@ class MyStopper(tune.Stopper):
         ),
     ],
     ids=[
-        "searcher", "scheduler", "sample_from", "explore_fn", "stopper", "stop-fn",
-        "callbacks", "name-creator", "resources-fn", "wrapper-order",
+        "searcher",
+        "scheduler",
+        "sample_from",
+        "explore_fn",
+        "stopper",
+        "stop-fn",
+        "callbacks",
+        "name-creator",
+        "resources-fn",
+        "wrapper-order",
     ],
 )
 def test_what_the_operator_cannot_run_is_refused_by_name(kwargs, words):
@@ -325,4 +340,6 @@ def test_an_optuna_sampler_object_is_refused_with_its_name():
 def test_fail_fast_round_trips():
     rc = lambda: air.RunConfig(name="tr", failure_config=air.FailureConfig(fail_fast=True))  # noqa: E731
     assert_same_engine(lambda: make(seed=1, run_config=rc()))
-    assert doc_of(make(run_config=rc()))["spec"]["runConfig"] == {"failureConfig": {"failFast": True}}
+    assert doc_of(make(run_config=rc()))["spec"]["runConfig"] == {
+        "failureConfig": {"failFast": True}
+    }

@@ -93,7 +93,7 @@ def test_fit_of_a_restored_operator_experiment_says_where_it_runs(trees, monkeyp
     monkeypatch.delenv("KUBETUNE_MODE", raising=False)
     monkeypatch.setenv("KUBETUNE_CONFIG", "")
     tuner = tune.Tuner.restore(operator_dir, T.train_func)
-    with pytest.raises(RuntimeError, match="spec.restoreFrom"):
+    with pytest.raises(RuntimeError, match=r"spec\.restoreFrom"):
         tuner.fit()
 
 

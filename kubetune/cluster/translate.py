@@ -37,17 +37,28 @@ def _name(obj: Any) -> str:
 
 
 # -- param space ---------------------------------------------------------------------------
-def param_space_to_manifest(space: dict[str, Any], where: str = "param_space") -> Any:
-    from kubetune.search.spec import to_manifest
+def param_space_to_manifest(
+    space: dict[str, Any], where: str = "param_space", wrap_top: bool = True
+) -> Any:
+    """The manifest form; a top-level scalar or list constant is written ``{constant: v}``
+    (the CRD types every top-level entry as an object, for its CEL rules)."""
+    from kubetune.search.spec import from_manifest, to_manifest
 
     try:
-        return to_manifest(space)
+        out = to_manifest(space)
     except ConfigError as exc:
         raise NotOnCluster(
             f"{where}: {exc}. The operator samples configs itself and never runs user code:"
             " replace tune.sample_from with a sampler (tune.uniform, tune.choice, ...), or"
             " compute the value inside the trainable from the sampled ones"
         ) from None
+    if wrap_top and isinstance(out, dict):
+        for key, value in out.items():
+            if not isinstance(value, dict):
+                wrapped = {"constant": value}
+                if from_manifest({key: wrapped}) == {key: space[key]}:
+                    out[key] = wrapped
+    return out
 
 
 # -- schedulers ----------------------------------------------------------------------------
@@ -127,7 +138,7 @@ def scheduler_to_manifest(scheduler: Any) -> dict[str, Any] | None:
                     " the cluster; leave it at its default"
                 )
         out["hyperparamMutations"] = param_space_to_manifest(
-            dict(scheduler._mutations), "PopulationBasedTraining.hyperparam_mutations"
+            dict(scheduler._mutations), "PopulationBasedTraining.hyperparam_mutations", False
         )
         out["perturbationFactors"] = list(scheduler._factors)
     return out

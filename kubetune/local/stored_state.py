@@ -24,12 +24,19 @@ CHECKPOINT_DIR_PREFIX = "checkpoint_"
 _SKIP_WHEN_STAGING = (".kubetune/params/", ".kubetune/code/")
 
 
-def _trial_summary(rec: dict[str, Any]) -> dict[str, Any]:
+def operator_trial_dirname(experiment: str, trial_id: str) -> str:
+    """The folder of a trial in an operator experiment: its TuneTrial's name."""
+    from kubetune._util import dns_name
+
+    return dns_name(experiment, trial_id)
+
+
+def _trial_summary(rec: dict[str, Any], experiment: str) -> dict[str, Any]:
     checkpoints = [c[2] for c in rec.get("checkpoints") or []]
     return {
         "trial_id": rec["trial_id"],
         "trial_name": rec["name"],
-        "dirname": rec["name"],
+        "dirname": operator_trial_dirname(experiment, rec["trial_id"]),
         "experiment_tag": rec.get("tag"),
         "status": rec.get("status"),
         "error": rec.get("error"),
@@ -55,13 +62,14 @@ def from_operator_state(head: dict[str, Any], local_dir: str) -> dict[str, Any]:
 
     engine, _ = load_state(head["engine"], read)
     config = engine.get("config") or {}
+    name = head.get("experiment") or config.get("name") or os.path.basename(local_dir)
     return {
         "format": 1,
         "writer": "operator",
         "finished": engine.get("finished"),
         "engine": engine,
-        "trials": [_trial_summary(rec) for rec in engine.get("trials", [])],
-        "name": head.get("experiment") or config.get("name"),
+        "trials": [_trial_summary(rec, name) for rec in engine.get("trials", [])],
+        "name": name,
         "metric": config.get("metric"),
         "mode": config.get("mode"),
     }

@@ -49,6 +49,10 @@ EVERY_SAMPLER = {
     "nested": {"deep": {"lr": tune.loguniform(1e-3, 1e-1), "k": 3}, "list": [1, 2]},
     "tuple": (3, 3),
     "looks_like_a_sampler": {"choice": [1, 2]},  # a constant: must stay a constant
+    "epochs": 3,  # top-level constants: the CRD wants {constant: ...} there
+    "layers": [64, 32],
+    "name": "run",
+    "flag": None,
 }
 
 

@@ -19,7 +19,7 @@ from kubetune.cli import main
 from kubetune.engine import ExperimentEngine
 from kubetune.engine.snapshot import SnapshotWriter
 from kubetune.local.result_grid import ResultGrid
-from kubetune.local.stored_state import read_state
+from kubetune.local.stored_state import operator_trial_dirname, read_state
 from tests.unit.local import trainables as T
 
 
@@ -30,6 +30,11 @@ def as_operator_tree(local_dir: str, target: str, segment_trials: int) -> int:
     shutil.rmtree(os.path.join(target, ".kubetune"))
     with open(os.path.join(local_dir, "experiment_state.json"), encoding="utf-8") as f:
         state = json.load(f)
+    for trial in state["trials"]:  # the operator's folders are its TuneTrials' names
+        os.rename(
+            os.path.join(target, trial["dirname"]),
+            os.path.join(target, operator_trial_dirname("opexp", trial["trial_id"])),
+        )
     engine = ExperimentEngine.from_json(state["engine"])
     writer = SnapshotWriter(segment_trials, wrap=lambda st: {"engine": st, "experiment": "opexp"})
     for key, blob in writer.render(engine):

@@ -144,9 +144,9 @@ def cluster_env(
     return env
 
 
-def write(path: Path, text: str) -> Path:
+def write(path: Path, text: str, tail: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
+    path.write_text(textwrap.dedent(text) + tail)
     return path
 
 
@@ -211,7 +211,9 @@ def test_reference_examples_submitted_unchanged_match_local_mode(cluster_env, tm
     assert theirs["n"] == mine["n"] == 1
 
 
-def test_a_helper_module_of_the_working_dir_is_shipped(cluster_env, tmp_path, namespace):
+def test_a_helper_module_of_the_working_dir_is_shipped(
+    cluster_env, tmp_path, s3_server, s3_bucket
+):
     work = tmp_path / "project"
     write(work / "helpers" / "scoring.py", "def score(a, b):\n    return 10 * a + b\n")
     write(work / "helpers" / "__init__.py", "")
@@ -219,16 +221,12 @@ def test_a_helper_module_of_the_working_dir_is_shipped(cluster_env, tmp_path, na
     script = write(
         work / "tune_helper.py",
         """
-        import os
         from kubetune import air, tune
         from kubetune.air import session
         from helpers.scoring import score
 
         def trainable(config):
-            here = os.path.dirname(score.__code__.co_filename)
-            with open(os.path.join(here, "..", "data.txt")) as f:  # a data file shipped too
-                extra = int(f.read())
-            session.report({"score": score(config["a"], extra)})
+            session.report({"score": score(config["a"], 7)})
 
         results = tune.Tuner(
             trainable,
@@ -236,11 +234,19 @@ def test_a_helper_module_of_the_working_dir_is_shipped(cluster_env, tmp_path, na
             tune_config=tune.TuneConfig(metric="score", mode="max"),
             run_config=air.RunConfig(name="helper"),
         ).fit()
-        """
-        + REPORT_BEST,
+        """,
+        REPORT_BEST,
     )
     theirs = best_of(submit(script, cluster_env, "--working-dir", str(work)))
     assert theirs["config"] == {"a": 2} and theirs["score"] == 27
+    keys = s3_keys(s3_server, s3_bucket, f"{PREFIX}/helper/.kubetune/code/")
+    shipped = {k.rsplit("/code/", 1)[1] for k in keys}
+    assert {
+        "trainable.pkl",
+        "workdir/data.txt",
+        "workdir/helpers/scoring.py",
+        "workdir/tune_helper.py",
+    } <= shipped
 
 
 def test_with_parameters_array_is_stored_once(cluster_env, tmp_path, s3_server, s3_bucket):
@@ -262,8 +268,8 @@ def test_with_parameters_array_is_stored_once(cluster_env, tmp_path, s3_server, 
             run_config=air.RunConfig(name="withparams"),
         ).fit()
         assert all(r.metrics["nbytes"] == data.nbytes for r in results)
-        """
-        + REPORT_BEST,
+        """,
+        REPORT_BEST,
     )
     theirs = best_of(submit(script, cluster_env, "--working-dir", ""))
     assert theirs["n"] == 3 and theirs["config"] == {"i": 2} and theirs["score"] == 4.0

@@ -18,7 +18,9 @@ class Cluster:
 
         configuration = client.Configuration()
         try:
-            config.load_kube_config(context=context, client_configuration=configuration)
+            config.load_kube_config(
+                config_file=_kubeconfig(), context=context, client_configuration=configuration
+            )
         except config.ConfigException as exc:
             raise RuntimeError(
                 f"cluster mode needs a kubeconfig (as kubectl does): {exc}; set KUBECONFIG, or"
@@ -67,11 +69,18 @@ class Cluster:
         self.api_client.close()
 
 
+def _kubeconfig() -> str | None:
+    """$KUBECONFIG as it is now (the client reads it once, when it is first imported)."""
+    import os
+
+    return os.environ.get("KUBECONFIG") or None
+
+
 def _context_namespace(context: str | None) -> str:
     from kubernetes import config
 
     try:
-        contexts, active = config.list_kube_config_contexts()
+        contexts, active = config.list_kube_config_contexts(config_file=_kubeconfig())
     except config.ConfigException:
         return "default"
     chosen = next((c for c in contexts if c["name"] == context), None) if context else active

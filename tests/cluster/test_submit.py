@@ -186,6 +186,7 @@ def use_env(monkeypatch: Any, env: dict[str, str]) -> None:
     for key, value in env.items():
         if key.startswith(("KUBETUNE_", "AWS_")) or key in ("HOME", "KUBECONFIG"):
             monkeypatch.setenv(key, value)
+    monkeypatch.setenv("KUBETUNE_MODE", "cluster")  # what a notebook user sets once
 
 
 # -- the same answers as local mode -----------------------------------------------------------

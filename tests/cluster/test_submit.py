@@ -212,9 +212,7 @@ def test_reference_examples_submitted_unchanged_match_local_mode(cluster_env, tm
     assert theirs["n"] == mine["n"] == 1
 
 
-def test_a_helper_module_of_the_working_dir_is_shipped(
-    cluster_env, tmp_path, s3_server, s3_bucket
-):
+def test_a_helper_module_of_the_working_dir_is_shipped(cluster_env, tmp_path, s3_server, s3_bucket):
     work = tmp_path / "project"
     write(work / "helpers" / "scoring.py", "def score(a, b):\n    return 10 * a + b\n")
     write(work / "helpers" / "__init__.py", "")

@@ -21,4 +21,3 @@ def shipped_code_spec(trainable: dict[str, Any]) -> dict[str, Any]:
         "trainable_pickle": f"{CODE_DIR}/trainable.pkl",
         "python_path": [f"{CODE_DIR}/workdir", *(trainable.get("pythonPath") or [])],
     }
-

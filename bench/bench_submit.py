@@ -56,6 +56,7 @@ def main() -> int:
     from kubernetes import client, config
 
     from tests.testenv.controlplane import ControlPlane
+    from tests.testenv.helpers import s3_secret
     from tests.testenv.kubelet import TestKubelet
     from tests.testenv.s3 import S3Server
 
@@ -74,16 +75,7 @@ def main() -> int:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         ns = "bench"
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-        core.create_namespaced_secret(
-            ns,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(name="s3"),
-                string_data={
-                    "AWS_ACCESS_KEY_ID": s3.access_key,
-                    "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-                },
-            ),
-        )
+        s3_secret(api, ns, s3)
         bucket = "bench"
         s3c = s3.client()
         s3c.create_bucket(Bucket=bucket)

@@ -20,6 +20,7 @@ from kubetune._paths import host_path
 from kubetune.trial import exit_codes
 
 SITE = "/kubetune/site"
+BUILT_HERE = ".built-here"  # kubetune.sidecar.shipped_env stores a site that has it
 OUT = "/kubetune/out"
 TAIL_CHARS = 8000
 
@@ -32,8 +33,8 @@ def requirements_hash(path: str) -> str:
 def install(requirements: str, site: str) -> tuple[bool, str]:
     """pip install -r requirements into site; (ok, pip's output)."""
     marker = os.path.join(site, f".installed-{requirements_hash(requirements)}")
-    if os.path.exists(marker):
-        return True, ""
+    if os.path.exists(marker):  # restored by the sidecar from the cache of an earlier trial
+        return True, "cached"
     os.makedirs(site, exist_ok=True)
     proc = subprocess.run(
         [
@@ -57,6 +58,9 @@ def install(requirements: str, site: str) -> tuple[bool, str]:
         return False, output
     with open(marker, "w", encoding="utf-8") as f:
         f.write(output[-TAIL_CHARS:])
+    # tells the sidecar to store this site for the next trials (it holds the credentials)
+    with open(os.path.join(site, BUILT_HERE), "w", encoding="utf-8") as f:
+        f.write("")
     return True, output
 
 
@@ -67,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     requirements = os.path.join(code, "requirements.txt")
     if os.path.exists(requirements):
-        print(f"kubetune: installing {requirements}", file=sys.stderr, flush=True)
         ok, output = install(requirements, site)
         if not ok:
             out = host_path(OUT)
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(message)
             print(message, file=sys.stderr, flush=True)
             return exit_codes.ERRORED
+        how = "from the cache of an earlier trial" if output == "cached" else "installed"
+        print(f"kubetune: requirements.txt {how}", file=sys.stderr, flush=True)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "kubetune.trial"], env)

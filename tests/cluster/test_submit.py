@@ -304,19 +304,24 @@ from kubetune import air, tune
 from kubetune.air import session
 
 def trainable(config):
+    import os
     import kubetune_probe  # installed in the pod from requirements.txt
-    session.report({"score": kubetune_probe.VALUE * config["k"]})
+    site = os.path.dirname(os.path.dirname(kubetune_probe.__file__))
+    built = os.path.exists(os.path.join(site, ".built-here"))  # else: from the cache
+    session.report({"score": kubetune_probe.VALUE * config["k"], "built_here": built})
 
 results = tune.Tuner(
     trainable,
     param_space={"k": tune.grid_search([1, 2, 3])},
-    tune_config=tune.TuneConfig(metric="score", mode="max"),
+    tune_config=tune.TuneConfig(metric="score", mode="max", max_concurrent_trials=1),
     run_config=air.RunConfig(name="NAME"),
 ).fit()
 """
 
 
-def test_requirements_are_installed_in_the_pod_before_the_trainable(cluster_env, tmp_path):
+def test_requirements_are_installed_once_in_a_pod_before_the_trainable(
+    cluster_env, tmp_path, s3_server, s3_bucket
+):
     import importlib.util
 
     assert importlib.util.find_spec("kubetune_probe") is None  # the env lacks it
@@ -327,10 +332,19 @@ def test_requirements_are_installed_in_the_pod_before_the_trainable(cluster_env,
         f"--no-index\n--find-links {wheels}\nkubetune-probe==0.1\n",
     )
     script = write(
-        tmp_path / "req" / "tune_req.py", REQ_SCRIPT.replace("NAME", "reqs") + REPORT_BEST
+        tmp_path / "req" / "tune_req.py",
+        REQ_SCRIPT.replace("NAME", "reqs")
+        + REPORT_BEST
+        + "print('BUILT ' + _json.dumps([r.metrics['built_here'] for r in results]))\n",
     )
-    theirs = best_of(submit(script, cluster_env, "--requirements", str(req)))
+    proc = submit(script, cluster_env, "--requirements", str(req))
+    theirs = best_of(proc)
     assert theirs["n"] == 3 and theirs["score"] == 123
+    # one trial installed, the next ones restored the site its sidecar stored (one at a time)
+    built = [line for line in proc.stdout.splitlines() if line.startswith("BUILT ")]
+    assert len(built) == 1 and sorted(json.loads(built[0][6:])) == [False, False, True], built
+    keys = s3_keys(s3_server, s3_bucket, f"{PREFIX}/reqs/.kubetune/env/")
+    assert any(k.endswith("/.complete") for k in keys), keys
 
 
 def test_a_failed_install_is_the_trial_error_with_pips_message(cluster_env, tmp_path):

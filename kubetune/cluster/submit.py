@@ -34,9 +34,13 @@ def _trainable_name(trainable: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", str(name)) or "trainable"
 
 
-def storage_spec(settings: ClusterSettings) -> tuple[str, dict[str, Any]]:
-    """(s3://bucket/prefix, spec.storage) from the settings."""
+def storage_spec(
+    settings: ClusterSettings, storage_path: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(s3://bucket/prefix, spec.storage): the settings' storage, else an s3:// storage_path."""
     uri = settings.storage
+    if not uri and storage_path and storage_path.startswith("s3://"):
+        uri = storage_path
     if not uri or not uri.startswith("s3://"):
         raise ValueError(
             "cluster mode needs the experiments' S3 location: set KUBETUNE_STORAGE=s3://BUCKET/"
@@ -79,7 +83,7 @@ class ClusterRun:
         if settings.image:
             spec["trainable"]["image"] = settings.image
         check_round_trip(tuner, manifest_document(tuner, name, spec))
-        root, spec["storage"] = storage_spec(settings)
+        root, spec["storage"] = storage_spec(settings, tuner.run_config.storage_path)
         from kubetune.cluster.kube import Cluster
         from kubetune.storage import open_storage
 

@@ -46,3 +46,22 @@ def test_bad_settings_name_the_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("KUBETUNE_MODE", "cloud")
     with pytest.raises(ValueError, match="KUBETUNE_MODE"):
         mode.settings()
+
+
+def test_the_storage_is_the_settings_or_an_s3_storage_path(monkeypatch):
+    from kubetune.cluster.mode import ClusterSettings
+    from kubetune.cluster.submit import storage_spec
+
+    monkeypatch.setenv("KUBETUNE_S3_ENDPOINT_URL", "http://127.0.0.1:8333")
+    root, spec = storage_spec(ClusterSettings(storage="s3://b/p/q", storage_secret="s3"))
+    assert root == "s3://b/p/q"
+    assert spec == {
+        "bucket": "b",
+        "prefix": "p/q",
+        "endpoint": "http://127.0.0.1:8333",
+        "secretName": "s3",
+    }
+    root, spec = storage_spec(ClusterSettings(), "s3://other/runs")
+    assert root == "s3://other/runs" and spec["bucket"] == "other"
+    with pytest.raises(ValueError, match="KUBETUNE_STORAGE"):
+        storage_spec(ClusterSettings(), "~/kubetune_results")

@@ -19,7 +19,8 @@ def test_a_stored_checkpoint_downloads_once_with_its_tree(tmp_path):
     assert repr(ckpt) == f"Checkpoint(uri={str(stored)!r})"
     out = ckpt.to_directory(str(tmp_path / "out"))
     assert (tmp_path / "out" / "model" / "layers" / "w.bin").read_bytes() == b"weights"
-    assert open(os.path.join(out, "state.json")).read() == '{"i": 1}'
+    with open(os.path.join(out, "state.json")) as f:
+        assert f.read() == '{"i": 1}'
     with ckpt.as_directory() as d:
         assert d == str(staged) and (staged / "model" / "layers" / "w.bin").exists()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,3 +36,14 @@ def unflattened_lookup(key: str, d: Mapping[str, Any], delimiter: str = FLATTEN_
             raise KeyError(key)
         node = node[part]
     return node
+
+
+def dns_name(*parts: str, limit: int = 63) -> str:
+    """A DNS-1123 label made of ``parts``; a hash suffix keeps long names unique (the
+    operator names TuneTrials, and so their storage folders, with it)."""
+    raw = "-".join(parts).lower()
+    name = re.sub(r"[^a-z0-9-]+", "-", raw).strip("-") or "x"
+    if len(name) <= limit and name == raw:
+        return name
+    digest = hashlib.sha1(raw.encode()).hexdigest()[:6]
+    return f"{name[: limit - 7].rstrip('-')}-{digest}"

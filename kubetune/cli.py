@@ -112,18 +112,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _load_grid(path: str) -> Any:
-    from kubetune.local.experiment import open_experiment_dir
     from kubetune.local.result_grid import ResultGrid
 
-    local, uri = open_experiment_dir(path, must_exist=True)
-    return ResultGrid.from_directory(local, experiment_path=uri)
+    return ResultGrid.from_path(path)
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from kubetune.local.state_file import load_state
+    from kubetune.local.stored_state import read_state
 
     grid = _load_grid(args.path)
-    state = load_state(grid._local_path)
+    state = read_state(grid._local_path)
     statuses = {t["dirname"]: t["status"] for t in state.get("trials", [])}
     metric = args.metric or grid._metric
     rows = []
@@ -262,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("--x", default="training_iteration")
     plot.add_argument("-o", "--output", required=True)
     plot.set_defaults(func=_cmd_plot)
+    from kubetune.cluster.cli import add_parser
+
+    add_parser(sub)
     args = parser.parse_args(argv)
     from kubetune.manifest.validate import ManifestError
     from kubetune.storage import StorageError

@@ -44,15 +44,18 @@ from kubetune.tune.trainable import Trainable
 STAGING = "~/kubetune_results/.staging"
 
 
-def open_experiment_dir(path: str, must_exist: bool = False) -> tuple[str, str]:
-    """(local directory, URI) of an experiment; an s3:// experiment is staged locally."""
+def open_experiment_dir(path: str, must_exist: bool = False, full: bool = False) -> tuple[str, str]:
+    """(local directory, URI) of an experiment; an s3:// experiment is staged locally: all of
+    it with ``full`` (to continue it here), else without its checkpoints (to read results)."""
     if path.startswith("s3://"):
         bucket_and_key = path[len("s3://") :].rstrip("/")
         local = os.path.join(os.path.expanduser(STAGING), bucket_and_key)
         if must_exist:
-            storage = open_storage(path)
-            os.makedirs(local, exist_ok=True)
-            DirectoryMirror(local, storage, "").pull()
+            from kubetune.local.stored_state import stage_experiment
+
+            stage_experiment(path, local)
+            if full:
+                DirectoryMirror(local, open_storage(path), "").pull()
         return local, path.rstrip("/")
     local = os.path.abspath(os.path.expanduser(path))
     if must_exist and not os.path.exists(os.path.join(local, STATE_FILE)):

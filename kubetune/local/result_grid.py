@@ -180,38 +180,63 @@ class ResultGrid:
         self._mode = mode
 
     @classmethod
+    def from_path(cls, path: str) -> ResultGrid:
+        """Read an experiment from its path or ``s3://`` URI, whoever wrote it (local mode,
+        ``kubetune submit`` or the operator); checkpoints in S3 download when used."""
+        from kubetune.local.experiment import open_experiment_dir
+
+        local, uri = open_experiment_dir(path, must_exist=True)
+        return cls.from_directory(local, experiment_path=uri)
+
+    @classmethod
     def from_directory(cls, local_path: str, experiment_path: str | None = None) -> ResultGrid:
         """Read a (finished or running) experiment from its local directory."""
-        from kubetune.local.state_file import load_state
+        from kubetune.local.stored_state import read_state
 
-        state = load_state(local_path)
+        state = read_state(local_path)
         uri = experiment_path or local_path
+        remote = uri.startswith("s3://")
         results = []
         for trial in state.get("trials", []):
             trial_local = os.path.join(local_path, trial["dirname"])
+            trial_uri = f"{uri.rstrip('/')}/{trial['dirname']}"
+
+            def checkpoint_at(name: str) -> Checkpoint | None:
+                where = os.path.join(trial_local, name)  # noqa: B023 - used at once
+                if remote:
+                    from kubetune.local.stored_checkpoint import StoredCheckpoint
+
+                    return StoredCheckpoint(f"{trial_uri}/{name}", where)  # noqa: B023
+                return Checkpoint.from_directory(where) if os.path.isdir(where) else None
+
             history = read_results(os.path.join(trial_local, "result.json"))
             metrics: dict[str, Any] = dict(history[-1]) if history else {}
             if metrics and trial.get("status") == "TERMINATED":
                 metrics["done"] = True
             by_name = {r["checkpoint_dir_name"]: r for r in history if r.get("checkpoint_dir_name")}
-            checkpoints = [
-                (Checkpoint.from_directory(os.path.join(trial_local, name)), by_name.get(name, {}))
-                for name in trial.get("checkpoints", [])
-                if os.path.isdir(os.path.join(trial_local, name))
-            ]
+            checkpoints = []
+            for name in trial.get("checkpoints", []):
+                ckpt = checkpoint_at(name)
+                if ckpt is not None:
+                    checkpoints.append((ckpt, by_name.get(name, {})))
             latest = trial.get("latest_checkpoint")
-            checkpoint = None
-            if latest and os.path.isdir(os.path.join(trial_local, latest)):
-                checkpoint = Checkpoint.from_directory(os.path.join(trial_local, latest))
+            checkpoint = checkpoint_at(latest) if latest else None
             error = None
             if trial.get("status") == "ERROR":
-                error = TrialError(trial.get("error") or f"trial {trial['trial_id']} failed")
+                text = trial.get("error")
+                if state.get("writer") == "operator":  # the pod's reason; the trial's own text
+                    try:
+                        with open(os.path.join(trial_local, "error.txt"), encoding="utf-8") as f:
+                            text = f.read() or text
+                    except FileNotFoundError:
+                        pass
+                error = TrialError(text or f"trial {trial['trial_id']} failed")
             results.append(
                 Result(
                     metrics=metrics,
                     checkpoint=checkpoint,
                     error=error,
-                    path=f"{uri.rstrip('/')}/{trial['dirname']}",
+                    path=trial_uri,
                     local_path=trial_local,
                     best_checkpoints=checkpoints,
                     _history=history,

@@ -89,6 +89,7 @@ class Tuner:
         (from scratch). Re-specify the trainable (required when it used with_parameters).
         """
         from kubetune.local.experiment import open_experiment_dir
+        from kubetune.local.stored_state import read_state
 
         resume_config = _resume_config or _.get("resume_config")
         if resume_config is not None:  # tune.ResumeConfig: overrides the three flags
@@ -97,7 +98,19 @@ class Tuner:
             resume_errored = flags["resume_errored"]
             restart_errored = flags["restart_errored"]
 
+        options = {
+            "resume_unfinished": resume_unfinished,
+            "resume_errored": resume_errored,
+            "restart_errored": restart_errored,
+        }
         local_dir, storage_uri = open_experiment_dir(path, must_exist=True)
+        if read_state(local_dir).get("writer") == "operator":
+            from kubetune.cluster.restore import restore_operator_experiment
+
+            return restore_operator_experiment(
+                cls, local_dir, storage_uri, overwrite_trainable or trainable, options
+            )
+        local_dir, storage_uri = open_experiment_dir(path, must_exist=True, full=True)
         saved = _load_pickle(
             os.path.join(local_dir, INTERNAL_DIR, "tuner.pkl"),
             "the Tuner's",
@@ -124,17 +137,17 @@ class Tuner:
             tune_config=saved["tune_config"],
             run_config=saved["run_config"],
         )
-        tuner._restore = {
-            "local_dir": local_dir,
-            "storage_uri": storage_uri,
-            "resume_unfinished": resume_unfinished,
-            "resume_errored": resume_errored,
-            "restart_errored": restart_errored,
-        }
+        tuner._restore = {"local_dir": local_dir, "storage_uri": storage_uri, **options}
         return tuner
 
     # -- running ----------------------------------------------------------------------------
     def fit(self) -> ResultGrid:
+        from kubetune.cluster.mode import cluster_fit
+
+        grid = cluster_fit(self)  # None unless the cluster mode is on (or this is its restore)
+        if grid is not None:
+            self._result_grid = grid
+            return grid
         from kubetune.local.experiment import LocalExperiment
 
         experiment = LocalExperiment(self)
@@ -160,12 +173,12 @@ class Tuner:
         return grid
 
     def get_results(self) -> ResultGrid:
-        if self._result_grid is None and self._restore is not None:
-            # Ray: a restored Tuner gives the results it has so far, before or without fit()
-            restore = self._restore
-            return ResultGrid.from_directory(restore["local_dir"], restore["storage_uri"])
+        """The results of fit(), or of the restored experiment as stored (Ray's
+        ``Tuner.restore(path, trainable).get_results()``)."""
         if self._result_grid is None:
-            raise RuntimeError("get_results(): call fit() first")
+            if self._restore is None:
+                raise RuntimeError("get_results(): call fit() first")
+            self._result_grid = ResultGrid.from_path(self._restore["storage_uri"])
         return self._result_grid
 
 

@@ -85,6 +85,8 @@ def plan_from_manifest(manifest: Manifest) -> ExperimentPlan:
         options = dict(tc["scheduler"])
         kind = options.pop("type")
         kwargs = {snake(k): v for k, v in options.items()}
+        if "min_time_slice_s" in kwargs:  # the manifest says the unit; the argument does not
+            kwargs["min_time_slice"] = kwargs.pop("min_time_slice_s")
         if "hyperparam_mutations" in kwargs:
             kwargs["hyperparam_mutations"] = parse(
                 ("spec", "tuneConfig", "scheduler", "hyperparamMutations"),

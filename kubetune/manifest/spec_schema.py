@@ -56,6 +56,15 @@ def _trainable() -> Schema:
                 "Secrets for pulling the image.",
                 obj("A Secret reference.", {"name": string("Secret name.")}, ["name"]),
             ),
+            "codeFrom": string(
+                "URI (in spec.storage) of code shipped by `kubetune submit`: the cloudpickled"
+                " trainable, the working directory and requirements.txt. The sidecar fetches"
+                " it; the trial unpickles it. image then defaults to the trial base image."
+            ),
+            "parametersFrom": string(
+                "URI (in spec.storage) of the with_parameters objects, stored once for all"
+                " trials and restored into every trial pod by its sidecar."
+            ),
         },
         ["entrypoint"],
     )

@@ -26,7 +26,21 @@ class ManifestError(ValueError):
 def _schema() -> dict[str, Any]:
     crd = tune_experiment_crd()
     schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return schema
+    return _draft7(schema)
+
+
+def _draft7(node: Any) -> Any:
+    """OpenAPI v3's ``exclusiveMinimum: true`` (a flag on ``minimum``) as draft 7 writes it
+    (the bound itself); read as a number, ``true`` would be a bound of 1."""
+    if isinstance(node, list):
+        return [_draft7(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _draft7(v) for k, v in node.items()}
+    for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(flag), bool) and out.pop(flag) and bound in out:
+            out[flag] = out.pop(bound)
+    return out
 
 
 def field_name(path: Path_) -> str:

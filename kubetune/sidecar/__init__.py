@@ -51,6 +51,7 @@ Environment (``KUBETUNE_SIDECAR_`` prefix unless noted)::
     TRIAL_SPEC          the trial spec JSON written to ROOT/trial.json (optional)
     RESTORE_FROM        checkpoint URI to restore into ROOT/restore (optional)
     PARAMS_FROM         URI prefix of with_parameters objects for ROOT/params (optional)
+    CODE_FROM           URI prefix of code shipped by `kubetune submit` for ROOT/code (optional)
     TRIAL               TuneTrial name; unset: no API reporting
     NAMESPACE           its namespace (default: the token directory's namespace file)
     TOKEN_DIR           default /var/run/secrets/kubernetes.io/serviceaccount

@@ -24,6 +24,7 @@ class SidecarConfig:
     trial_spec: dict[str, Any] | None = None
     restore_from: str | None = None
     params_from: str | None = None
+    code_from: str | None = None
     trial: str | None = None
     namespace: str | None = None
     token_dir: str = DEFAULT_TOKEN_DIR
@@ -91,6 +92,7 @@ class SidecarConfig:
             trial_spec=spec,
             restore_from=get("RESTORE_FROM"),
             params_from=get("PARAMS_FROM"),
+            code_from=get("CODE_FROM"),
             trial=get("TRIAL"),
             namespace=get("NAMESPACE"),
             token_dir=get("TOKEN_DIR") or DEFAULT_TOKEN_DIR,

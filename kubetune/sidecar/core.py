@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kubetune.engine.checkpoints import best_checkpoint, lookup, register_checkpoint
+from kubetune.sidecar import shipped_env
 from kubetune.sidecar.config import READY_FILE, STATE_DIR, SidecarConfig
 from kubetune.sidecar.state import SidecarState
 from kubetune.trial.output import (
@@ -213,6 +214,7 @@ class Sidecar:
         for what, uri, target in (
             ("restore", cfg.restore_from, "restore"),
             ("parameters", cfg.params_from, "params"),
+            ("fetch the shipped code", cfg.code_from, "code"),
         ):
             if not uri:
                 continue
@@ -226,6 +228,7 @@ class Sidecar:
                 log.error("%s", message)
                 with self.lock:
                     self.errors[what] = message[:500]
+        shipped_env.restore_site(cfg.code_from, cfg.path(), open_trial_storage)
         if cfg.trial_spec is not None:
             spec = dict(cfg.trial_spec)
             used = [int(m.group(1)) for n in stored_ckpts if (m := CHECKPOINT_RE.match(n))]
@@ -782,6 +785,10 @@ class Sidecar:
         self._start_thread("report", self._report_loop)
         if self.cfg.gpu_interval_s > 0:
             self._start_thread("gpu", self._gpu_loop)
+        if self.cfg.code_from:
+            cache = shipped_env.store_when_built
+            args = (self.cfg.code_from, self.cfg.path(), open_trial_storage, self.stop_event)
+            self._start_thread("requirements", lambda: cache(*args))
 
     def terminate(self, grace_s: float | None = None) -> None:
         """SIGTERM: flush within the grace period (less a margin), then stop."""
@@ -816,6 +823,8 @@ class Sidecar:
         for t in self.threads:
             if t.name == "sidecar-gpu":  # its last sample goes into the final upload
                 t.join(timeout=5.0)
+            if t.name == "sidecar-requirements":  # the installed requirements, for the next pods
+                t.join(timeout=max(1.0, self.cfg.grace_s / 2))
         with self.lock:
             self.finishing = True
             self.upload_urgent = True

@@ -95,7 +95,8 @@ class Storage(ABC):
         keys = self.list_keys(prefix)
         if not keys:
             raise FileNotFoundError(f"nothing stored under {self.uri(prefix)}")
-        base = prefix.strip("/") + "/"
+        # under no prefix every key keeps its whole path (it was flattened to its basename)
+        base = prefix.strip("/") + "/" if prefix.strip("/") else ""
         for key in keys:
             rel = key[len(base) :] if key.startswith(base) else os.path.basename(key)
             target = os.path.join(local_dir, *rel.split("/"))

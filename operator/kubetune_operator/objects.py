@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from datetime import datetime, timezone
 from typing import Any
+
+from kubetune._util import dns_name
 
 GROUP = "kubetune.io"
 VERSION = "v1alpha1"
@@ -18,16 +18,6 @@ MAX_NAME = 63
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
-    """A DNS-1123 label made of ``parts``; a hash suffix keeps long names unique."""
-    raw = "-".join(parts).lower()
-    name = re.sub(r"[^a-z0-9-]+", "-", raw).strip("-") or "x"
-    if len(name) <= limit and name == raw:
-        return name
-    digest = hashlib.sha1(raw.encode()).hexdigest()[:6]
-    return f"{name[: limit - 7].rstrip('-')}-{digest}"
 
 
 def trial_object_name(experiment: str, trial_id: str) -> str:

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetune_operator.shipped import CODE_DIR, shipped_code_spec
+
 GROUP = "kubetune.io"
 VERSION = "v1alpha1"
 ROOT = "/kubetune"
@@ -147,6 +149,7 @@ def trial_spec(
         "done_marker": f"{ROOT}/done",
         "python_path": list(trainable.get("pythonPath") or []),
         "checkpoint_index_start": int(tspec.get("checkpointIndexStart") or 0),
+        **shipped_code_spec(trainable),
     }
 
 
@@ -192,7 +195,9 @@ def build_trial_pod(
     espec = experiment.get("spec") or {}
     tspec = trial.get("spec") or {}
     trainable = espec.get("trainable") or {}
-    image = trainable.get("image")
+    image = trainable.get("image") or (
+        settings.sidecar_image if trainable.get("codeFrom") else None
+    )
     if not image:
         raise ValueError("spec.trainable.image is required to run trials on a cluster")
     template = copy.deepcopy(espec.get("podTemplate") or {})
@@ -204,7 +209,7 @@ def build_trial_pod(
     exp_name = experiment["metadata"]["name"]
     trial_name = tspec.get("trialName") or meta["name"]
     restore_from = tspec.get("restoreFrom")
-    params_from = tspec.get("parametersFrom")
+    params_from = tspec.get("parametersFrom") or trainable.get("parametersFrom")
     resources = tspec.get("resources") or espec.get("resources") or {"bundles": [{"CPU": 1}]}
     requests, limits = pod_resources(resources, settings)
     gpus = int(float(limits.get(settings.gpu_resource_name, "0")))
@@ -226,6 +231,8 @@ def build_trial_pod(
         side_env.append(_env("KUBETUNE_SIDECAR_RESTORE_FROM", restore_from))
     if params_from:
         side_env.append(_env("KUBETUNE_SIDECAR_PARAMS_FROM", params_from))
+    if trainable.get("codeFrom"):
+        side_env.append(_env("KUBETUNE_SIDECAR_CODE_FROM", trainable["codeFrom"]))
     if tune.get("metric"):
         side_env.append(_env("KUBETUNE_SIDECAR_METRIC", tune["metric"]))
     if ckpt.get("numToKeep"):
@@ -296,7 +303,10 @@ def build_trial_pod(
     container: dict[str, Any] = {
         "name": TRIAL_CONTAINER,
         "image": image,
-        "command": ["python", "-m", "kubetune.trial"],
+        # shipped code goes through the bootstrap: it installs the shipped requirements first
+        "command": ["python", "-m", "kubetune.cluster.bootstrap", CODE_DIR]
+        if trainable.get("codeFrom")
+        else ["python", "-m", "kubetune.trial"],
         "env": trial_env,
         "volumeMounts": [
             {"name": SHARED_VOLUME, "mountPath": ROOT},

@@ -239,8 +239,9 @@ def test_trial_dependencies_have_wheels_for_the_cuda_variants_python(tmp_path: P
     [
         ["python", "-m", "kubetune.trial"],
         ["python", "-m", "kubetune.sidecar"],
+        ["python", "-m", "kubetune.cluster.bootstrap"],
     ],
-    ids=["trial", "sidecar"],
+    ids=["trial", "sidecar", "shipped-code"],
 )
 def test_the_trial_pods_commands_run_in_the_trial_image(argv: list[str]):
     """The operator's pod builder runs these in the trial image (the sidecar image defaults to

@@ -8,6 +8,7 @@ ranges are checked when it is parsed, with the same messages).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -80,7 +81,9 @@ class Manifest:
     @classmethod
     def from_dict(cls, doc: dict[str, Any], source: str = "<object>") -> Manifest:
         """A manifest already parsed (e.g. a TuneExperiment read from the API server)."""
-        return cls(yaml.safe_dump(doc, sort_keys=False), source)
+        # JSON is YAML whose strings are all quoted: keys such as `n` or `on` stay strings
+        # (a plain YAML dump leaves them bare, and the kubectl-style reader makes them booleans)
+        return cls(json.dumps(doc, indent=2), source)
 
     @classmethod
     def load(cls, path: str) -> Manifest:

@@ -170,7 +170,9 @@ def test_every_run_config_field_round_trips():
     [
         lambda: FIFOScheduler(),
         lambda: ASHAScheduler(max_t=30, grace_period=2, reduction_factor=3, brackets=2, seed=4),
-        lambda: ASHAScheduler(time_attr="epoch", metric="acc", mode="max", stop_last_trials=False),
+        lambda: ASHAScheduler(
+            time_attr="epoch", metric="acc", mode="max", stop_last_trials=False, seed=5
+        ),
         lambda: HyperBandScheduler(max_t=27, reduction_factor=3, stop_last_trials=False),
         lambda: MedianStoppingRule(
             time_attr="training_iteration",
@@ -266,6 +268,10 @@ class MyScheduler(TrialScheduler):
     pass
 
 
+class MyCallback(tune.Callback):
+    pass
+
+
 class MyStopper(tune.Stopper):
     def __call__(self, trial_id, result):
         return False
@@ -300,8 +306,8 @@ class MyStopper(tune.Stopper):
             ["a function", "run_config.stop"],
         ),
         (
-            {"run_config": air.RunConfig(callbacks=[MyStopper()])},
-            ["run_config.callbacks", "MyStopper"],
+            {"run_config": air.RunConfig(callbacks=[MyCallback()])},
+            ["run_config.callbacks", "MyCallback"],
         ),
         ({"trial_name_creator": lambda t: "x"}, ["trial_name_creator"]),
         (

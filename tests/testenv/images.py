@@ -45,9 +45,11 @@ BASE_PACKAGES = (
     "python3-pip",
     "python3-venv",
 )
+HOST_BUILD_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf")
 OPERATOR = "localhost/kubetune/operator:test"
 TRIAL = "localhost/kubetune/trial:test"
 EXAMPLE = "localhost/kubetune/examples:test"
+PAUSE = "localhost/kubetune/pause:test"
 # The trainables the example image carries: the README's example and the e2e tests' own.
 EXAMPLE_MODULES = (REPO / "examples" / "quadratic.py", REPO / "tests" / "e2e" / "trainables.py")
 
@@ -111,6 +113,11 @@ def _build(tag: str, dockerfile: Path, context: Path, build_args: dict[str, str]
     args = ["build", "--isolation", "chroot", "--layers", "-q", "-f", str(dockerfile), "-t", tag]
     for key, value in build_args.items():
         args += ["--build-arg", f"{key}={value}"]
+    # This machine's trust store and pip settings for the RUN steps only (a TLS-inspecting proxy
+    # may sit between us and PyPI): mounted while building, never part of an image.
+    for host_file in HOST_BUILD_FILES:
+        if os.path.exists(host_file):
+            args += ["--volume", f"{host_file}:{host_file}:ro"]
     buildah(*args, str(context))
 
 
@@ -127,6 +134,20 @@ def build_all() -> dict[str, float]:
     start = time.monotonic()
     base = base_image()
     times[base] = time.monotonic() - start
+    if not _exists(PAUSE):
+        # The pod sandbox's image: the base, blocking forever (containerd's default names a hub).
+        container = buildah("from", base).strip()
+        buildah(
+            "config",
+            "--env",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "--entrypoint",
+            '["/bin/sleep", "infinity"]',
+            "--cmd",
+            "",
+            container,
+        )
+        buildah("commit", "--rm", "-q", container, PAUSE)
     for tag, dockerfile, arg in (
         (OPERATOR, REPO / "Dockerfile", "PYTHON_IMAGE"),
         (TRIAL, REPO / "trial_image" / "Dockerfile", "BASE_IMAGE"),

@@ -1,1 +1,23 @@
 """Trainables of the e2e tests, baked into the example image next to examples/quadratic.py."""
+
+from __future__ import annotations
+
+import time
+
+from kubetune.air import session
+
+
+def sleepy(config: dict) -> None:
+    """Long enough to be looked at from outside while it runs."""
+    for step in range(int(config.get("steps", 60))):
+        session.report({"loss": 1.0 / (step + 1)})
+        time.sleep(1)
+
+
+def hog(config: dict) -> None:
+    """Allocates far past any small memory limit: the kernel's OOM killer ends it."""
+    session.report({"loss": 1.0})
+    chunks = []
+    while True:
+        chunks.append(bytearray(64 * 2**20))
+        time.sleep(0.01)

@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in missing():
             print(f"missing: {name}")
         return 1 if missing() else 0
+    if missing() and os.geteuid() != 0:
+        # Only the e2e tests need them; they say so (and fail under CI).
+        print(f"testenv: not root, not installing {' '.join(missing())} (the e2e tests need them)")
+        return 0
     ensure()
     return 0
 

@@ -254,3 +254,119 @@ def test_trial_over_its_memory_limit_ends_with_oomkilled(
     )["items"]
     hog = [t for t in trials if t["metadata"]["name"].startswith("hog")]
     assert hog and "OOMKilled" in json.dumps(hog[0]["status"]), hog
+
+
+def results_of(s3_server: Any, bucket: str, experiment_name: str) -> dict[str, list[dict]]:
+    """Each trial's result.json lines in storage, by the trial's folder."""
+    s3 = s3_server.client()
+    out: dict[str, list[dict]] = {}
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=experiment_name + "/")
+    for obj in listing.get("Contents", []):
+        if obj["Key"].endswith("/result.json"):
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+            out[obj["Key"]] = [json.loads(line) for line in body.splitlines() if line.strip()]
+    return out
+
+
+def trial_pods(cp: Any, ns: str, experiment_name: str) -> list[dict[str, Any]]:
+    out = cp.kubectl(
+        "get", "pods", "-n", ns, "-l", f"kubetune.io/experiment={experiment_name}", "-o", "json"
+    ).stdout
+    return list(json.loads(out)["items"])
+
+
+def counted_experiment(cp, ns, node, images, s3_server, bucket, name, samples, steps):
+    return experiment(
+        cp,
+        ns,
+        node,
+        images,
+        s3_server,
+        bucket,
+        name=name,
+        trainable={"image": images.example, "entrypoint": "trainables:counted"},
+        paramSpace={"steps": {"choice": [steps]}, "pause": {"choice": [1.0]}},
+        tuneConfig={
+            "metric": "loss",
+            "mode": "min",
+            "numSamples": samples,
+            "maxConcurrentTrials": samples,
+        },
+        resources={"bundles": [{"CPU": 0.2}]},
+        runConfig={"failureConfig": {"maxFailures": 2}},
+    )
+
+
+def test_killed_trial_container_is_retried_from_its_checkpoint(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    counted_experiment(
+        control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "killed", 1, 25
+    )
+
+    def trial_container_after_some_steps() -> str | None:
+        for pod in trial_pods(control_plane, operator_ns, "killed"):
+            for st in pod["status"].get("containerStatuses") or []:
+                if st["name"] == "trial" and "running" in st["state"]:
+                    reports = results_of(s3_server, bucket, "killed")
+                    if any(len(lines) >= 3 for lines in reports.values()):
+                        return str(st["containerID"]).split("://", 1)[1]
+        return None
+
+    container = wait_for(trial_container_after_some_steps, 300, "3 checkpointed steps", 1)
+    killed = real_node.ctr("tasks", "kill", "-s", "SIGKILL", container)
+    assert killed.returncode == 0, killed.stderr
+    wait_experiment(control_plane, operator_ns, "killed", real_node)
+    (lines,) = results_of(s3_server, bucket, "killed").values()
+    assert lines[-1]["step"] == 24
+    assert lines[-1]["start"] >= 2, "the retry did not start from the checkpoint"
+    attempts = {
+        p["metadata"]["labels"].get("kubetune.io/attempt")
+        for p in trial_pods(control_plane, operator_ns, "killed")
+    }
+    assert len(attempts) >= 1
+
+
+def test_operator_pod_deleted_mid_experiment_loses_nothing_and_runs_nothing_twice(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    counted_experiment(
+        control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "handover", 2, 20
+    )
+
+    def both_trials_running() -> bool:
+        pods = trial_pods(control_plane, operator_ns, "handover")
+        running = [
+            p
+            for p in pods
+            for st in p["status"].get("containerStatuses") or []
+            if st["name"] == "trial" and "running" in st["state"]
+        ]
+        return len(running) == 2
+
+    wait_for(both_trials_running, 300, "both trials running", 1)
+    out = control_plane.kubectl("get", "pods", "-n", operator_ns, "-o", "json").stdout
+    (operator_pod,) = [
+        p["metadata"]["name"]
+        for p in json.loads(out)["items"]
+        if p["metadata"]["name"].startswith("kubetune-")
+    ]
+    control_plane.kubectl("delete", "pod", "-n", operator_ns, operator_pod, "--wait=false")
+    wait_for(
+        lambda: (
+            operator_ready(control_plane, operator_ns)
+            and operator_pod
+            not in control_plane.kubectl("get", "pods", "-n", operator_ns, "-o", "name").stdout
+        ),
+        300,
+        "the Deployment's next operator pod Ready",
+        1,
+    )
+    status = wait_experiment(control_plane, operator_ns, "handover", real_node)
+    assert status["phase"] == "Succeeded", status
+    pods = trial_pods(control_plane, operator_ns, "handover")
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]  # one pod per trial, ever
+    reports = results_of(s3_server, bucket, "handover")
+    assert len(reports) == 2
+    for lines in reports.values():
+        assert [line["step"] for line in lines] == list(range(20))

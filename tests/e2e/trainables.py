@@ -21,3 +21,18 @@ def hog(config: dict) -> None:
     while True:
         chunks.append(bytearray(64 * 2**20))
         time.sleep(0.01)
+
+
+def counted(config: dict) -> None:
+    """STEPS reports, a checkpoint with each; a retry goes on from the latest checkpoint and
+    says where it started (``start``)."""
+    from kubetune.air.checkpoint import Checkpoint
+
+    checkpoint = session.get_checkpoint()
+    start = checkpoint.to_dict()["step"] + 1 if checkpoint else 0
+    for step in range(start, int(config["steps"])):
+        time.sleep(float(config.get("pause", 1.0)))
+        session.report(
+            {"loss": 1.0 / (step + 1), "step": step, "start": start},
+            checkpoint=Checkpoint.from_dict({"step": step}),
+        )

@@ -36,3 +36,16 @@ def counted(config: dict) -> None:
             {"loss": 1.0 / (step + 1), "step": step, "start": start},
             checkpoint=Checkpoint.from_dict({"step": step}),
         )
+
+
+def gpu_env(config: dict) -> None:
+    """Reports which devices the container was given."""
+    import os
+
+    session.report(
+        {
+            "loss": 0.0,
+            "nvidia_visible_devices": os.environ.get("NVIDIA_VISIBLE_DEVICES", ""),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        }
+    )

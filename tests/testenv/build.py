@@ -254,7 +254,11 @@ def kubernetes_gomod() -> str:
     # Upstream's godebug settings only apply when its module is the main module: carry them.
     lines += [f"godebug {d['Key']}={d['Value']}\n" for d in godebug]
     lines.append("\ntool (\n")
-    lines += [f"\t{b.package}\n" for b in binaries() if b.module == "kubernetes"]
+    lines += [
+        f"\t{b.package}\n"
+        for b in binaries()
+        if b.module == "kubernetes" and not b.package.startswith("kubetune.test/")
+    ]
     lines.append(")\n\n")
     lines.append(f"require k8s.io/kubernetes {KUBERNETES_VERSION}\n\n")
     lines.append(f"// The staging modules, published as {STAGING_VERSION}.\nreplace (\n")

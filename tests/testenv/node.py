@@ -372,6 +372,10 @@ class RealNode:
         _unmount_under(self.workdir)
         node_net.remove_bridge()
         _remove_kubepods_cgroups()
+        if self._lock is not None:  # the kubelet's registration socket and checkpoint
+            for leftover in DEVICE_PLUGIN_DIR.glob("*"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
         with contextlib.suppress(Exception):
             self.cp.request("DELETE", f"/api/v1/nodes/{self.name}")
             self.cp.request(

@@ -31,9 +31,11 @@ lint: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest tests/unit
 
-# The control plane (etcd, kube-*, kubectl, helm) from the Go module proxy, cached in
-# ~/.cache/kubetune/testenv; a no-op once built.
+# The control plane (etcd, kube-*, kubectl, helm) and the real node (containerd, kubelet, the
+# fake GPU plugin) from the Go module proxy, cached in ~/.cache/kubetune/testenv; a no-op once
+# built. The real node's Debian packages (runc, CNI plugins, buildah, ...) by apt-get as root.
 testenv: $(VENV)/.dev
+	$(BIN)/python -m tests.testenv.debian
 	$(BIN)/python -m tests.testenv.build
 
 test: lint testenv

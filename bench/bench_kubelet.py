@@ -1,13 +1,18 @@
 """Pod create -> Running latency through the test kubelet on the real control plane.
 
     .venv/bin/python -m bench.bench_kubelet [--pods 100] [--command sleep|python|true]
-                                            [--mode process|emulated] [--interval 0]
+                                            [--mode process|emulated|real] [--interval 0]
 
 Starts a control plane (tests/testenv/controlplane.py; the binaries must be built) and a
 test kubelet with one node, creates the pods one after the other (``--interval`` seconds
 apart) and measures, per pod, from just before its create request to the first watch event
 that shows it Running (for ``true``, which may finish first: Running or Succeeded). Prints
 p50, p90, p99 and max, and the same for create -> scheduled (nodeName set).
+
+``--mode real`` (root) runs the pods in real containers on tests/testenv/node.py's node
+(containerd + runc + kubelet v1.36.3) from the Debian base image (tests/testenv/images.py),
+pulled from a loopback registry before the clock starts, and prints the peak resident memory
+of the node's own processes (containerd, kubelet, device plugin; shims and pods not counted).
 """
 
 from __future__ import annotations
@@ -53,20 +58,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--command", choices=sorted(COMMANDS), default="sleep")
-    parser.add_argument("--mode", choices=["process", "emulated"], default="process")
+    parser.add_argument("--mode", choices=["process", "emulated", "real"], default="process")
     parser.add_argument("--interval", type=float, default=0.0)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
 
     cp = ControlPlane.start()
     kubelet: TestKubelet | None = None
+    real: Any = None
+    image = "kubetune/bench"
     try:
-        kubelet = TestKubelet(
-            cp.kubelet_kubeconfig,
-            nodes=[NodeSpec(name="bench-node", pods=args.pods + 10, cpu="1000")],
-            mode=args.mode,
-        ).start()
-        api: KubeRest = kubelet.api
+        if args.mode == "real":
+            real, image = _start_real_node(cp, args.pods)
+            api: KubeRest = KubeRest.from_kubeconfig(cp.kubeconfig)
+        else:
+            kubelet = TestKubelet(
+                cp.kubelet_kubeconfig,
+                nodes=[NodeSpec(name="bench-node", pods=args.pods + 10, cpu="1000")],
+                mode=args.mode,
+            ).start()
+            api = kubelet.api
         ns = "bench-kubelet"
         api.create("/api/v1/namespaces", {"metadata": {"name": ns}})
         deadline = time.monotonic() + 30
@@ -116,7 +127,7 @@ def main() -> int:
                     "containers": [
                         {
                             "name": "main",
-                            "image": "kubetune/bench",
+                            "image": image,
                             "command": COMMANDS[args.command],
                         }
                     ],
@@ -126,7 +137,7 @@ def main() -> int:
             api.create(pod_path(ns), body)
             if args.interval:
                 time.sleep(args.interval)
-        ok = all_running.wait(120)
+        ok = all_running.wait(120 if args.mode != "real" else 600)
         total = time.monotonic() - began
         stream.close()
         if not ok:
@@ -155,11 +166,34 @@ def main() -> int:
             )
             print(summary("create -> Running  ", to_running))
             print(summary("create -> scheduled", to_scheduled))
+        if real is not None:
+            rss = real.peak_rss_kib()
+            print("peak RSS: " + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in rss.items()))
         return 0
     finally:
         if kubelet is not None:
             kubelet.stop()
+        if real is not None:
+            real.stop()
+            real.registry.stop()
         cp.stop()
+
+
+def _start_real_node(cp: ControlPlane, pods: int) -> tuple[Any, str]:
+    import tempfile
+
+    from tests.testenv import images
+    from tests.testenv.node import RealNode
+
+    work = Path(tempfile.mkdtemp(prefix="bench-realnode-"))
+    images.build_all()
+    registry = images.Registry.start(work / "registry")
+    node = RealNode.start(cp, registry.host, registry.push(images.PAUSE), work / "node")
+    node.registry = registry  # type: ignore[attr-defined]
+    image = registry.push(images.base_image())
+    # Pull once before the clock starts (a cluster's node has its images cached too).
+    node.ctr("images", "pull", "--plain-http", image)
+    return node, image
 
 
 if __name__ == "__main__":

@@ -359,7 +359,19 @@ def _pid_alive(pid: int) -> bool:
 
 @pytest.mark.parametrize(
     "binary",
-    ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm"],
+    [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubectl",
+        "helm",
+        "kubelet",
+        "containerd",
+        "containerd-shim-runc-v2",
+        "ctr",
+        "kubetune-fakegpu",
+    ],
 )
 def test_every_binary_is_built_at_its_pin(control_plane: ControlPlane, binary: str) -> None:
     assert binary not in {b.name for b in build.missing()}

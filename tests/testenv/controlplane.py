@@ -248,6 +248,9 @@ class ControlPlane:
                 # Endpoints may not point at loopback; nothing here routes Service IPs anyway
                 # (in-cluster clients get KUBERNETES_SERVICE_HOST=127.0.0.1 from the kubelet).
                 "--endpoint-reconciler-type=none",
+                # Logs and exec reach a real kubelet (tests/testenv/node.py) at its node's
+                # InternalIP: nothing resolves node names here.
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--v=1",
             ],

@@ -1,0 +1,401 @@
+"""The chart and the README's example on the real node: `helm install` runs the operator
+image in its container under the rendered Deployment, and examples/quadratic.yaml (image and
+storage set to the test ones) reaches Ready with local mode's best trial for the same seed;
+the trial container has no credentials or token while its sidecar has them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.testenv.helpers import s3_secret, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "kubetune"
+
+
+def helm(cp: Any, *args: str) -> str:
+    import os
+
+    proc = subprocess.run(
+        [str(cp.helm_path), *args],
+        env={**os.environ, **cp.env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def local_best(tmp_path: Path) -> tuple[float, float]:
+    """examples/quadratic.yaml's experiment in local mode, same seed."""
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import quadratic
+
+        from kubetune import air, tune
+
+        tuner = tune.Tuner(
+            quadratic.objective,
+            param_space={"x": tune.uniform(0, 6)},
+            tune_config=tune.TuneConfig(
+                metric="loss", mode="min", num_samples=3, max_concurrent_trials=3, seed=7
+            ),
+            run_config=air.RunConfig(name="quadratic", storage_path=str(tmp_path), verbose=0),
+        )
+        best = tuner.fit().get_best_result()
+        return float(best.config["x"]), float(best.metrics["loss"])
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+
+
+@pytest.fixture(scope="module")
+def operator_ns(control_plane, kube_api, real_node, e2e_images, s3_server):
+    """A namespace with the chart installed (operator serving it) and the S3 Secret."""
+    registry, _, _ = e2e_images.operator.partition("/")
+    ns = f"e2e-{secrets.token_hex(3)}"
+    control_plane.kubectl("create", "namespace", ns)
+    wait_for(
+        lambda: (
+            control_plane.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0
+        ),
+        30,
+        "the namespace's default ServiceAccount",
+    )
+    s3_secret(kube_api, ns, s3_server, name="s3-credentials")
+    try:
+        helm(
+            control_plane,
+            "install",
+            "kubetune",
+            str(CHART),
+            "-n",
+            ns,
+            "--set",
+            f"image.repository={registry}/kubetune/operator",
+            "--set",
+            "image.tag=test",
+            "--set",
+            f"trial.sidecarImage.repository={registry}/kubetune/trial",
+            "--set",
+            "trial.sidecarImage.tag=test",
+            "--set",
+            f"watchNamespaces={{{ns}}}",
+        )
+        try:
+            wait_for(lambda: operator_ready(control_plane, ns), 300, "the operator pod Ready", 1)
+        except AssertionError:
+            logs = control_plane.kubectl("logs", "-n", ns, "deploy/kubetune", check=False)
+            raise AssertionError(f"operator not ready:\n{logs.stdout}{logs.stderr}") from None
+        yield ns
+    finally:
+        control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def operator_ready(cp: Any, ns: str) -> bool:
+    out = cp.kubectl("get", "pods", "-n", ns, "-o", "json").stdout
+    return any(
+        p["metadata"]["name"].startswith("kubetune-")
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+        for p in json.loads(out)["items"]
+    )
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    name = f"e2e-{secrets.token_hex(4)}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+def experiment(
+    cp: Any, ns: str, node: Any, images: Any, s3_server: Any, bucket: str, **changes: Any
+) -> dict[str, Any]:
+    """examples/quadratic.yaml with the test's image and storage (and CHANGES to spec), applied."""
+    port = int(s3_server.endpoint_url.rsplit(":", 1)[1].rstrip("/"))
+    manifest = yaml.safe_load((REPO / "examples" / "quadratic.yaml").read_text())
+    manifest["spec"]["trainable"]["image"] = images.example
+    manifest["spec"]["storage"].update(
+        bucket=bucket, endpoint=f"http://{node.relay_to_host(port)}", region=s3_server.region
+    )
+    name = changes.pop("name", "quadratic")
+    manifest["metadata"]["name"] = name
+    manifest["spec"].update(changes)
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
+    return dict(manifest)
+
+
+def wait_experiment(cp: Any, ns: str, name: str, node: Any, timeout: int = 600) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        out = cp.kubectl("get", "-n", ns, f"tex/{name}", "-o", "json").stdout
+        status = json.loads(out).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    try:
+        result: dict[str, Any] = wait_for(done, timeout, f"experiment {name} to finish", 2)
+    except AssertionError:
+        out = cp.kubectl("get", "-n", ns, "tex,ttr,pods", "-o", "wide", check=False).stdout
+        raise AssertionError(f"{out}\n{node.log_tails(15)}") from None
+    return result
+
+
+def test_quadratic_example_reaches_ready_with_local_modes_best_trial(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, tmp_path
+):
+    experiment(control_plane, operator_ns, real_node, e2e_images, s3_server, bucket)
+    status = wait_experiment(control_plane, operator_ns, "quadratic", real_node)
+    ready = control_plane.kubectl(
+        "wait",
+        "-n",
+        operator_ns,
+        "tex/quadratic",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        check=False,
+    )
+    assert ready.returncode == 0, (status, ready.stderr)
+    assert status["trials"]["terminated"] == 3 and status["trials"]["error"] == 0, status
+    x, loss = local_best(tmp_path)
+    assert status["bestTrial"]["config"]["x"] == pytest.approx(x)
+    assert status["bestTrial"]["metric"] == pytest.approx(loss)
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert any(k.endswith("result.json") for k in keys), keys
+
+
+def test_trial_container_has_no_credentials_while_its_sidecar_has(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    experiment(
+        control_plane,
+        operator_ns,
+        real_node,
+        e2e_images,
+        s3_server,
+        bucket,
+        name="sleepy",
+        trainable={"image": e2e_images.example, "entrypoint": "trainables:sleepy"},
+        paramSpace={"steps": {"choice": [90]}},
+        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+    )
+
+    def running_trial_pod() -> str | None:
+        out = control_plane.kubectl("get", "pods", "-n", operator_ns, "-o", "json").stdout
+        for pod in json.loads(out)["items"]:
+            for st in pod["status"].get("containerStatuses") or []:
+                if st["name"] == "trial" and "running" in st["state"]:
+                    return str(pod["metadata"]["name"])
+        return None
+
+    pod = wait_for(running_trial_pod, 300, "the sleepy trial's container running", 1)
+
+    def inside(container: str, code: str) -> str:
+        return str(
+            control_plane.kubectl(
+                "exec", "-n", operator_ns, pod, "-c", container, "--", "python", "-c", code
+            ).stdout
+        )
+
+    probe = (
+        "import os, json; print(json.dumps({'env': sorted(k for k in os.environ"
+        " if 'AWS' in k or 'TOKEN' in k or 'SECRET' in k),"
+        " 'sa': os.path.exists('/var/run/secrets/kubernetes.io')}))"
+    )
+    trial = json.loads(inside("trial", probe))
+    assert trial == {"env": [], "sa": False}
+    sidecar = json.loads(inside("kubetune-sidecar", probe))
+    assert "AWS_ACCESS_KEY_ID" in sidecar["env"] and "AWS_SECRET_ACCESS_KEY" in sidecar["env"]
+    assert sidecar["sa"] is True
+    logs = control_plane.kubectl("logs", "-n", operator_ns, pod, "-c", "trial").stdout
+    assert logs is not None
+    control_plane.kubectl("delete", "-n", operator_ns, "tex/sleepy", "--wait=false")
+
+
+def test_trial_over_its_memory_limit_ends_with_oomkilled(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    # The manifest has no memory limit of its own (resources.bundles' memory is a request):
+    # a LimitRange gives the namespace's new containers one, as a cluster admin would.
+    limits = {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "e2e-memory"},
+        "spec": {"limits": [{"type": "Container", "default": {"memory": "300Mi"}}]},
+    }
+    control_plane.kubectl("apply", "-n", operator_ns, "-f", "-", input=json.dumps(limits))
+    try:
+        experiment(
+            control_plane,
+            operator_ns,
+            real_node,
+            e2e_images,
+            s3_server,
+            bucket,
+            name="hog",
+            trainable={"image": e2e_images.example, "entrypoint": "trainables:hog"},
+            paramSpace={"x": {"choice": [1]}},
+            tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+        )
+        wait_experiment(control_plane, operator_ns, "hog", real_node)
+    finally:
+        control_plane.kubectl("delete", "-n", operator_ns, "limitrange/e2e-memory", check=False)
+    trials = json.loads(
+        control_plane.kubectl("get", "ttr", "-n", operator_ns, "-o", "json").stdout
+    )["items"]
+    hog = [t for t in trials if t["metadata"]["name"].startswith("hog")]
+    assert hog and "OOMKilled" in json.dumps(hog[0]["status"]), hog
+
+
+def results_of(s3_server: Any, bucket: str, experiment_name: str) -> dict[str, list[dict]]:
+    """Each trial's result.json lines in storage, by the trial's folder."""
+    s3 = s3_server.client()
+    out: dict[str, list[dict]] = {}
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=experiment_name + "/")
+    for obj in listing.get("Contents", []):
+        if obj["Key"].endswith("/result.json"):
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+            out[obj["Key"]] = [json.loads(line) for line in body.splitlines() if line.strip()]
+    return out
+
+
+def trial_pods(cp: Any, ns: str, experiment_name: str) -> list[dict[str, Any]]:
+    out = cp.kubectl(
+        "get", "pods", "-n", ns, "-l", f"kubetune.io/experiment={experiment_name}", "-o", "json"
+    ).stdout
+    return list(json.loads(out)["items"])
+
+
+def counted_experiment(cp, ns, node, images, s3_server, bucket, name, samples, steps):
+    return experiment(
+        cp,
+        ns,
+        node,
+        images,
+        s3_server,
+        bucket,
+        name=name,
+        trainable={"image": images.example, "entrypoint": "trainables:counted"},
+        paramSpace={"steps": {"choice": [steps]}, "pause": {"choice": [1.0]}},
+        tuneConfig={
+            "metric": "loss",
+            "mode": "min",
+            "numSamples": samples,
+            "maxConcurrentTrials": samples,
+        },
+        resources={"bundles": [{"CPU": 0.2}]},
+        runConfig={"failureConfig": {"maxFailures": 2}},
+    )
+
+
+def test_killed_trial_container_is_retried_from_its_checkpoint(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    counted_experiment(
+        control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "killed", 1, 25
+    )
+
+    def trial_container_after_some_steps() -> str | None:
+        for pod in trial_pods(control_plane, operator_ns, "killed"):
+            for st in pod["status"].get("containerStatuses") or []:
+                if st["name"] == "trial" and "running" in st["state"]:
+                    reports = results_of(s3_server, bucket, "killed")
+                    if any(len(lines) >= 3 for lines in reports.values()):
+                        return str(st["containerID"]).split("://", 1)[1]
+        return None
+
+    container = wait_for(trial_container_after_some_steps, 300, "3 checkpointed steps", 1)
+    killed = real_node.ctr("tasks", "kill", "-s", "SIGKILL", container)
+    assert killed.returncode == 0, killed.stderr
+    wait_experiment(control_plane, operator_ns, "killed", real_node)
+    (lines,) = results_of(s3_server, bucket, "killed").values()
+    assert lines[-1]["step"] == 24
+    assert lines[-1]["start"] >= 2, "the retry did not start from the checkpoint"
+    attempts = {
+        p["metadata"]["labels"].get("kubetune.io/attempt")
+        for p in trial_pods(control_plane, operator_ns, "killed")
+    }
+    assert len(attempts) >= 1
+
+
+def test_operator_pod_deleted_mid_experiment_loses_nothing_and_runs_nothing_twice(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    counted_experiment(
+        control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "handover", 2, 20
+    )
+
+    def both_trials_running() -> bool:
+        pods = trial_pods(control_plane, operator_ns, "handover")
+        running = [
+            p
+            for p in pods
+            for st in p["status"].get("containerStatuses") or []
+            if st["name"] == "trial" and "running" in st["state"]
+        ]
+        return len(running) == 2
+
+    wait_for(both_trials_running, 300, "both trials running", 1)
+    out = control_plane.kubectl("get", "pods", "-n", operator_ns, "-o", "json").stdout
+    (operator_pod,) = [
+        p["metadata"]["name"]
+        for p in json.loads(out)["items"]
+        if p["metadata"]["name"].startswith("kubetune-")
+    ]
+    control_plane.kubectl("delete", "pod", "-n", operator_ns, operator_pod, "--wait=false")
+    wait_for(
+        lambda: (
+            operator_ready(control_plane, operator_ns)
+            and operator_pod
+            not in control_plane.kubectl("get", "pods", "-n", operator_ns, "-o", "name").stdout
+        ),
+        300,
+        "the Deployment's next operator pod Ready",
+        1,
+    )
+    status = wait_experiment(control_plane, operator_ns, "handover", real_node)
+    assert status["phase"] == "Succeeded", status
+    pods = trial_pods(control_plane, operator_ns, "handover")
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]  # one pod per trial, ever
+    reports = results_of(s3_server, bucket, "handover")
+    assert len(reports) == 2
+    for lines in reports.values():
+        assert [line["step"] for line in lines] == list(range(20))
+
+
+def test_two_gpu_trial_sees_exactly_the_devices_the_plugin_allocated(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    experiment(
+        control_plane,
+        operator_ns,
+        real_node,
+        e2e_images,
+        s3_server,
+        bucket,
+        name="gpus",
+        trainable={"image": e2e_images.example, "entrypoint": "trainables:gpu_env"},
+        paramSpace={"x": {"choice": [1]}},
+        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+        resources={"bundles": [{"CPU": 0.2, "GPU": 2}]},
+    )
+    status = wait_experiment(control_plane, operator_ns, "gpus", real_node)
+    assert status["phase"] == "Succeeded", status
+    (lines,) = results_of(s3_server, bucket, "gpus").values()
+    devices = lines[-1]["nvidia_visible_devices"].split(",")
+    assert len(devices) == 2 and set(devices) <= {f"GPU-{i}" for i in range(4)}, lines[-1]
+    (pod,) = trial_pods(control_plane, operator_ns, "gpus")
+    (trial,) = [c for c in pod["spec"]["containers"] if c["name"] == "trial"]
+    assert trial["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    # CUDA_VISIBLE_DEVICES as the product sets it next to the plugin's variable (reported
+    # here so the figure is in the test log).
+    print("CUDA_VISIBLE_DEVICES in the trial:", lines[-1]["cuda_visible_devices"])

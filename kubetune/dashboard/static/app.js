@@ -181,7 +181,9 @@ function experimentPage(key) {
     const dims = [];
     for (const k of st.configKeys) {
       const vals = rows.map((r) => r.config[k]);
-      if (vals.every((v) => typeof v === "number")) dims.push({ label: k, values: vals });
+      if (vals.every((v) => typeof v === "number")) {
+        if (new Set(vals).size > 1) dims.push({ label: k, values: vals }); // a constant says nothing
+      }
       else {
         const cats = [...new Set(vals.map(String))].sort();
         if (cats.length > 1 && cats.length <= 50) dims.push({ label: k, values: vals.map((v) => cats.indexOf(String(v))), tickvals: cats.map((_, i) => i), ticktext: cats });
@@ -263,7 +265,7 @@ function trialPage(key, id) {
       const head = t.columns.map((c) => `<th>${esc(c)}</th>`).join("");
       const body = t.results.map((r) => "<tr class=\"result-row\">" + t.columns.map((c) => `<td class="${typeof r[c] === "number" ? "num" : ""}">${esc(fmt(r[c]))}</td>`).join("") + "</tr>").join("");
       main.innerHTML = `<h2 id="trial-title">${esc(t.name)} <span class="status-${esc(t.status)}">${esc(t.status)}</span></h2>
-        <p class="muted">${esc(t.uri)} · ${t.rows} results · stop reason: ${esc(t.stop_reason || "-")}${t.stopped_by_scheduler ? " (stopped by the scheduler)" : ""} · failures ${t.failures}</p>
+        <p class="muted">${esc(t.uri)} · ${t.rows} results · stop reason: ${esc(t.stop_reason || "-")}${t.stopped_by_scheduler ? " (ended by the scheduler)" : ""} · failures ${t.failures}</p>
         <div class="grid"><div class="panel"><h3>Config</h3><pre id="trial-config">${esc(JSON.stringify(t.full_config, null, 2))}</pre>
         <h3>Checkpoints</h3><table id="checkpoints"><thead><tr><th>checkpoint</th><th>iteration</th><th>${esc(t.metric || "")}</th><th>storage URI</th></tr></thead><tbody>${cks}</tbody></table>
         <h3>error.txt</h3><pre id="error-txt">${esc(t.error_txt || "(none)")}</pre></div>

@@ -71,6 +71,15 @@ class Dashboard:
         view.refresh()
         return view
 
+    def warm(self) -> None:
+        """Read every experiment once (1,000 trials x 100 rows take seconds to parse), so the
+        first page a user opens is served from memory; requests meanwhile wait for it."""
+        for key in self.experiment_keys():
+            try:
+                self.view(key)
+            except (OSError, KeyError, ValueError):
+                pass  # the page shows the experiment as unreadable, with the reason
+
     def name(self, key: str) -> str:
         return key or os.path.basename(self.storage.uri().rstrip("/")) or self.storage.uri()
 
@@ -177,6 +186,7 @@ def make_server(location: str, host: str = "127.0.0.1", port: int = 8765) -> Thr
     handler = type("Handler", (_Handler,), {"dashboard": dashboard})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    threading.Thread(target=dashboard.warm, name="dashboard-warm", daemon=True).start()
     return server
 
 

@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit cluster clean testenv
+.PHONY: demo test lint unit cluster clean testenv browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,7 +38,12 @@ testenv: $(VENV)/.dev
 	$(BIN)/python -m tests.testenv.debian
 	$(BIN)/python -m tests.testenv.build
 
-test: lint testenv
+# The dashboard's browser tests drive Debian's chromium through its chromium-driver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }
+
+test: lint testenv browser
 	$(BIN)/pytest
 
 clean:

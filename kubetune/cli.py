@@ -1,4 +1,5 @@
-"""The ``kubetune`` command: run a TuneExperiment manifest locally, inspect and plot results."""
+"""The ``kubetune`` command: run a TuneExperiment manifest locally, inspect, plot and watch
+results."""
 
 from __future__ import annotations
 
@@ -221,6 +222,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from kubetune.dashboard.server import serve  # web deps load only for this command
+
+    return serve(args.path, args.host, args.port)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -263,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     from kubetune.cluster.cli import add_parser
 
     add_parser(sub)
+    dash = sub.add_parser("dashboard", help="a live web page of the experiments at a path")
+    dash.add_argument("path", help="an experiment or a folder of them: a directory or s3://...")
+    dash.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    dash.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    dash.set_defaults(func=_cmd_dashboard)
     args = parser.parse_args(argv)
     from kubetune.manifest.validate import ManifestError
     from kubetune.storage import StorageError

@@ -1,0 +1,113 @@
+"""The dashboard at scale: N trials x R results (local mode's layout), served by a real
+``kubetune dashboard`` process and opened in headless chromium (``make browser``).
+
+Prints, per size: the server's time to read the experiment, first paint (the trial table with
+data) and the curves drawn on a fresh browser profile, the size of the full and of an
+incremental API answer, the latency from new rows written to them painted (end to end, which
+includes the page's 1 s poll, and the request + render part alone), and the server's memory
+(VmRSS / VmHWM). Run: ``.venv/bin/python -m bench.bench_dashboard [--trials 100 1000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from tests.testenv import browser
+from tests.testenv.experiments import SyntheticExperiment
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as f:
+        text = f.read()
+    return {k: int(re.search(rf"{k}:\s+(\d+)", text).group(1)) for k in ("VmRSS", "VmHWM")}  # type: ignore[union-attr]
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=120) as r:
+        return bytes(r.read())
+
+
+def bench(trials: int, results: int, updates: int, grow: int) -> None:
+    root = tempfile.mkdtemp(prefix="bench-dashboard-")
+    exp = SyntheticExperiment(os.path.join(root, "big"), trials)
+    exp.fill(results)
+    exp.write_state()  # still running: the page keeps polling
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.cli", "dashboard", root, "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        url = line.split(": ", 1)[1].strip()
+        get(url + "api/experiments")  # answers once the experiment has been read
+        ready = time.monotonic() - t0
+        full = get(url + "api/experiment?exp=big&since=0")
+        seq = json.loads(full)["seq"]
+        with browser.chromium() as driver:
+            driver.get(url + "static/app.css")
+            driver.get(url + "#/exp/big")
+            browser.wait_js(driver, "window.kubetune.chartsPaint", 300, "the curves")
+            paint = driver.execute_script("return window.kubetune.firstPaint")
+            charts = driver.execute_script("return window.kubetune.chartsPaint")
+            end_to_end, handled = [], []
+            for u in range(updates):
+                before = driver.execute_script("return window.kubetune.updates.length")
+                written = time.time()
+                for i in range(grow):
+                    exp.grow((u * grow + i) % trials, 1)
+                exp.write_state()
+                browser.wait_js(
+                    driver,
+                    f"window.kubetune.updates.slice({before}).some(x => x.changed >= {grow})",
+                    60,
+                    "the update",
+                )
+                entry = driver.execute_script(
+                    f"return window.kubetune.updates.slice({before}).find(x => x.changed >= {grow})"
+                )
+                end_to_end.append(entry["at"] / 1000 - written)
+                handled.append(entry["ms"])
+            delta = get(url + f"api/experiment?exp=big&since={seq}")
+            mem = memory_kib(proc.pid)
+        print(
+            f"{trials} trials x {results} results: server ready {ready:.2f} s;"
+            f" first paint (table) {paint:.0f} ms, curves {charts:.0f} ms;"
+            f" full answer {len(full) / 1e6:.2f} MB, after {updates} updates of {grow} trials"
+            f" {len(delta) / 1e3:.1f} kB; update written->painted median"
+            f" {statistics.median(end_to_end) * 1000:.0f} ms (max {max(end_to_end) * 1000:.0f}),"
+            f" request+render median {statistics.median(handled):.0f} ms;"
+            f" server VmRSS {mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f})",
+            flush=True,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--results", type=int, default=100)
+    parser.add_argument("--updates", type=int, default=5)
+    parser.add_argument("--grow", type=int, default=10, help="trials that get a row per update")
+    args = parser.parse_args()
+    why = browser.missing()
+    if why:
+        sys.exit(why)
+    for n in args.trials:
+        bench(n, args.results, args.updates, args.grow)
+
+
+if __name__ == "__main__":
+    main()

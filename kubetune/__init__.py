@@ -14,7 +14,12 @@ __version__ = "0.1.0"
 _SUBMODULES = {"tune", "air", "train", "search", "schedulers", "engine", "trial", "storage"}
 
 
+_RUNTIME = {"init", "shutdown", "is_initialized"}  # Ray's ray.init & co. (kubetune._runtime)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RUNTIME:
+        return getattr(importlib.import_module("kubetune._runtime"), name)
     if name in _SUBMODULES:
         return importlib.import_module(f"kubetune.{name}")
     raise AttributeError(f"module 'kubetune' has no attribute {name!r}")

@@ -31,8 +31,17 @@ def detect_gpus() -> list[int]:
 
 class ResourcePool:
     def __init__(self, cpus: float | None = None, gpus: list[int] | None = None) -> None:
+        from kubetune._runtime import cpu_limit, gpu_limit  # kubetune.init(num_cpus=...)
+
+        if cpus is None:
+            cpus = cpu_limit()
         self.total_cpu = float(cpus if cpus is not None else (os.cpu_count() or 1))
-        self.gpu_ids = list(gpus if gpus is not None else detect_gpus())
+        if gpus is None:
+            gpus = detect_gpus()
+            limit = gpu_limit()
+            if limit is not None:
+                gpus = gpus[:limit]
+        self.gpu_ids = list(gpus)
         self.free_cpu = self.total_cpu
         self.free_gpus = list(self.gpu_ids)
 

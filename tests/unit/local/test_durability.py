@@ -468,3 +468,11 @@ def test_a_full_disk_is_a_clear_error_and_the_state_says_so(small_disk):
     assert "no space left" in state["finished"]["reason"]
     trial = state["trials"][0]
     assert trial["status"] == "ERROR" and "No space left on device" in trial["error"]
+
+
+@pytest.mark.parametrize("path", ["s3://", "s3:///prefix", "s3:bucket", "S3://b"])
+def test_an_s3_storage_path_without_a_bucket_is_refused_naming_the_field(path):
+    from kubetune import air
+
+    with pytest.raises(ValueError, match=r"RunConfig.storage_path .*s3://BUCKET"):
+        air.RunConfig(storage_path=path)  # before: a local folder named "s3:"

@@ -95,7 +95,7 @@ class RunConfig:
             self.failure_config = FailureConfig()
         if self.storage_path is None and self.local_dir is not None:
             self.storage_path = self.local_dir
-        path = self.storage_path or ""
+        path = str(self.storage_path or "")
         bad_s3 = not path.startswith("s3://") or not path[5:].partition("/")[0]
         if isinstance(path, str) and path.lower().startswith("s3:") and bad_s3:
             # else it would be a local folder named "s3:"

@@ -97,7 +97,7 @@ class RunConfig:
             self.storage_path = self.local_dir
         path = str(self.storage_path or "")
         bad_s3 = not path.startswith("s3://") or not path[5:].partition("/")[0]
-        if isinstance(path, str) and path.lower().startswith("s3:") and bad_s3:
+        if path.lower().startswith("s3:") and bad_s3:
             # else it would be a local folder named "s3:"
             raise ValueError(f"RunConfig.storage_path {path!r}: write s3://BUCKET[/PREFIX]")
         if self.callbacks is not None:  # refused here, before anything is written

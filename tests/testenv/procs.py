@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,12 +27,49 @@ _live: set[ManagedProcess] = set()
 _live_lock = threading.Lock()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = (int(v) for v in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_picked: set[int] = set()
+_picked_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Chosen outside the kernel's ephemeral range: a port the kernel hands out (bind to 0) is
+    also the source port of the next outgoing connection of any process here, and with a
+    kubelet, containerd and relays talking to the API server one of them took such a port
+    before the server we picked it for could bind it (SeaweedFS: address already in use).
+    """
+    low, high = _ephemeral_range()
+    # below the ephemeral range and below NodePorts (30000-32767)
+    candidates = [(20000, min(low, 30000))] if low > 21000 else [(high + 1, 65535)]
+    rng = random.SystemRandom()
+    for _ in range(200):
+        start, stop = candidates[0]
+        port = rng.randrange(start, stop)
+        with _picked_lock:
+            if port in _picked:
+                continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        with _picked_lock:
+            _picked.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine
+        s.bind(("127.0.0.1", 0))
+        fallback: int = s.getsockname()[1]
+        return fallback
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -191,6 +191,8 @@ class RealNode:
         self.relays: list[node_net.Relay] = []
         self._lock: IO[str] | None = None
         self.sock = workdir / "containerd" / "containerd.sock"
+        # pod network namespaces that exist before this node: not ours to remove
+        self._netns_before = set(_pod_netns())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -370,6 +372,9 @@ class RealNode:
         self.relays.clear()
         _kill_containers(self.workdir)
         _unmount_under(self.workdir)
+        # containers killed without a CNI DEL leave their netns (and veth) behind
+        for ns in set(_pod_netns()) - self._netns_before:
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
         node_net.remove_bridge()
         _remove_kubepods_cgroups()
         if self._lock is not None:  # the kubelet's registration socket and checkpoint
@@ -396,6 +401,14 @@ class RealNode:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _pod_netns() -> list[str]:
+    """The CNI network namespaces on this machine (containerd names them cni-UUID)."""
+    try:
+        return [p.name for p in Path("/var/run/netns").iterdir() if p.name.startswith("cni-")]
+    except OSError:
+        return []
 
 
 def build_missing(names: list[str]) -> RuntimeError:

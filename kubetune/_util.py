@@ -47,3 +47,11 @@ def dns_name(*parts: str, limit: int = 63) -> str:
         return name
     digest = hashlib.sha1(raw.encode()).hexdigest()[:6]
     return f"{name[: limit - 7].rstrip('-')}-{digest}"
+
+
+def malformed_s3_path(path: str) -> bool:
+    """An s3 path without a bucket (``s3://``, ``s3:///x``, ``s3:bucket``): used as a local
+    directory it would silently become a folder named ``s3:``."""
+    if not path.lower().startswith("s3:"):
+        return False
+    return not path.startswith("s3://") or not path[5:].partition("/")[0]

@@ -81,10 +81,10 @@ def _check_run_options(args: argparse.Namespace) -> None:
 
     if args.name is not None and (problem := name_issue(args.name)):
         raise ValueError(f"--name: {problem}")
+    from kubetune._util import malformed_s3_path
+
     path = args.storage_path or ""
-    if path.lower().startswith("s3:") and (
-        not path.startswith("s3://") or not path[5:].partition("/")[0]
-    ):
+    if malformed_s3_path(path):
         raise ValueError(f"--storage-path {path!r}: write s3://BUCKET[/PREFIX]")
 
 

@@ -95,10 +95,10 @@ class RunConfig:
             self.failure_config = FailureConfig()
         if self.storage_path is None and self.local_dir is not None:
             self.storage_path = self.local_dir
+        from kubetune._util import malformed_s3_path
+
         path = str(self.storage_path or "")
-        bad_s3 = not path.startswith("s3://") or not path[5:].partition("/")[0]
-        if path.lower().startswith("s3:") and bad_s3:
-            # else it would be a local folder named "s3:"
+        if malformed_s3_path(path):
             raise ValueError(f"RunConfig.storage_path {path!r}: write s3://BUCKET[/PREFIX]")
         if self.callbacks is not None:  # refused here, before anything is written
             from kubetune.tune.execution.defaults import check_callbacks

@@ -124,13 +124,20 @@ def check_experiment_page(driver: Any, url: str, key: str, grid: Any, shot: str)
     assert js(driver, "[...document.querySelectorAll('tr.best')].map(r => r.dataset.id)") == [
         best_id
     ]
-    # one path for all trials, one for the best, and an x marker per early-stopped trial
+    # one trace for all trials (Plotly draws one path per gap-separated trial), one for the
+    # best, and an x marker per early-stopped trial
     lines = js(
         driver,
         "[...document.querySelectorAll('#curves .scatterlayer .trace')]"
-        ".map(t => (t.querySelector('path.js-line') || {getAttribute: () => ''})"
-        ".getAttribute('d').length)",
+        ".map(t => [...t.querySelectorAll('path.js-line')]"
+        ".reduce((n, p) => n + (p.getAttribute('d') || '').length, 0))",
     )
+    segments = js(
+        driver,
+        "document.querySelectorAll('#curves .scatterlayer .trace:nth-child(1) path.js-line')"
+        ".length",
+    )
+    assert segments >= 4, segments  # five finished trials but the best, the errored one has none
     assert lines[0] > 100 and lines[2] > 20, lines
     rows = {r.metrics["trial_id"]: r for r in grid if r.metrics}
     longest = max(r.metrics["training_iteration"] for r in rows.values())

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 
-from kubetune._paths import host_path
 from kubetune.trial import exit_codes
 
 SITE = "/kubetune/site"
@@ -66,14 +65,14 @@ def install(requirements: str, site: str) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    code = host_path(args[0] if args else "/kubetune/code")
-    site = host_path(SITE)
+    code = args[0] if args else "/kubetune/code"
+    site = SITE
     env = dict(os.environ)
     requirements = os.path.join(code, "requirements.txt")
     if os.path.exists(requirements):
         ok, output = install(requirements, site)
         if not ok:
-            out = host_path(OUT)
+            out = OUT
             os.makedirs(out, exist_ok=True)
             message = (
                 "kubetune: installing the shipped requirements.txt failed (pip install -r"

@@ -42,7 +42,7 @@ def _child(request: dict[str, Any], fds: list[int], server: socket.socket) -> in
 
     spec = TrialSpec.load(request["spec"])
     spec.gate = {"kind": "pipe", "write_fd": gate_w, "read_fd": gate_r}
-    return run_spec(spec.with_host_paths())
+    return run_spec(spec)
 
 
 def serve(fd: int) -> None:

@@ -11,10 +11,9 @@ from types import FrameType
 
 
 def probe(root: str) -> int:
-    from kubetune._paths import host_path
     from kubetune.sidecar.config import READY_FILE
 
-    return 0 if os.path.exists(os.path.join(host_path(root), READY_FILE)) else 1
+    return 0 if os.path.exists(os.path.join(root, READY_FILE)) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,10 +52,8 @@ class SidecarConfig:
     s3_options: dict[str, Any] = field(default_factory=dict)
 
     def path(self, *parts: str) -> str:
-        """A path under the shared volume, as this process can open it."""
-        from kubetune._paths import host_path
-
-        return os.path.join(host_path(self.root), *parts)
+        """A path under the shared volume."""
+        return os.path.join(self.root, *parts)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SidecarConfig:

@@ -1,8 +1,7 @@
 """The sidecar's one door to the API server: its own TuneTrial (status.report, spec.verdict).
 
-In-cluster config is built from the projected token directory (``host_path`` applied, so the
-test kubelet's mapped volume works too). Tokens rotate: the client re-reads the file, and a 401
-re-reads it at once and retries the request once.
+In-cluster config is built from the projected token directory. Tokens rotate: the client
+re-reads the file, and a 401 re-reads it at once and retries the request once.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.incluster_config import InClusterConfigLoader
-
-from kubetune._paths import host_path
 
 GROUP = "kubetune.io"
 VERSION = "v1alpha1"
@@ -31,7 +28,7 @@ T = TypeVar("T")
 class KubeTrialApi:
     def __init__(self, name: str, namespace: str | None, token_dir: str) -> None:
         self.name = name
-        self.token_dir = host_path(token_dir)
+        self.token_dir = token_dir
         if namespace is None:
             with open(os.path.join(self.token_dir, "namespace"), encoding="utf-8") as f:
                 namespace = f.read().strip()

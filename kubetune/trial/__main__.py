@@ -21,13 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.spec_json is not None:
             spec = TrialSpec.from_dict(json.loads(args.spec_json))
         elif args.spec is not None:
-            from kubetune._paths import host_path
-
-            spec = TrialSpec.load(host_path(args.spec))
+            spec = TrialSpec.load(args.spec)
         elif os.environ.get("KUBETUNE_TRIAL_SPEC"):
-            from kubetune._paths import host_path
-
-            spec = TrialSpec.load(host_path(os.environ["KUBETUNE_TRIAL_SPEC"]))
+            spec = TrialSpec.load(os.environ["KUBETUNE_TRIAL_SPEC"])
         else:
             parser.error("give a spec path, --spec-json, or $KUBETUNE_TRIAL_SPEC")
     except (SpecError, json.JSONDecodeError) as exc:
@@ -35,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.INVALID_SPEC
     from kubetune.trial.runner import run_spec
 
-    return run_spec(spec.with_host_paths())
+    return run_spec(spec)
 
 
 if __name__ == "__main__":

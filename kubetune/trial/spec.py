@@ -93,27 +93,6 @@ class TrialSpec:
         except TypeError as exc:  # a required field is missing
             raise SpecError(f"trial spec: {exc}") from None
 
-    def with_host_paths(self) -> TrialSpec:
-        """Paths mapped for a container run by the test kubelet (no-op in a real pod)."""
-        from kubetune._paths import host_path
-
-        for name in (
-            "out_dir",
-            "trial_dir",
-            "params_dir",
-            "restore_from",
-            "done_marker",
-            "trainable_pickle",
-            "stopper_pickle",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                setattr(self, name, host_path(value))
-        self.python_path = [host_path(p) for p in self.python_path]
-        if self.gate is not None and self.gate.get("kind") == "file":
-            self.gate = {**self.gate, "dir": host_path(str(self.gate["dir"]))}
-        return self
-
     @classmethod
     def load(cls, path: str) -> TrialSpec:
         try:

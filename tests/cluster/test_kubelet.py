@@ -151,7 +151,7 @@ def test_running_pod_reports_ready_then_completes(kubelet: TestKubelet, namespac
 def test_on_failure_restarts_until_success(kubelet: TestKubelet, namespace: str) -> None:
     code = """
         import os, sys
-        path = "/work/count"
+        path = "/data/count"
         n = int(open(path).read()) if os.path.exists(path) else 0
         open(path, "w").write(str(n + 1))
         sys.exit(0 if n >= 1 else 7)
@@ -160,9 +160,8 @@ def test_on_failure_restarts_until_success(kubelet: TestKubelet, namespace: str)
         "main",
         "python",
         "-c",
-        textwrap.dedent(code).replace('"/work/count"', "os.environ['COUNT']"),
-        env=[{"name": "COUNT", "value": "/work/count"}],
-        volumeMounts=[{"name": "work", "mountPath": "/work"}],
+        textwrap.dedent(code),
+        volumeMounts=[{"name": "work", "mountPath": "/data"}],
     )
     kubelet.api.create(
         pod_path(namespace),
@@ -489,8 +488,92 @@ def test_secret_volume_and_env_from_the_pod_reach_the_process(
         "CFG_MODE": "fast",
         "CPU_LIMIT": "500",
         "EXPANDED": f"envy-on-{node}",
-        "CREDS_DIR": str(kubelet.pod_dir(namespace, "envy") / "volumes" / "creds"),
+        "CREDS_DIR": "/etc/creds",  # the mountPath itself: the volume is mounted there
     }
+
+
+MOUNTS_CODE = """
+    import json, os
+    seen = {"cwd": os.getcwd(), "data": sorted(os.listdir("/kubetune"))}
+    open("/kubetune/out/written", "w").write("from the container")
+    open("written-in-workdir", "w").write("x")
+    try:
+        open("/etc/creds/new", "w")
+        seen["read_only"] = False
+    except OSError:
+        seen["read_only"] = True
+    seen["user"] = open("/etc/creds/user").read()
+    seen["config"] = open("/etc/app.conf").read()
+    print(json.dumps(seen), flush=True)
+"""
+
+
+def test_each_container_sees_its_volumes_at_their_mount_paths(
+    kubelet: TestKubelet, namespace: str
+) -> None:
+    import os
+
+    api = kubelet.api
+    api.create(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "c"},
+            "stringData": {"user": "bob"},
+        },
+    )
+    api.create(
+        f"/api/v1/namespaces/{namespace}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "app"},
+            "data": {"app.conf": "k=v"},
+        },
+    )
+    mounts = [
+        {"name": "shared", "mountPath": "/kubetune"},
+        {"name": "out", "mountPath": "/kubetune/out"},  # nested in another volume
+        {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
+        {"name": "app", "mountPath": "/etc/app.conf", "subPath": "app.conf"},  # one file
+    ]
+    main = py("main", MOUNTS_CODE, workingDir="/no/such/dir/yet", volumeMounts=mounts)
+    other_code = """
+        import os, time
+        for _ in range(400):  # until main has written into the volume
+            if os.path.exists("/kubetune/written"):
+                break
+            time.sleep(0.05)
+        print(sorted(os.listdir("/kubetune")), flush=True)
+    """
+    other = py("other", other_code, volumeMounts=[{"name": "out", "mountPath": "/kubetune"}])
+    api.create(
+        pod_path(namespace),
+        pod(
+            "mounts",
+            [main, other],
+            volumes=[
+                {"name": "shared", "emptyDir": {}},
+                {"name": "out", "emptyDir": {}},
+                {"name": "creds", "secret": {"secretName": "c"}},
+                {"name": "app", "configMap": {"name": "app"}},
+            ],
+        ),
+    )
+    done = wait_pod(api, namespace, "mounts", phase_in("Succeeded", "Failed"))
+    out = kubelet.logs(namespace, "mounts", "main")
+    assert done["status"]["phase"] == "Succeeded", out
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["cwd"] == "/no/such/dir/yet"
+    assert seen["data"] == ["out"]  # the mount point of the nested volume, made in the volume
+    assert seen["read_only"] is True and seen["user"] == "bob" and seen["config"] == "k=v"
+    volumes = kubelet.pod_dir(namespace, "mounts") / "volumes"
+    assert (volumes / "out" / "written").read_text() == "from the container"
+    # each container has its own mounts: the other one's /kubetune is the "out" volume
+    assert "written" in kubelet.logs(namespace, "mounts", "other")
+    # nothing was created on this machine outside the pod's directory
+    assert not os.path.exists("/kubetune") and not os.path.exists("/no/such/dir/yet")
 
 
 def test_missing_secret_waits_with_create_container_config_error(
@@ -527,21 +610,13 @@ def test_missing_secret_waits_with_create_container_config_error(
 
 
 TOKEN_CODE = """
-    import json, os
-    from kubernetes import client
-    from kubernetes.config.incluster_config import InClusterConfigLoader
+    import os
+    from kubernetes import client, config
 
-    mounts = json.loads(os.environ["KUBETUNE_PATH_MAP"])
-    sa_dir = mounts["/var/run/secrets/kubernetes.io/serviceaccount"]
-    cfg = client.Configuration()
-    InClusterConfigLoader(
-        token_filename=os.path.join(sa_dir, "token"),
-        cert_filename=os.path.join(sa_dir, "ca.crt"),
-    ).load_and_set(cfg)
+    config.load_incluster_config()  # the token and CA at their real paths, as in a pod
+    sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
     namespace = open(os.path.join(sa_dir, "namespace")).read()
-    me = client.CoreV1Api(client.ApiClient(cfg)).read_namespaced_pod(
-        os.environ["POD_NAME"], namespace
-    )
+    me = client.CoreV1Api().read_namespaced_pod(os.environ["POD_NAME"], namespace)
     print("uid", me.metadata.uid, flush=True)
 """
 
@@ -576,10 +651,10 @@ def test_projected_token_reaches_the_api_and_automount_false_gets_none(
     no_token = py(
         "main",
         """
-        import json, os, sys
-        mounts = json.loads(os.environ["KUBETUNE_PATH_MAP"])
-        print("mounts", mounts, flush=True)
-        sys.exit(1 if mounts else 0)
+        import os, sys
+        sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+        print("token dir", os.path.exists(sa_dir), flush=True)
+        sys.exit(1 if os.path.exists(sa_dir) else 0)
         """,
     )
     api.create(pod_path(namespace), pod("no-token", [no_token], automountServiceAccountToken=False))
@@ -816,8 +891,9 @@ def test_active_deadline_fails_the_pod(kubelet: TestKubelet, namespace: str) -> 
 
 
 # -- pure parts --------------------------------------------------------------------------------
-def test_path_map_rewrites_paths_under_mounts_only() -> None:
-    from tests.testenv.kubelet_volumes import PathMap, expand_refs
+def test_emulated_path_map_maps_paths_under_mounts_only() -> None:
+    from tests.testenv.kubelet_emulated import PathMap
+    from tests.testenv.kubelet_volumes import expand_refs
 
     pm = PathMap({"/kubetune": "/tmp/p/volumes/shared", "/kubetune/out": "/tmp/p/volumes/out"})
     assert pm.map("/kubetune") == "/tmp/p/volumes/shared"
@@ -825,7 +901,6 @@ def test_path_map_rewrites_paths_under_mounts_only() -> None:
     assert pm.map("/kubetune/out/result.json") == "/tmp/p/volumes/out/result.json"
     assert pm.map("/kubetuneX/y") == "/kubetuneX/y"
     assert pm.map("--dir=/kubetune") == "--dir=/kubetune"
-    assert json.loads(pm.to_env())["/kubetune"] == "/tmp/p/volumes/shared"
     assert expand_refs("$(A)-$(B)-$$(A)", {"A": "a"}) == "a-$(B)-$(A)"
 
 

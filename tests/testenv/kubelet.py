@@ -34,22 +34,21 @@ Pods (process mode, the default)
     to the sidecars in reverse order, SIGKILL after the grace period, then the Pod object is
     deleted with grace 0 (the kubelet's confirmation).
 
-Volumes and the path-mapping convention (what a process must know)
-    Processes cannot have mounts. Every volume is a directory on this machine, by default
+Volumes and mounts
+    Every volume is a directory on this machine, by default
     ``<pod_dir>/volumes/<volume name>`` (emptyDir, secret, configMap, downwardAPI, projected
     with real service-account tokens from the TokenRequest API bound to the pod, with the
     audience and expirationSeconds of the spec, refreshed at 80% of their life); hostPath is
-    the path itself. For each container:
-
-    * ``command``, ``args``, literal ``env[].value`` and ``workingDir`` that equal a
-      ``mountPath`` or start with ``mountPath/`` are rewritten to the host path (after
-      ``$(VAR)`` expansion). Paths inside longer strings (``sh -c "cat /data/x"``) are not.
-    * ``KUBETUNE_PATH_MAP`` is a JSON object ``{mountPath: hostPath}`` of the container's
-      mounts (``subPath`` applied). Code that needs a fixed path, e.g. the in-cluster token
-      at ``/var/run/secrets/kubernetes.io/serviceaccount/token``, maps it itself: longest
-      mountPath that equals the path or is a ``/``-terminated prefix of it wins, the rest of
-      the path is appended to its host path. A path under no mountPath is left as it is.
-    * ``KUBETUNE_TEST_POD_DIR`` is the pod's directory on this machine.
+    the path itself. Each container's process runs in a mount namespace of its own in which
+    every volume is bound at its ``mountPath`` (``subPath`` and ``readOnly`` applied), so the
+    code inside opens the paths it would open in a real pod, e.g. the in-cluster token at
+    ``/var/run/secrets/kubernetes.io/serviceaccount/token``
+    (tests/testenv/kubelet_mounts.py). The rest of the container's file system is this
+    machine's (there are no images): a missing mount point or ``workingDir`` is created in a
+    tmpfs of the namespace, never on the host, and a mountPath over a directory the process
+    needs (the interpreter's, the repository's) hides it, as it would in a container. The
+    working directory defaults to ``/``. Exec probes run inside the container's namespace
+    (``nsenter``). Needs root, or unprivileged user namespaces.
 
     ``automountServiceAccountToken: false`` is honoured by the API server's admission (no
     ``kube-api-access-*`` volume is added), so no token exists unless a projected volume asks.
@@ -272,6 +271,9 @@ class TestKubelet:
         self._transition = now_rfc3339()
         bin_dir = self.root / "bin"
         write_shims(bin_dir)
+        # where each container's namespace builds its root (a mount point only, never written)
+        self.container_root = self.root / "container-root"
+        self.container_root.mkdir(exist_ok=True)
         env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
         for key in ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"):
             if key in os.environ:

@@ -8,10 +8,11 @@ sidecars are started and ready while the pod runs and are stopped (exit 0) at it
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from .kubelet_status import (
     compute_phase,
     now_rfc3339,
 )
-from .kubelet_volumes import PathMap, PodVolumes
+from .kubelet_volumes import PodVolumes
 
 if TYPE_CHECKING:
     from .kubelet import TestKubelet
@@ -43,6 +44,22 @@ class EmulatedExit:
     exit_code: int = 0
     duration: float = 0.0
     exit_codes: dict[str, int] | None = None
+
+
+@dataclass
+class PathMap:
+    """mountPath -> host path for one container (an emulated pod has no process to mount in)."""
+
+    mounts: dict[str, str] = field(default_factory=dict)
+
+    def map(self, path: str) -> str:
+        for mount in sorted(self.mounts, key=len, reverse=True):
+            if path == mount:
+                return self.mounts[mount]
+            prefix = mount.rstrip("/") + "/"
+            if path.startswith(prefix):
+                return os.path.join(self.mounts[mount], path[len(prefix) :])
+        return path
 
 
 @dataclass

@@ -6,7 +6,8 @@ lifecycle a plain sequential program: set up volumes, run init containers in ord
 sidecar keeps running and its startup probe gates the next one), run the regular containers,
 stop the sidecars in reverse order, write the final status; on deletion terminate gracefully
 and confirm the deletion. Every process runs in its own session (process group), so the
-whole group is signalled and nothing it spawned outlives the container.
+whole group is signalled and nothing it spawned outlives the container, and in its own mount
+namespace, its volumes bound at their mountPaths (kubelet_mounts).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import kubelet_mounts as mounts
 from .kubelet_api import ApiError, pod_path
 from .kubelet_status import (
     INIT,
@@ -285,20 +288,38 @@ class ProcessPodRunner:
         gen = self.gen[name]
         self.probe_failures[name] = 0
         log_path = self.pod_dir / "logs" / f"{name}.log"
+        status_r, status_w = os.pipe()
         try:
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen(
-                    spec.argv,
+                    [
+                        sys.executable,
+                        "-I",
+                        "-S",
+                        mounts.SCRIPT,
+                        mounts.plan(str(self.kl.container_root), spec.mounts, spec.cwd, status_w),
+                        *spec.argv,
+                    ],
                     env=spec.env,
-                    cwd=spec.cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    pass_fds=(status_w,),
                 )
         except OSError as e:
+            os.close(status_r)
             run.running(f"kubetune-test://{self.uid[:8]}-{name}-failed-{gen}")
-            self.events.put(("exit", name, gen, 128, 0, "StartError", f"{spec.argv[0]}: {e}"))
+            self.events.put(("exit", name, gen, 128, 0, "StartError", f"{sys.executable}: {e}"))
+            return
+        finally:
+            os.close(status_w)
+        with os.fdopen(status_r, "rb") as status:  # EOF at the container command's exec
+            error = status.read().decode("utf-8", "replace")
+        if error:
+            proc.wait()
+            run.running(f"kubetune-test://{self.uid[:8]}-{name}-failed-{gen}")
+            self.events.put(("exit", name, gen, 128, 0, "StartError", error))
             return
         self.procs[name] = proc
         run.running(f"kubetune-test://{self.uid[:8]}-{name}-{proc.pid}")
@@ -402,13 +423,15 @@ class ProcessPodRunner:
         spec = self.specs[name]
         try:
             if "exec" in probe:
-                argv = [spec.path_map.map(a) for a in probe["exec"].get("command") or []]
-                if argv and os.path.basename(argv[0]) in ("python", "python3"):
+                argv = list(probe["exec"].get("command") or [])
+                container = self.procs.get(name)
+                if not argv or container is None:
+                    return False
+                if os.path.basename(argv[0]) in ("python", "python3"):
                     argv[0] = self.kl.python
                 proc = subprocess.Popen(
-                    argv,
+                    mounts.enter_argv(container.pid, argv),  # in the container's mounts
                     env=spec.env,
-                    cwd=spec.cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

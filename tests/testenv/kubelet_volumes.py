@@ -1,14 +1,10 @@
-"""Volumes, environment and path mapping for the test kubelet's processes.
+"""Volumes, environment and command line of the test kubelet's processes.
 
-A process cannot have mounts, so each volume of a pod is a directory under the pod's
-directory on this machine (``<pod_dir>/volumes/<volume name>``), and every path a container
-would see under a ``volumeMounts[].mountPath`` is *mapped* to that directory:
-
-* command, args, literal env values (``env[].value``) and ``workingDir`` that start with a
-  mountPath (the path itself or ``mountPath/...``) are rewritten to the host path;
-* the process gets ``KUBETUNE_PATH_MAP``: a JSON object ``{mountPath: hostPath}`` of its own
-  mounts, so code can translate any other path itself (longest matching prefix wins);
-* ``KUBETUNE_TEST_POD_DIR`` is the pod's directory (volumes/, logs/).
+Each volume of a pod is a directory on this machine (``<pod_dir>/volumes/<volume name>``;
+hostPath is the path itself, a PVC a directory shared by the kubelet's pods). A container
+sees it at its ``volumeMounts[].mountPath``: the container's process runs in a mount
+namespace of its own where each volume is bound there (tests/testenv/kubelet_mounts.py), so
+command, args, env and ``workingDir`` are the container's own, unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,13 +26,12 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from .kubelet_api import ApiError, KubeRest
+from .kubelet_mounts import Mount
 from .kubelet_status import POD_IP
 
 JSON = dict[str, Any]
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-PATH_MAP_ENV = "KUBETUNE_PATH_MAP"
-POD_DIR_ENV = "KUBETUNE_TEST_POD_DIR"
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
@@ -164,26 +159,6 @@ def expand_refs(value: str, env: Mapping[str, str]) -> str:
         return env[name] if name in env else m.group(0)
 
     return _VAR_REF.sub(sub, value)
-
-
-# -- path mapping -----------------------------------------------------------------------
-@dataclass
-class PathMap:
-    """mountPath -> host path for one container."""
-
-    mounts: dict[str, str] = field(default_factory=dict)
-
-    def map(self, path: str) -> str:
-        for mount in sorted(self.mounts, key=len, reverse=True):
-            if path == mount:
-                return self.mounts[mount]
-            prefix = mount.rstrip("/") + "/"
-            if path.startswith(prefix):
-                return os.path.join(self.mounts[mount], path[len(prefix) :])
-        return path
-
-    def to_env(self) -> str:
-        return json.dumps(self.mounts, sort_keys=True)
 
 
 # -- volumes ----------------------------------------------------------------------------
@@ -362,8 +337,9 @@ class PodVolumes:
         # The kubelet refreshes at 80% of the lifetime (or after 24 hours).
         token.refresh_at = time.monotonic() + min(0.8 * token.expiration_seconds, 86400)
 
-    def path_map(self, container: JSON) -> PathMap:
-        pm = PathMap()
+    def mounts(self, container: JSON) -> list[Mount]:
+        """The container's volumeMounts as (host path, mountPath) binds, subPath applied."""
+        out = []
         for mount in container.get("volumeMounts") or []:
             base = self.dirs.get(mount["name"])
             if base is None:
@@ -373,8 +349,8 @@ class PodVolumes:
                 host = base / mount["subPath"]
                 if not host.exists():
                     host.mkdir(parents=True, exist_ok=True)
-            pm.mounts[mount["mountPath"]] = str(host)
-        return pm
+            out.append(Mount(str(host), mount["mountPath"], bool(mount.get("readOnly"))))
+        return out
 
 
 # -- container environment and command line ------------------------------------------------
@@ -396,8 +372,8 @@ def write_shims(bin_dir: Path) -> None:
 class ProcessSpec:
     argv: list[str]
     env: dict[str, str]
-    cwd: str
-    path_map: PathMap
+    cwd: str  # in the container
+    mounts: list[Mount]
 
 
 def container_process(
@@ -414,12 +390,12 @@ def container_process(
     image_entrypoints: Mapping[str, Sequence[str]] | None = None,
     command_map: Mapping[str, Sequence[str]] | None = None,
 ) -> ProcessSpec:
-    """argv, env and cwd of one container, its paths mapped onto this machine.
+    """argv, env, working directory and mounts of one container.
 
     Without a ``command`` the image's entrypoint comes from ``image_entrypoints`` (keyed by
     the image as written, or without its tag); ``command_map`` replaces an ``argv[0]``
     (as written, or its basename) by a local command line."""
-    pm = volumes.path_map(container)
+    mounts = volumes.mounts(container)
     env: dict[str, str] = dict(base_env)
     env.update(
         {
@@ -428,8 +404,6 @@ def container_process(
             "KUBERNETES_SERVICE_PORT": str(api_port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(api_port),
             "KUBERNETES_PORT": f"tcp://{api_host}:{api_port}",
-            PATH_MAP_ENV: pm.to_env(),
-            POD_DIR_ENV: str(volumes.pod_dir),
         }
     )
     for src in container.get("envFrom") or []:
@@ -464,7 +438,7 @@ def container_process(
             if value is None:
                 continue
         else:
-            value = pm.map(expand_refs(var.get("value", ""), {**env, **declared}))
+            value = expand_refs(var.get("value", ""), {**env, **declared})
         declared[name] = value
         env[name] = value
     command = list(container.get("command") or [])
@@ -472,8 +446,8 @@ def container_process(
         image = str(container.get("image", ""))
         entrypoints = image_entrypoints or {}
         command = list(entrypoints.get(image) or entrypoints.get(image.rsplit(":", 1)[0]) or [])
-    argv = [pm.map(expand_refs(a, env)) for a in command]
-    argv += [pm.map(expand_refs(a, env)) for a in (container.get("args") or [])]
+    argv = [expand_refs(a, env) for a in command]
+    argv += [expand_refs(a, env) for a in (container.get("args") or [])]
     if not argv:
         raise ConfigError(
             "the test kubelet has no images: give the container a command "
@@ -489,11 +463,6 @@ def container_process(
         "/usr/local/bin/python",
     ):
         argv[0] = sys.executable
-    cwd = str(volumes.pod_dir)
-    if container.get("workingDir"):
-        wd = pm.map(container["workingDir"])
-        if wd == container["workingDir"] and not os.path.isdir(wd):
-            wd = str(volumes.pod_dir / "rootfs" / container["name"] / wd.lstrip("/"))
-        os.makedirs(wd, exist_ok=True)
-        cwd = wd
-    return ProcessSpec(argv=argv, env=env, cwd=cwd, path_map=pm)
+    # the image's WORKDIR would be the default; the test kubelet's "image" is this machine
+    cwd = str(container.get("workingDir") or "/")
+    return ProcessSpec(argv=argv, env=env, cwd=cwd, mounts=mounts)

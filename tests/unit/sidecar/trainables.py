@@ -51,14 +51,18 @@ def dump_env(config: dict) -> None:
 
 def in_pod(config: dict) -> None:
     """Reports what the trial container can see (environment, mounts), then scored results."""
-    path_map = json.loads(os.environ.get("KUBETUNE_PATH_MAP") or "{}")
     sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [line.split()[4] for line in f]
+    pod_points = ("/kubetune", "/var/run/secrets", "/run/secrets")  # the pod's, not the image's
     session.report(
         {
             "score": 0,
             "env": dict(os.environ),
-            "mounts": sorted(path_map),
-            "token_visible": os.path.exists(path_map.get(sa_dir, sa_dir)),
+            "mounts": sorted(
+                {p for p in points if any(p == q or p.startswith(q + "/") for q in pod_points)}
+            ),
+            "token_visible": os.path.exists(sa_dir),
         }
     )
     scored({**config, "n": config["n"] - 1, "scores": config["scores"][1:]})

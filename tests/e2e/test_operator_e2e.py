@@ -207,12 +207,14 @@ def test_trial_container_has_no_credentials_while_its_sidecar_has(
         )
 
     probe = (
-        "import os, json; print(json.dumps({'env': sorted(k for k in os.environ"
+        "import os, json, socket; print(json.dumps({'env': sorted(k for k in os.environ"
         " if 'AWS' in k or 'TOKEN' in k or 'SECRET' in k),"
-        " 'sa': os.path.exists('/var/run/secrets/kubernetes.io')}))"
+        " 'sa': os.path.exists('/var/run/secrets/kubernetes.io'),"
+        " 'api': socket.gethostbyname('kubernetes.default.svc')}))"
     )
     trial = json.loads(inside("trial", probe))
-    assert trial == {"env": [], "sa": False}
+    # the API server's name resolves (cluster DNS) but the trial has nothing to log in with
+    assert trial == {"env": [], "sa": False, "api": "10.0.0.1"}
     sidecar = json.loads(inside("kubetune-sidecar", probe))
     assert "AWS_ACCESS_KEY_ID" in sidecar["env"] and "AWS_SECRET_ACCESS_KEY" in sidecar["env"]
     assert sidecar["sa"] is True

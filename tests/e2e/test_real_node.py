@@ -12,15 +12,20 @@ from tests.testenv.helpers import wait_for
 
 # Run inside the container: the in-cluster client's view (service env, token, CA).
 IN_CLUSTER_PROBE = """
-import json, os, ssl, urllib.request
+import json, os, socket, ssl, urllib.request
 sa = "/var/run/secrets/kubernetes.io/serviceaccount"
 host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
 ctx = ssl.create_default_context(cafile=sa + "/ca.crt")
-req = urllib.request.Request(f"https://{host}:{port}/version")
-req.add_header("Authorization", "Bearer " + open(sa + "/token").read())
-version = json.load(urllib.request.urlopen(req, context=ctx, timeout=20))
-print(json.dumps({"host": host, "port": port, "gitVersion": version["gitVersion"],
-                  "uid": os.getuid()}), flush=True)
+def version(base):
+    req = urllib.request.Request(base + "/version")
+    req.add_header("Authorization", "Bearer " + open(sa + "/token").read())
+    return json.load(urllib.request.urlopen(req, context=ctx, timeout=20))["gitVersion"]
+print(json.dumps({"host": host, "port": port, "gitVersion": version(f"https://{host}:{port}"),
+                  "uid": os.getuid(),
+                  # by name, as most in-cluster clients do: cluster DNS, TLS checks the name
+                  "byName": version("https://kubernetes.default.svc"),
+                  "resolved": socket.gethostbyname("kubernetes.default.svc"),
+                  "resolvConf": open("/etc/resolv.conf").read()}), flush=True)
 import time; time.sleep(3600)
 """
 
@@ -83,6 +88,8 @@ def test_pod_reaches_the_api_server_through_the_kubernetes_service(
     seen = wait_for(logged, 60, "the probe's output in kubectl logs", interval=0.5)
     assert seen["host"] == "10.0.0.1" and seen["port"] == "443"
     assert seen["gitVersion"] == "v1.36.3"
+    assert seen["byName"] == "v1.36.3" and seen["resolved"] == "10.0.0.1", seen
+    assert f"search {namespace}.svc.cluster.local svc.cluster.local" in seen["resolvConf"]
     assert seen["uid"] == 10001
     # The image's WORKDIR is /app and its modules are there, exactly as the README says.
     exec_out = control_plane.kubectl(

@@ -15,6 +15,9 @@ tests.testenv.controlplane.ControlPlane, with a fake GPU device plugin.
   API allows anonymous requests, on that address only.
 - kubetune-fakegpu, registered on the kubelet's device-plugin socket, advertising
   ``nvidia.com/gpu`` x GPUS and answering Allocate with NVIDIA_VISIBLE_DEVICES.
+- cluster DNS (tests.testenv.node_dns) on the bridge address: the kubelet's ``clusterDNS``
+  and ``clusterDomain: cluster.local`` give pods a resolv.conf naming it, so in-cluster
+  clients reach the API server as ``kubernetes.default.svc`` too; nothing is forwarded.
 
 ``stop()`` (also at exit, and from the pytest fixture's finally) kills every container and
 shim, unmounts what containerd and the kubelet mounted under WORKDIR, removes the pod network
@@ -42,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.testenv import build, debian, node_net
+from tests.testenv import build, debian, node_dns, node_net
 from tests.testenv.controlplane import SERVICE_IP, ControlPlane
 from tests.testenv.procs import ManagedProcess, free_port, wait_until
 
@@ -162,7 +165,11 @@ def kubelet_config(cp: ControlPlane, work: Path, sock: Path, port: int) -> dict[
         "serializeImagePulls": False,
         "registerNode": True,
         "staticPodPath": "",
-        "resolvConf": "/etc/resolv.conf",
+        # pods (dnsPolicy ClusterFirst) resolve through the fixture's DNS only: no host
+        # nameserver or search domain reaches them
+        "clusterDNS": [node_net.GATEWAY],
+        "clusterDomain": node_dns.CLUSTER_DOMAIN,
+        "resolvConf": str(work / "resolv.conf"),
         # A busy shared machine must not make the kubelet evict the tests' pods.
         "evictionHard": {
             "memory.available": "50Mi",
@@ -189,6 +196,7 @@ class RealNode:
         self.name = name
         self.processes: list[ManagedProcess] = []
         self.relays: list[node_net.Relay] = []
+        self.dns: node_dns.DnsServer | None = None
         self._lock: IO[str] | None = None
         self.sock = workdir / "containerd" / "containerd.sock"
         # pod network namespaces that exist before this node: not ours to remove
@@ -222,8 +230,11 @@ class RealNode:
         node_net.write_cni_config(
             self.workdir / "containerd" / "cni", self.workdir / "cni-ipam", self.cp.service_cidr
         )
-        # The kubernetes Service (10.0.0.1:443), as kube-proxy would route it.
+        # The kubernetes Service (10.0.0.1:443), as kube-proxy would route it, and its name.
         self.relays.append(node_net.Relay(SERVICE_IP, 443, "127.0.0.1", self.cp.api_port))
+        self.dns = node_dns.DnsServer(
+            node_net.GATEWAY, 53, {f"kubernetes.default.svc.{node_dns.CLUSTER_DOMAIN}": SERVICE_IP}
+        )
 
         cd = self.workdir / "containerd"
         (cd / "config.toml").write_text(containerd_config(cd, registry_host, pause_ref))
@@ -254,6 +265,7 @@ class RealNode:
         import yaml
 
         port = free_port()
+        (kl / "resolv.conf").write_text("# no host nameserver or search domain for pods\n")
         (kl / "config.yaml").write_text(
             yaml.safe_dump(kubelet_config(self.cp, kl, self.sock, port))
         )
@@ -340,6 +352,13 @@ class RealNode:
         self.relays.append(relay)
         return f"{node_net.GATEWAY}:{relay.address[1]}"
 
+    def add_service_name(self, service: str, namespace: str, address: str) -> str:
+        """Let pods resolve ``service.namespace.svc`` to ADDRESS; return the absolute name."""
+        assert self.dns is not None
+        name = f"{service}.{namespace}.svc.{node_dns.CLUSTER_DOMAIN}"
+        self.dns.add(name, address)
+        return name
+
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(build.binary("ctr")), "--address", str(self.sock), "-n", "k8s.io", *args],
@@ -370,6 +389,9 @@ class RealNode:
         for relay in self.relays:
             relay.close()
         self.relays.clear()
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
         _kill_containers(self.workdir)
         _unmount_under(self.workdir)
         # containers killed without a CNI DEL leave their netns (and veth) behind

@@ -377,6 +377,17 @@ class RealNode:
                         out[proc.name] = int(line.split()[1])
         return out
 
+    def gpu_allocations(self) -> list[list[str]]:
+        """The device IDs of each Allocate the fake GPU plugin answered, in order."""
+        log = self.workdir / "logs" / "fakegpu.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        # each line: "<date> <time> allocate [GPU-1 GPU-3]"
+        return [
+            line.split("allocate [", 1)[1].rstrip("]").split()
+            for line in text.splitlines()
+            if "allocate [" in line
+        ]
+
     def log_tails(self, lines: int = 30) -> str:
         return "\n".join(f"--- {p.name}:\n{p.log_tail(lines)}" for p in self.processes)
 

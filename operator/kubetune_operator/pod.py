@@ -8,7 +8,9 @@ Its layout is the sidecar's contract (see ``kubetune.sidecar`` for the environme
   probe (``python -m kubetune.sidecar --probe``) passes once inputs are restored; it alone
   holds the projected service-account token and the S3 credentials;
 - the trial container: ``python -m kubetune.trial`` with ``KUBETUNE_TRIAL_SPEC`` pointing at
-  ``/kubetune/trial.json``; GPUs and extended resources as limits on it alone.
+  ``/kubetune/trial.json``; GPUs and extended resources as limits on it alone, and the
+  bundles' ``memory`` (bytes, as Ray counts it) as its request and its limit: a trial is held
+  to the memory it asked for (over it, the kernel's OOM killer ends it: ``OOMKilled``).
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ def pod_resources(
             continue
         if key == "CPU":
             requests["cpu"] = _quantity(amount, milli=True)
-        elif key == "memory":
-            requests["memory"] = _quantity(amount)
+        elif key == "memory":  # held to what it reserves: no LimitRange needed, no overcommit
+            requests["memory"] = limits["memory"] = _quantity(amount)
         elif key == "GPU":
             if not float(amount).is_integer():
                 raise ValueError(

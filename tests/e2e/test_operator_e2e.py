@@ -226,31 +226,24 @@ def test_trial_container_has_no_credentials_while_its_sidecar_has(
 def test_trial_over_its_memory_limit_ends_with_oomkilled(
     control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
 ):
-    # The manifest has no memory limit of its own (resources.bundles' memory is a request):
-    # a LimitRange gives the namespace's new containers one, as a cluster admin would.
-    limits = {
-        "apiVersion": "v1",
-        "kind": "LimitRange",
-        "metadata": {"name": "e2e-memory"},
-        "spec": {"limits": [{"type": "Container", "default": {"memory": "300Mi"}}]},
-    }
-    control_plane.kubectl("apply", "-n", operator_ns, "-f", "-", input=json.dumps(limits))
-    try:
-        experiment(
-            control_plane,
-            operator_ns,
-            real_node,
-            e2e_images,
-            s3_server,
-            bucket,
-            name="hog",
-            trainable={"image": e2e_images.example, "entrypoint": "trainables:hog"},
-            paramSpace={"x": {"choice": [1]}},
-            tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
-        )
-        wait_experiment(control_plane, operator_ns, "hog", real_node)
-    finally:
-        control_plane.kubectl("delete", "-n", operator_ns, "limitrange/e2e-memory", check=False)
+    # resources.bundles' memory (bytes, as in Ray) is the trial container's request and limit
+    experiment(
+        control_plane,
+        operator_ns,
+        real_node,
+        e2e_images,
+        s3_server,
+        bucket,
+        name="hog",
+        trainable={"image": e2e_images.example, "entrypoint": "trainables:hog"},
+        paramSpace={"x": {"choice": [1]}},
+        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+        resources={"bundles": [{"CPU": 0.2, "memory": 300 * 2**20}]},
+    )
+    wait_experiment(control_plane, operator_ns, "hog", real_node)
+    for pod in trial_pods(control_plane, operator_ns, "hog"):
+        (trial,) = [c for c in pod["spec"]["containers"] if c["name"] == "trial"]
+        assert trial["resources"]["limits"]["memory"] == str(300 * 2**20), trial["resources"]
     trials = json.loads(
         control_plane.kubectl("get", "ttr", "-n", operator_ns, "-o", "json").stdout
     )["items"]

@@ -201,7 +201,10 @@ EXPECTED_POD: dict[str, Any] = {
                 ],
                 "volumeMounts": [{"name": "kubetune", "mountPath": "/kubetune"}],
                 "imagePullPolicy": "IfNotPresent",
-                "resources": {"requests": {"cpu": "1500m", "memory": str(2**30)}},
+                "resources": {
+                    "requests": {"cpu": "1500m", "memory": str(2**30)},
+                    "limits": {"memory": str(2**30)},
+                },
             }
         ],
         "volumes": [{"name": "kubetune", "emptyDir": {}}, TOKEN_VOLUME],

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kubetune.trial import exit_codes
 from tests.testenv.helpers import s3_secret, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,7 +221,39 @@ def test_trial_container_has_no_credentials_while_its_sidecar_has(
     assert sidecar["sa"] is True
     logs = control_plane.kubectl("logs", "-n", operator_ns, pod, "-c", "trial").stdout
     assert logs is not None
+
+    # Native sidecar ordering, as the real kubelet runs it: the trial container's PID 1
+    # started only after the sidecar had restored the inputs (its ready file, which its
+    # startupProbe waits for) and the kubelet had seen the sidecar started.
+    order = json.loads(inside("trial", PID1_START_AND_READY))
+    assert order["pid1"][1:] == ["-m", "kubetune.trial"], order  # the runner is PID 1
+    assert order["pid1_started"] > order["ready_written"] - TICK_S, order
+    status = json.loads(
+        control_plane.kubectl("get", "pod", "-n", operator_ns, pod, "-o", "json").stdout
+    )["status"]
+    (side,) = status["initContainerStatuses"]
+    (main,) = [c for c in status["containerStatuses"] if c["name"] == "trial"]
+    assert side["name"] == "kubetune-sidecar" and side["started"] is True, side
+    assert main["state"]["running"]["startedAt"] >= side["state"]["running"]["startedAt"]
     control_plane.kubectl("delete", "-n", operator_ns, "tex/sleepy", "--wait=false")
+
+
+# Run in the trial container: when its PID 1 started (from /proc, to the clock tick) and when
+# the sidecar wrote the ready file on the shared volume.
+PID1_START_AND_READY = """
+import json, os, time
+fields = open("/proc/1/stat").read().rsplit(")", 1)[1].split()
+started_ticks = int(fields[19])  # starttime: clock ticks after boot
+uptime = float(open("/proc/uptime").read().split()[0])
+hz = os.sysconf("SC_CLK_TCK")
+argv = open("/proc/1/cmdline").read().split("\0")
+print(json.dumps({
+    "pid1": [a for a in argv if a],
+    "pid1_started": time.time() - uptime + started_ticks / hz,
+    "ready_written": os.stat("/kubetune/.ready").st_mtime,
+}))
+"""
+TICK_S = 0.02  # /proc's start time is truncated to a 10 ms tick; uptime to 10 ms
 
 
 def test_trial_over_its_memory_limit_ends_with_oomkilled(
@@ -292,23 +325,28 @@ def counted_experiment(cp, ns, node, images, s3_server, bucket, name, samples, s
     )
 
 
+def running_trial_container(cp: Any, ns: str, s3_server: Any, bucket: str, name: str) -> str:
+    """The containerd ID of experiment NAME's trial container, once 3 steps are stored."""
+
+    def after_some_steps() -> str | None:
+        for pod in trial_pods(cp, ns, name):
+            for st in pod["status"].get("containerStatuses") or []:
+                if st["name"] == "trial" and "running" in st["state"]:
+                    reports = results_of(s3_server, bucket, name)
+                    if any(len(lines) >= 3 for lines in reports.values()):
+                        return str(st["containerID"]).split("://", 1)[1]
+        return None
+
+    return str(wait_for(after_some_steps, 300, "3 checkpointed steps", 1))
+
+
 def test_killed_trial_container_is_retried_from_its_checkpoint(
     control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
 ):
     counted_experiment(
         control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "killed", 1, 25
     )
-
-    def trial_container_after_some_steps() -> str | None:
-        for pod in trial_pods(control_plane, operator_ns, "killed"):
-            for st in pod["status"].get("containerStatuses") or []:
-                if st["name"] == "trial" and "running" in st["state"]:
-                    reports = results_of(s3_server, bucket, "killed")
-                    if any(len(lines) >= 3 for lines in reports.values()):
-                        return str(st["containerID"]).split("://", 1)[1]
-        return None
-
-    container = wait_for(trial_container_after_some_steps, 300, "3 checkpointed steps", 1)
+    container = running_trial_container(control_plane, operator_ns, s3_server, bucket, "killed")
     killed = real_node.ctr("tasks", "kill", "-s", "SIGKILL", container)
     assert killed.returncode == 0, killed.stderr
     wait_experiment(control_plane, operator_ns, "killed", real_node)
@@ -320,6 +358,30 @@ def test_killed_trial_container_is_retried_from_its_checkpoint(
         for p in trial_pods(control_plane, operator_ns, "killed")
     }
     assert len(attempts) >= 1
+
+
+def test_sigterm_reaches_the_runner_as_pid_1_which_exits_terminated_after_its_write(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    # The runner is the trial container's PID 1, for which the kernel drops a signal that
+    # has no handler: only the runner's own SIGTERM handler can end it. It finishes the
+    # result being written and exits with exit_codes.TERMINATED.
+    counted_experiment(
+        control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "sigterm", 1, 12
+    )
+    container = running_trial_container(control_plane, operator_ns, s3_server, bucket, "sigterm")
+    termed = real_node.ctr("tasks", "kill", "-s", "SIGTERM", container)  # to the task's PID 1
+    assert termed.returncode == 0, termed.stderr
+    wait_experiment(control_plane, operator_ns, "sigterm", real_node)
+    ended = [
+        st["state"]["terminated"]
+        for p in trial_pods(control_plane, operator_ns, "sigterm")
+        for st in p["status"].get("containerStatuses") or []
+        if st["name"] == "trial" and str(st.get("containerID", "")).endswith(container)
+    ]
+    assert [t["exitCode"] for t in ended] == [exit_codes.TERMINATED], ended
+    (lines,) = results_of(s3_server, bucket, "sigterm").values()  # every line whole JSON
+    assert lines[-1]["step"] == 11 and lines[-1]["start"] >= 2, lines
 
 
 def test_operator_pod_deleted_mid_experiment_loses_nothing_and_runs_nothing_twice(

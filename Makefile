@@ -33,7 +33,8 @@ unit: $(VENV)/.dev
 
 # The control plane (etcd, kube-*, kubectl, helm) and the real node (containerd, kubelet, the
 # fake GPU plugin) from the Go module proxy, cached in ~/.cache/kubetune/testenv; a no-op once
-# built. The real node's Debian packages (runc, CNI plugins, buildah, ...) by apt-get as root.
+# built. The real node's Debian packages (runc, CNI plugins, buildah, ...) by apt-get and its
+# images by buildah (cached in /var/lib/containers), as root; the build runs these in parallel.
 testenv: $(VENV)/.dev
 	$(BIN)/python -m tests.testenv.debian
 	$(BIN)/python -m tests.testenv.build

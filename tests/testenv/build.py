@@ -3,6 +3,7 @@
     python -m tests.testenv.build            # build what is missing, print progress
     python -m tests.testenv.build --check    # exit 1 if anything would be built
     python -m tests.testenv.build --regenerate  # rewrite the wrapper go.mod/go.sum files
+    python -m tests.testenv.build --no-images   # binaries only (no real-node images)
 
 Kubernetes' own go.mod points its ``k8s.io/*`` staging modules at local paths, so
 ``go install k8s.io/kubernetes/cmd/...@v1.36.3`` cannot work. The wrapper module in
@@ -15,6 +16,13 @@ Binaries land in ``$KUBETUNE_TESTENV_CACHE/<kubernetes version>/bin`` (default
 ``~/.cache/kubetune/testenv``), outside the repository. ``stamp.json`` beside ``bin`` records
 which version each binary was built at; a binary that exists with a matching stamp is never
 rebuilt, so a warm run costs a few milliseconds.
+
+A cold build runs three lanes at once, each under its own lock: the control plane's binaries;
+the real node's (containerd's module first, which shares little with Kubernetes', then the
+kubelet and the device plugin once the control plane's lane has compiled the Kubernetes
+packages they share, so none is compiled twice at the same time); and, as root with buildah,
+the real node's images (tests.testenv.images: mostly downloads and disk, little CPU). The
+wrapper modules are checked first, one at a time.
 """
 
 from __future__ import annotations
@@ -343,11 +351,26 @@ def _save_stamp(group: str, stamp: dict[str, str]) -> None:
     tmp.replace(path)
 
 
+def _own_source_hash(b: Binary) -> str:
+    """Our own Go code (kubetune.test/...) has no version: its sources are the recipe."""
+    prefix = f"kubetune.test/testenv/{b.module}/"
+    if not b.package.startswith(prefix):
+        return ""
+    folder = GO_DIR / b.module / b.package[len(prefix) :]
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.go")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _stamp_value(b: Binary) -> str:
     # The link flags are part of what was built (all but the build date).
     recipe = " ".join(f for f in b.ldflags if ".buildDate=" not in f)
     if b.tags:
         recipe += " tags:" + ",".join(b.tags)
+    own = _own_source_hash(b)
+    if own:
+        recipe += " source:" + own
     return f"{b.package}@{b.version} ldflags:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
@@ -434,33 +457,102 @@ def _build_one(b: Binary, index: int, total: int) -> None:
     )
 
 
-def build(*, regenerate: bool = False, groups: tuple[str, ...] = GROUPS) -> Path:
-    """Build every missing binary of GROUPS; return the bin directory."""
-    for group in groups:
-        _build_group(group, regenerate=regenerate)
+def build(
+    *, regenerate: bool = False, groups: tuple[str, ...] = GROUPS, images: bool = False
+) -> Path:
+    """Build every missing binary of GROUPS (and with IMAGES the real node's images), in
+    parallel lanes as the module docstring says; return the bin directory."""
+    with _cache_lock("modules"):
+        for module in sorted({b.module for b in binaries() if b.group in groups}):
+            ensure_module(module, regenerate=regenerate)
+    cp_done, cp_failed = threading.Event(), threading.Event()
+    lanes: dict[str, Any] = {}
+    if "controlplane" in groups:
+        lanes["controlplane"] = lambda: _build_group("controlplane")
+    else:
+        cp_done.set()
+    if "node" in groups:
+
+        def node_lane() -> None:
+            shares = {"kubernetes"}  # the control plane's module: wait until it is compiled
+            _build_group("node", lambda b: b.module not in shares)
+            cp_done.wait()
+            if not cp_failed.is_set():  # the build fails anyway: no more work on it
+                _build_group("node", lambda b: b.module in shares)
+
+        lanes["node"] = node_lane
+    if images and _can_build_images():
+        lanes["images"] = _build_images
+    errors: list[BaseException] = []
+
+    def run(name: str, lane: Any) -> None:
+        try:
+            lane()
+        except BaseException as exc:  # reported once every lane has ended
+            errors.append(exc)
+            if name == "controlplane":
+                cp_failed.set()
+        finally:
+            if name == "controlplane":
+                cp_done.set()
+
+    threads = [
+        threading.Thread(target=run, args=(name, lane), name=f"build-{name}")
+        for name, lane in lanes.items()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
     return bin_dir()
 
 
-def _build_group(group: str, *, regenerate: bool) -> None:
-    todo = missing((group,))
-    if not todo and not regenerate:
+def _build_group(group: str, which: Any = None) -> None:
+    """Build the missing binaries of GROUP (those ``which`` selects) under the group's lock."""
+
+    def todo() -> list[Binary]:
+        return [b for b in missing((group,)) if which is None or which(b)]
+
+    if not todo():
         return
     with _cache_lock(group):
-        for module in sorted({b.module for b in binaries() if b.group == group}):
-            ensure_module(module, regenerate=regenerate)
-        todo = missing((group,))  # another process may have built some while we waited
-        if not todo:
+        pending = todo()  # another process may have built some while we waited
+        if not pending:
             return
         bin_dir().mkdir(parents=True, exist_ok=True)
         print(
-            f"testenv build: building {len(todo)} binaries into {bin_dir()} "
+            f"testenv build: {group}: building {len(pending)} binaries into {bin_dir()} "
             "(a cold build takes a while; later runs reuse the cache)",
             flush=True,
         )
         start = time.monotonic()
-        for i, b in enumerate(todo, 1):
-            _build_one(b, i, len(todo))
+        for i, b in enumerate(pending, 1):
+            _build_one(b, i, len(pending))
         print(f"testenv build: {group} done in {time.monotonic() - start:.0f} s", flush=True)
+
+
+def _can_build_images() -> bool:
+    if os.geteuid() != 0 or not shutil.which("buildah") or not shutil.which("mmdebstrap"):
+        print(
+            "testenv build: not building the real node's images (they need root, buildah and"
+            " mmdebstrap: python -m tests.testenv.debian); the e2e tests build them",
+            flush=True,
+        )
+        return False
+    return True
+
+
+def _build_images() -> None:
+    from tests.testenv import images
+
+    start = time.monotonic()
+    print("testenv build: images: building (or reusing) the real node's images ...", flush=True)
+    with _cache_lock("images"):
+        for image, seconds in images.build_all().items():
+            print(f"testenv build: images: {image}: {seconds:.0f} s", flush=True)
+    print(f"testenv build: images done in {time.monotonic() - start:.0f} s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,6 +572,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=GROUPS,
         help="only the control plane's binaries, or only the real node's",
     )
+    parser.add_argument(
+        "--no-images",
+        action="store_true",
+        help="do not build the real node's images (built anyway by the e2e tests)",
+    )
     args = parser.parse_args(argv)
     groups = (args.only,) if args.only else GROUPS
     if args.check:
@@ -488,9 +585,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"missing: {b.name} ({_stamp_value(b)})")
         return 1 if todo else 0
     start = time.monotonic()
-    path = build(regenerate=args.regenerate, groups=groups)
-    if time.monotonic() - start < 1:
+    images = not args.no_images and "node" in groups
+    path = build(regenerate=args.regenerate, groups=groups, images=images)
+    took = time.monotonic() - start
+    if took < 1:
         print(f"testenv: binaries up to date in {path}")
+    else:
+        print(f"testenv build: everything done in {took:.0f} s", flush=True)
     return 0
 
 

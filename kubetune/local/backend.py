@@ -413,9 +413,9 @@ class LocalBackend:
                 trial.waiting.append(request)
             else:
                 self._answer_waiting(trial)
-                if trial.workers is not None and proc.kill_requested is None:
-                    if trial.workers.failure() is not None:
-                        proc.terminate("a worker failed")  # the attempt fails as a whole
+                workers = trial.workers
+                if workers is not None and proc.kill_requested is None and workers.failure():
+                    proc.terminate("a worker failed")  # the attempt fails as a whole
                 if proc.poll() is not None:
                     self._feed_results(trial)
                     self._on_exit(trial)

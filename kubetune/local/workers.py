@@ -99,7 +99,9 @@ class WorkerGroup:
         rank = self._failed[0]
         text = ""
         try:
-            with open(os.path.join(self.scratch, f"rank_{rank}", ERROR_FILE), encoding="utf-8") as f:
+            with open(
+                os.path.join(self.scratch, f"rank_{rank}", ERROR_FILE), encoding="utf-8"
+            ) as f:
                 text = f.read().strip()
         except OSError:
             pass

@@ -32,9 +32,7 @@ class WorkerPlace:
     node_rank: int = 0
 
 
-def rendezvous_env(
-    place: WorkerPlace, master_addr: str | None, master_port: int
-) -> dict[str, str]:
+def rendezvous_env(place: WorkerPlace, master_addr: str | None, master_port: int) -> dict[str, str]:
     """The environment of one worker (``MASTER_ADDR`` left out when not yet known)."""
     env = {
         "WORLD_SIZE": str(place.world_size),

@@ -108,9 +108,7 @@ class TorchTrainer:
         place = current_place()
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        backend = self.torch_config.backend or (
-            "nccl" if self.scaling_config.use_gpu else "gloo"
-        )
+        backend = self.torch_config.backend or ("nccl" if self.scaling_config.use_gpu else "gloo")
         dist.init_process_group(
             backend=backend,
             init_method="env://",

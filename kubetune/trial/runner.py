@@ -22,11 +22,11 @@ from typing import Any
 from kubetune._util import unflattened_lookup
 from kubetune.air import session as _session
 from kubetune.air.checkpoint import Checkpoint
+from kubetune.train._context import current_place, load_rendezvous
 from kubetune.trial import exit_codes
 from kubetune.trial.gate import DecisionTracker, Gate, open_gate
 from kubetune.trial.output import OutputWriter, encode_result, json_safe
 from kubetune.trial.spec import TrialSpec
-from kubetune.train._context import current_place, load_rendezvous
 from kubetune.tune._autofill import AutoFiller
 from kubetune.tune.constants import has_markers, resolve_constants
 from kubetune.tune.helpers import PARAMS_ENV

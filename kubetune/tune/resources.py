@@ -129,9 +129,7 @@ def worker_bundles(resources: Mapping[str, Any]) -> list[dict[str, float]]:
     bundles = [dict(b) for b in resources.get("bundles") or [{"CPU": 1}]]
     workers = resources.get("workers")
     several = isinstance(workers, int) and workers >= 1
-    if not several and not (
-        resources.get("strategy") in SPREAD_STRATEGIES and len(bundles) > 1
-    ):
+    if not several and not (resources.get("strategy") in SPREAD_STRATEGIES and len(bundles) > 1):
         return [_sum(bundles)]
     return [_sum(bundles[:2]), *bundles[2:]]
 
@@ -150,8 +148,9 @@ _RESOURCE_KEYS = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
 def resources_to_pgf(resources: Any) -> PlacementGroupFactory:
     """Turn what a user may pass as resources into a PlacementGroupFactory.
 
-    Accepts a PlacementGroupFactory, a ScalingConfig, or a dict such as ``{"cpu": 2, "gpu": 1}`` (Ray's
-    lowercase form, with ``custom_resources`` for extra keys) or ``{"CPU": 2, "GPU": 1}``.
+    Accepts a PlacementGroupFactory, a ScalingConfig, or a dict such as
+    ``{"cpu": 2, "gpu": 1}`` (Ray's lowercase form, with ``custom_resources`` for extra keys)
+    or ``{"CPU": 2, "GPU": 1}``.
     """
     if isinstance(resources, PlacementGroupFactory):
         return resources

@@ -75,6 +75,7 @@ def train_loop(config: dict[str, Any]) -> None:
         with open(os.path.join(ckpt.path, "state.json")) as f:
             start = json.load(f)["step"]
     comm = AllReduce()
+    restored_total = comm.sum(float(start))  # where every worker resumed, summed
     fail_rank = config.get("fail_rank")
     for step in range(start, config["steps"]):
         time.sleep(config.get("sleep", 0.0))
@@ -89,6 +90,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 "sum": total,
                 "step": step + 1,
                 "restored_from": start,
+                "restored_total": restored_total,
                 "world_size": ctx.get_world_size(),
                 "reporter_rank": ctx.get_world_rank(),
                 "master": os.environ["MASTER_ADDR"],

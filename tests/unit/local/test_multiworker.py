@@ -58,6 +58,7 @@ def test_a_failing_worker_restarts_all_workers_from_the_checkpoint(tmp_path):
     assert {r["sum"] for r in rows} == {6.0}
     # steps 1-2 by the first attempt; 3-5 after every worker restored step 2's checkpoint
     assert [r["restored_from"] for r in rows] == [0, 0, 2, 2, 2]
+    assert [r["restored_total"] for r in rows] == [0, 0, 6, 6, 6]  # every worker restored
     state = json.loads((Path(grid.experiment_path) / "experiment_state.json").read_text())
     assert state["trials"][0]["num_failures"] == 1
 

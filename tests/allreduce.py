@@ -21,11 +21,13 @@ from kubetune.train.torch import TorchConfig, TorchTrainer
 
 class AllReduce:
     def __init__(self, timeout: float = 60.0) -> None:
-        self.rank = int(os.environ["RANK"])
-        self.size = int(os.environ["WORLD_SIZE"])
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.size = int(os.environ.get("WORLD_SIZE", "1"))  # 1: a one-worker trial
+        self.peers: list[socket.socket] = []
+        if self.size == 1:
+            return
         addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
         deadline = time.monotonic() + timeout
-        self.peers: list[socket.socket] = []
         if self.rank == 0:
             server = socket.socket()
             server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -93,7 +95,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 "restored_total": restored_total,
                 "world_size": ctx.get_world_size(),
                 "reporter_rank": ctx.get_world_rank(),
-                "master": os.environ["MASTER_ADDR"],
+                "master": os.environ.get("MASTER_ADDR"),
             },
             checkpoint=Checkpoint.from_directory(d),
         )

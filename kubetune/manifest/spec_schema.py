@@ -293,7 +293,8 @@ def _resources() -> Schema:
                 fieldPath=".bundles",
             ),
             rule(
-                "!has(self.workers) || size(self.bundles) == self.workers + 1",
+                "!has(self.workers)"
+                " || (has(self.bundles) && size(self.bundles) == self.workers + 1)",
                 "workers needs one bundle per worker after the trainer's bundle"
                 " (size(bundles) == workers + 1)",
                 fieldPath=".workers",

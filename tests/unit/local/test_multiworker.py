@@ -74,3 +74,17 @@ def test_a_failing_worker_without_retries_fails_the_trial_naming_the_rank(tmp_pa
     result = grid.fit()[0]
     assert result.error is not None
     assert "worker rank 1" in str(result.error) and "fails at step 0" in str(result.error)
+
+
+def test_with_resources_takes_a_scaling_config_for_a_plain_function(tmp_path):
+    trainable = tune.with_resources(
+        allreduce.train_loop, ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.1})
+    )
+    grid = tune.Tuner(
+        trainable,
+        param_space={"steps": 2, "scale": 5},
+        run_config=air.RunConfig(storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    rows = _rows(grid[0])
+    assert [r["sum"] for r in rows] == [15.0, 15.0]  # 5 * (1 + 2)
+    assert {r["world_size"] for r in rows} == {2}

@@ -85,11 +85,7 @@ class ExperimentRuntime(Observing, WorkerTracking):
                 actions.extend(self._feed(tr, row, now, gated=False))
             last = self.engine.trial_summary(trial_id).get("last_result") or {}
             tr.last_iter = _iteration(last)
-            pods = [
-                p
-                for p in observed.pods.values()
-                if p.get("trialObject") == tr.obj_name and not p.get("rank")  # rank 0's
-            ]
+            pods = self.rank0_pods(tr, observed)
             if pods:
                 newest = max(pods, key=lambda p: p.get("attempt") or 0)
                 tr.attempt = newest.get("attempt") or 0

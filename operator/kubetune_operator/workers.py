@@ -177,6 +177,15 @@ class WorkerTracking(RuntimeCore):
         else:
             self.gangs.pop(tr.trial_id, None)
 
+    @staticmethod
+    def rank0_pods(tr: TrialTrack, observed: Observed) -> list[dict[str, Any]]:
+        """The trial's own pods, one per attempt (a multi-worker attempt's rank 0)."""
+        return [
+            p
+            for p in observed.pods.values()
+            if p.get("trialObject") == tr.obj_name and not p.get("rank")
+        ]
+
     def adopt_gang(self, tr: TrialTrack, observed: Observed) -> None:
         """After a restart: the workers of the trial's newest attempt, from their pods."""
         mine = [

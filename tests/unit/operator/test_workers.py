@@ -243,3 +243,21 @@ def test_a_vanished_worker_fails_the_attempt(gang):
     rt.step(Observed({}, pods), 3.0)
     assert rt.engine.trial_summary(tr.trial_id)["num_failures"] == 1
     assert ("event", "TrialAttemptFailed") in api.calls
+
+
+def test_a_restarted_operator_adopts_the_workers_of_the_running_attempt(gang, tmp_path):
+    rt, api = gang
+    (tr,) = rt.tracks.values()
+    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
+    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
+    rt.step(Observed({}, pods), 2.0)
+    # a new operator: same engine state, the pods it lists
+    again = ExperimentRuntime(rt.experiment, rt.engine, rt.storage, api, _build)
+    again.restore(Observed({}, pods), 3.0)
+    tr2 = again.tracks[tr.trial_id]
+    assert tr2.pod_name == names[0]  # rank 0's pod, not a worker's
+    assert again.gangs[tr.trial_id].workers == names[1:]
+    pods[names[2]] = _view(api, names[2], "Failed", 1)
+    again.step(Observed({}, pods), 4.0)
+    assert again.engine.trial_summary(tr.trial_id)["num_failures"] == 1
+    assert {n for k, n in api.calls if k == "delete_pod"} >= {names[0], names[1]}

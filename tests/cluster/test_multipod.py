@@ -64,7 +64,9 @@ def test_three_workers_all_reduce_over_tcp_on_three_nodes(
 ):
     from kubernetes import client
 
-    kubelet = kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
+    # without the anti-affinity the scheduler would put all three on the big node (its
+    # resource scores favour it), and it has room for them
+    kubelet = kubelet_factory(NodeSpec(cpu="64"), NodeSpec(cpu="2"), NodeSpec(cpu="2"))
     s3_secret(kube_api, namespace, s3_server)
     body = allreduce_experiment(
         "ddp", s3_bucket, s3_server.endpoint_url, "SPREAD", sleep={"constant": 1.0}
@@ -87,8 +89,7 @@ def test_three_workers_all_reduce_over_tcp_on_three_nodes(
     assert [p.metadata.name for p in pods] == [f"{name}-1", f"{name}-1-w1", f"{name}-1-w2"]
     assert [_env(p)["RANK"] for p in pods] == ["0", "1", "2"]
     assert {_env(p)["WORLD_SIZE"] for p in pods} == {"3"}
-    # SPREAD: each worker on its own node, though each node could hold all three (the
-    # scheduler follows the preferred anti-affinity)
+    # SPREAD: each worker on its own node (the scheduler follows the preferred anti-affinity)
     assert len({p.spec.node_name for p in pods}) == 3
     assert {p.spec.node_name for p in pods} <= set(kubelet.node_names())
     rows = stored_results(s3_server, s3_bucket, f"ddp/{name}/result.json")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.cluster import test_operator
 from tests.cluster.test_operator import (
     GROUP,
@@ -59,8 +61,9 @@ def _env(pod: Any) -> dict[str, str]:
     return {e.name: e.value for e in trial.env or [] if e.value is not None}
 
 
-def test_three_workers_all_reduce_over_tcp_on_three_nodes(
-    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+@pytest.mark.parametrize(("strategy", "nodes"), [("SPREAD", 3), ("PACK", 1)])
+def test_three_workers_all_reduce_over_tcp(
+    strategy, nodes, kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
 ):
     from kubernetes import client
 
@@ -69,7 +72,7 @@ def test_three_workers_all_reduce_over_tcp_on_three_nodes(
     kubelet = kubelet_factory(NodeSpec(cpu="64"), NodeSpec(cpu="2"), NodeSpec(cpu="2"))
     s3_secret(kube_api, namespace, s3_server)
     body = allreduce_experiment(
-        "ddp", s3_bucket, s3_server.endpoint_url, "SPREAD", sleep={"constant": 1.0}
+        "ddp", s3_bucket, s3_server.endpoint_url, strategy, sleep={"constant": 1.0}
     )
     create_experiment(kube_api, namespace, body)
     operator_process()
@@ -89,8 +92,9 @@ def test_three_workers_all_reduce_over_tcp_on_three_nodes(
     assert [p.metadata.name for p in pods] == [f"{name}-1", f"{name}-1-w1", f"{name}-1-w2"]
     assert [_env(p)["RANK"] for p in pods] == ["0", "1", "2"]
     assert {_env(p)["WORLD_SIZE"] for p in pods} == {"3"}
-    # SPREAD: each worker on its own node (the scheduler follows the preferred anti-affinity)
-    assert len({p.spec.node_name for p in pods}) == 3
+    # SPREAD: each worker on its own node (the preferred anti-affinity wins over the big
+    # node's resource scores); PACK: all on one node (the preferred pod affinity)
+    assert len({p.spec.node_name for p in pods}) == nodes
     assert {p.spec.node_name for p in pods} <= set(kubelet.node_names())
     rows = stored_results(s3_server, s3_bucket, f"ddp/{name}/result.json")
     # rank 0's reports alone, each the all-reduced sum of 10 * (1 + 2 + 3)

@@ -258,7 +258,6 @@ def test_with_resources_and_placement_group_round_trip():
     }
 
 
-
 def test_a_torch_trainers_scaling_config_round_trips_as_workers():
     from kubetune.air.config import ScalingConfig
     from kubetune.train.torch import TorchTrainer

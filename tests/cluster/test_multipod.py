@@ -95,7 +95,7 @@ def test_three_workers_all_reduce_over_tcp(
     # SPREAD: each worker on its own node (the preferred anti-affinity wins over the big
     # node's resource scores); PACK: all on one node (the preferred pod affinity)
     assert len({p.spec.node_name for p in pods}) == nodes
-    assert {p.spec.node_name for p in pods} <= set(kubelet.node_names())
+    assert {p.spec.node_name for p in pods} <= set(kubelet.node_names)
     rows = stored_results(s3_server, s3_bucket, f"ddp/{name}/result.json")
     # rank 0's reports alone, each the all-reduced sum of 10 * (1 + 2 + 3)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]

@@ -1,6 +1,6 @@
 """Benchmark: the operator through the real API server with emulated trial pods.
 
-    .venv/bin/python bench/bench_operator.py [--trials 1000] [--concurrent 50]
+    .venv/bin/python bench/bench_operator.py [--trials 1000] [--concurrent 50] [--workers 1]
 
 Each trial's pod is emulated by the test kubelet; its behaviour plays the sidecar (one result
 appended to S3 and patched into TuneTrial.status.report with a decision gate). Prints wall
@@ -11,6 +11,9 @@ Decision latency is measured twice: end to end, as a trial sees it (the fake sid
 patch with the gate returned -> the verdict seen by a watch on TuneTrials in this process:
 exact p50/p99/max), and inside the operator (its histogram: trial event received -> verdict
 written; a bucket bound).
+
+``--workers N`` makes every trial N pods (a multi-worker trial, ``resources.workers``): rank
+0's emulated pod plays the sidecar, the others just run for ``--duration``.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--duration", type=float, default=0.5, help="seconds each pod runs")
+    parser.add_argument("--workers", type=int, default=1, help="pods per trial")
     args = parser.parse_args()
 
     from kubernetes import client, config
@@ -152,10 +156,14 @@ def main() -> int:
         s3.client().create_bucket(Bucket=bucket)
         reported: dict[str, float] = {}
 
+        from tests.testenv.kubelet_emulated import EmulatedExit
+
         class TimedSidecar(FakeSidecar):
             def __call__(self, epod: object) -> object:
-                out = super().__call__(epod)
                 meta = epod.pod["metadata"]  # type: ignore[attr-defined]
+                if meta["labels"].get("kubetune.io/rank", "0") != "0":
+                    return EmulatedExit(0, self.duration)  # a worker: rank 0 reports
+                out = super().__call__(epod)
                 owner = next(o["name"] for o in meta["ownerReferences"])
                 reported.setdefault(owner, time.monotonic())
                 return out
@@ -207,6 +215,12 @@ def main() -> int:
             numSamples=args.trials,
             maxConcurrentTrials=args.concurrent,
         )
+        if args.workers > 1:
+            body["spec"]["resources"] = {
+                "bundles": [{}] + [{"CPU": 0.1}] * args.workers,
+                "strategy": "PACK",
+                "workers": args.workers,
+            }
         began = time.monotonic()
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tuneexperiments", body)
         while True:
@@ -238,7 +252,10 @@ def main() -> int:
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         p99 = p99_from_histogram(metrics, "kubetune_decision_latency_seconds")
-        print(f"trials: {args.trials} x 1 result at {args.concurrent} concurrent -> {phase}")
+        print(
+            f"trials: {args.trials} x 1 result at {args.concurrent} concurrent,"
+            f" {args.workers} pod(s) each -> {phase}"
+        )
         print(f"wall time: {wall:.1f} s ({args.trials / wall:.1f} trials/s)")
         print(f"operator API writes: {writes:.0f} ({writes / args.trials:.2f} per trial)")
         print(

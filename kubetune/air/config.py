@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubetune.tune.resources import PlacementGroupFactory
 
 
 @dataclass
@@ -64,13 +67,84 @@ class FailureConfig:
             )
 
 
+_SCALING_KEYS = {"cpu": "CPU", "gpu": "GPU"}
+
+
 @dataclass
 class ScalingConfig:
-    """Accepted for source compatibility; a trial's resources come from with_resources."""
+    """How many workers a trial of a Ray-Train-style trainer runs, and what each one gets.
+
+    Ray's semantics: ``resources_per_worker`` defaults to one CPU per worker, or one GPU
+    (and no CPU) with ``use_gpu``; ``trainer_resources`` (the trainer's own bundle, bundle 0
+    of the placement group) defaults to nothing when there are workers; ``placement_strategy``
+    is a placement group strategy (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD). On Kubernetes
+    each worker is a pod (SPREAD: preferably on different nodes, STRICT_SPREAD: required);
+    locally each worker is a process. See ``kubetune.tune.resources.worker_bundles``.
+    """
 
     num_workers: int = 1
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
+    placement_strategy: str = "PACK"
+    trainer_resources: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        from kubetune.tune.resources import STRATEGIES
+
+        if (
+            not isinstance(self.num_workers, int)
+            or isinstance(self.num_workers, bool)
+            or self.num_workers < 1
+        ):
+            raise ValueError(
+                f"ScalingConfig.num_workers must be an integer >= 1, got {self.num_workers!r}"
+            )
+        if self.placement_strategy not in STRATEGIES:
+            raise ValueError(
+                f"ScalingConfig.placement_strategy must be one of {', '.join(STRATEGIES)},"
+                f" got {self.placement_strategy!r}"
+            )
+        for name in ("resources_per_worker", "trainer_resources"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"ScalingConfig.{name} must be a dict, got {value!r}")
+        gpus = self._per_worker().get("GPU", 0)
+        if not self.use_gpu and gpus:
+            raise ValueError(
+                "ScalingConfig.resources_per_worker asks for GPU but use_gpu is False;"
+                " set use_gpu=True"
+            )
+
+    def _per_worker(self) -> dict[str, float]:
+        if self.resources_per_worker is None:
+            return {"GPU": 1} if self.use_gpu else {"CPU": 1}
+        out = {_SCALING_KEYS.get(k, k): v for k, v in self.resources_per_worker.items()}
+        if self.use_gpu and not out.get("GPU"):
+            out["GPU"] = 1
+        return out
+
+    @property
+    def num_gpus_per_worker(self) -> float:
+        return float(self._per_worker().get("GPU", 0))
+
+    @property
+    def num_cpus_per_worker(self) -> float:
+        return float(self._per_worker().get("CPU", 0))
+
+    @property
+    def total_resources(self) -> dict[str, float]:
+        return dict(self.as_placement_group_factory().required_resources)
+
+    def as_placement_group_factory(self) -> PlacementGroupFactory:
+        """Ray's layout: the trainer's bundle, then one bundle per worker."""
+        from kubetune.tune.resources import PlacementGroupFactory
+
+        trainer = {_SCALING_KEYS.get(k, k): v for k, v in (self.trainer_resources or {}).items()}
+        return PlacementGroupFactory(
+            [trainer, *[self._per_worker() for _ in range(self.num_workers)]],
+            self.placement_strategy,
+            num_workers=self.num_workers,
+        )
 
 
 @dataclass

@@ -63,7 +63,7 @@ def _differs(what: str, mine: Any, theirs: Any) -> NotOnCluster:
 
 
 def check_round_trip(tuner: Any, doc: dict[str, Any]) -> None:
-    from kubetune.tune.resources import resources_to_pgf
+    from kubetune.tune.resources import PlacementGroupFactory, resources_to_pgf
 
     plan = read_back(doc)
     if plan.param_space != tuner.param_space:
@@ -116,8 +116,5 @@ def check_round_trip(tuner: Any, doc: dict[str, Any]) -> None:
     resources = getattr(tuner.trainable, "_kubetune_resources", None)
     if resources is not None:
         mine_pgf = resources_to_pgf(resources)
-        if plan.resources is None or mine_pgf.to_dict() != {
-            "bundles": plan.resources["bundles"],
-            "strategy": plan.resources["strategy"],
-        }:
+        if plan.resources is None or mine_pgf != PlacementGroupFactory.from_dict(plan.resources):
             raise _differs("with_resources", mine_pgf.to_dict(), plan.resources)

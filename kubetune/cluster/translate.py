@@ -304,7 +304,7 @@ def resources_to_manifest(trainable: Any) -> dict[str, Any] | None:
             " PlacementGroupFactory)"
         )
     pgf = resources_to_pgf(resources)
-    return {"bundles": [dict(b) for b in pgf.bundles], "strategy": pgf.strategy}
+    return pgf.to_dict()  # bundles, strategy, and workers of a ScalingConfig
 
 
 def experiment_spec(tuner: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from kubetune.local.reaper import Reaper
 from kubetune.local.resources import ResourceError, ResourcePool
 from kubetune.local.result_grid import STATE_FILE
 from kubetune.local.state_file import trial_entries
+from kubetune.local.workers import WorkerGroup, free_port, local_env
 from kubetune.trial.output import ERROR_FILE
 from kubetune.trial.spec import TrialSpec
 from kubetune.tune.resources import PlacementGroupFactory
@@ -51,6 +52,7 @@ GATE_ANSWERS = {
 STATE_SAVE_INTERVAL_S = 0.5
 TICK_INTERVAL_S = 0.25
 KILL_GRACE_S = float(os.environ.get("KUBETUNE_KILL_GRACE_S", "10"))
+WORKER_SETTLE_S = 2.0  # a failed rank 0 waits this long for its workers' own errors
 
 
 @dataclass
@@ -92,6 +94,7 @@ class LocalTrial:
     # done), so an engine STOP needs no signal (which could hit a reused process's next trial)
     self_ending: bool = False
     dir_name: str = ""  # trial_dirname_creator's, when not the name
+    workers: WorkerGroup | None = None  # ranks 1..N-1 of a multi-worker trial
 
     @property
     def dirname(self) -> str:
@@ -208,6 +211,9 @@ class LocalBackend:
                 proc.proc.wait()
             proc.kill_group()
             proc.close()
+            if trial.workers is not None:
+                trial.workers.stop(0)
+                trial.workers = None
         self.running.clear()
 
     def _wait(self, timeout: float) -> None:
@@ -345,7 +351,8 @@ class LocalBackend:
             chdir_to_trial_dir=t.chdir_to_trial_dir,
             decision_points=trial.decision_points,
             python_path=t.python_path,
-            reuse=t.reuse_actors,
+            # a worker group lives as long as its trial: no process takes over another trial
+            reuse=t.reuse_actors and trial.pgf.num_workers == 1,
         )
 
     def _record_before_start(self, trial: LocalTrial) -> None:
@@ -363,6 +370,17 @@ class LocalBackend:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU trial must not grab a GPU
         if self.reaper is not None:
             env.update(self.reaper.env)
+        world_size = trial.pgf.num_workers if trial.pgf is not None else 1
+        port = free_port() if world_size > 1 else 0
+        if world_size > 1:
+            trial.workers = WorkerGroup(
+                spec,
+                world_size,
+                port,
+                os.path.join(self._specs_dir, "..", "workers", trial.trial_id),
+                env,
+            )
+            env.update(local_env(0, world_size, port))
         spec_path = os.path.join(self._specs_dir, f"{trial.trial_id}.json")
         log_path = os.path.join(spec.out_dir, "trial.log")
         if self.forkserver is not None and not self.forkserver.alive():
@@ -395,6 +413,9 @@ class LocalBackend:
                 trial.waiting.append(request)
             else:
                 self._answer_waiting(trial)
+                workers = trial.workers
+                if workers is not None and proc.kill_requested is None and workers.failure():
+                    proc.terminate("a worker failed")  # the attempt fails as a whole
                 if proc.poll() is not None:
                     self._feed_results(trial)
                     self._on_exit(trial)
@@ -441,6 +462,12 @@ class LocalBackend:
             self.selector.unregister(proc.exit_fd)
         proc.kill_group()  # what the trial started and left behind
         proc.close()
+        if trial.workers is not None:
+            ok = status.get("status") in ("finished", "stopped", "paused", "restart")
+            failed = trial.workers.stop(KILL_GRACE_S, settle_s=0.0 if ok else WORKER_SETTLE_S)
+            trial.workers = None
+            if failed is not None and status.get("status") not in ("finished", "stopped"):
+                status = {"status": "worker_failed", "error": failed}
         self.pool.release(trial.pgf, trial.gpus)
         trial.proc = None
         del self.running[trial.trial_id]
@@ -512,6 +539,8 @@ class LocalBackend:
             )
 
     def _error_text(self, trial: LocalTrial, status: dict[str, Any]) -> str:
+        if status.get("status") == "worker_failed":
+            return str(status["error"])
         try:
             with open(os.path.join(self.trial_dir(trial), ERROR_FILE), encoding="utf-8") as f:
                 text = f.read()

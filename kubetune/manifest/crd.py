@@ -221,6 +221,19 @@ def tune_trial_crd() -> dict[str, Any]:
             "message": string("Detail, e.g. the error."),
             "conditions": _conditions(),
             "report": report,
+            "workers": obj(
+                "The workers (pods) of a multi-worker trial's current attempt (operator).",
+                {
+                    "attempt": integer("The attempt these workers belong to.", minimum=0),
+                    "total": integer("Workers of the trial.", minimum=1),
+                    "running": integer("Workers whose pods run.", minimum=0),
+                    "ready": string("running/total, e.g. 3/3."),
+                    "masterAddr": string(
+                        "Rank 0's pod IP: the MASTER_ADDR the other workers' sidecars hand on."
+                    ),
+                    "message": string("Why a worker waits, e.g. it cannot be scheduled."),
+                },
+            ),
         },
     )
     schema = obj(
@@ -244,6 +257,7 @@ def tune_trial_crd() -> dict[str, Any]:
             ("Iter", "integer", ".status.report.iteration"),
             ("Metric", "number", ".status.report.metric"),
             ("Pod", "string", ".status.podName"),
+            ("Workers", "string", ".status.workers.ready"),
             ("Age", "date", ".metadata.creationTimestamp"),
         ],
     )

@@ -113,13 +113,9 @@ def plan_from_manifest(manifest: Manifest) -> ExperimentPlan:
     resources = spec.get("resources")
     if resources is not None:
         strategy = resources.get("strategy", "PACK")
-        if strategy in ("SPREAD", "STRICT_SPREAD"):
-            raise manifest.error(
-                ("spec", "resources", "strategy"),
-                f"{strategy} needs one pod per bundle, which kubetune does not run yet; use"
-                " PACK or STRICT_PACK",
-            )
         resources = {"bundles": resources.get("bundles", [{"CPU": 1}]), "strategy": strategy}
+        if (spec.get("resources") or {}).get("workers") is not None:
+            resources["workers"] = spec["resources"]["workers"]
     trainable = spec["trainable"]
     base = os.path.dirname(os.path.abspath(manifest.source)) if manifest.source else os.getcwd()
     python_path = [os.path.join(base, p) for p in trainable.get("pythonPath", [])] + [base]

@@ -253,7 +253,10 @@ def _run_config() -> Schema:
 
 def _resources() -> Schema:
     return obj(
-        "Resources of each trial, as Ray's PlacementGroupFactory: bundles summed into one pod.",
+        "Resources of each trial, as Ray's PlacementGroupFactory. PACK/STRICT_PACK: the bundles"
+        " summed into one pod. A multi-worker trial (workers set, or SPREAD/STRICT_SPREAD with"
+        " several bundles) runs one pod per worker: bundle 0 is the trainer's and joins worker"
+        " 0's pod, bundles 1..N are one worker each.",
         {
             "bundles": array(
                 "Resource bundles, e.g. [{CPU: 1, GPU: 1}]. CPU -> cpu, GPU -> nvidia.com/gpu,"
@@ -267,9 +270,16 @@ def _resources() -> Schema:
                 minItems=1,
                 maxItems=16,
             ),
+            "workers": integer(
+                "Workers (pods) per trial, as ScalingConfig.num_workers: bundles must then be"
+                " the trainer's bundle followed by one bundle per worker.",
+                minimum=1,
+                maximum=1000,
+            ),
             "strategy": string(
-                "Placement strategy. SPREAD and STRICT_SPREAD need multi-pod"
-                " trials and are refused for now.",
+                "Placement strategy of a multi-worker trial's pods: SPREAD prefers different"
+                " nodes, STRICT_SPREAD requires them (pod anti-affinity on the hostname), PACK"
+                " prefers one node, STRICT_PACK requires it (pod affinity).",
                 enum=["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"],
                 default="PACK",
             ),
@@ -281,7 +291,14 @@ def _resources() -> Schema:
                 " == self.bundles.map(c, k in c ? c[k] : 0.0).sum()))",
                 WHOLE_RESOURCES,
                 fieldPath=".bundles",
-            )
+            ),
+            rule(
+                "!has(self.workers)"
+                " || (has(self.bundles) && size(self.bundles) == self.workers + 1)",
+                "workers needs one bundle per worker after the trainer's bundle"
+                " (size(bundles) == workers + 1)",
+                fieldPath=".workers",
+            ),
         ],
     )
 

@@ -163,6 +163,13 @@ class Manifest:
                 raise self.error(
                     ("spec", "resources", "bundles"), f"{key} sums to {total:g}: {WHOLE_RESOURCES}"
                 )
+        workers = resources.get("workers")
+        if isinstance(workers, int) and len(resources.get("bundles") or []) != workers + 1:
+            raise self.error(
+                ("spec", "resources", "workers"),
+                "workers needs one bundle per worker after the trainer's bundle"
+                " (size(bundles) == workers + 1)",
+            )
         if tune_config.get("numSamples") == 0:
             raise self.error(
                 ("spec", "tuneConfig", "numSamples"),

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kubetune.sidecar: {exc}", file=sys.stderr)
         return 2
+    if os.environ.get("KUBETUNE_SIDECAR_ROLE") == "worker":
+        return _run_worker(cfg)
     api: TrialApi | None = None
     if cfg.trial:
         from kubetune.sidecar.kube import KubeTrialApi
@@ -47,6 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     return sidecar.run()
+
+
+def _run_worker(cfg: object) -> int:
+    """A worker pod of a multi-worker trial (``kubetune.sidecar.worker``)."""
+    import threading
+
+    from kubetune.sidecar.config import SidecarConfig
+    from kubetune.sidecar.kube import KubeTrialApi
+    from kubetune.sidecar.worker import run_worker
+
+    assert isinstance(cfg, SidecarConfig) and cfg.trial
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    return run_worker(cfg, KubeTrialApi(cfg.trial, cfg.namespace, cfg.token_dir), stop)
 
 
 if __name__ == "__main__":

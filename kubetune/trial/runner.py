@@ -22,6 +22,7 @@ from typing import Any
 from kubetune._util import unflattened_lookup
 from kubetune.air import session as _session
 from kubetune.air.checkpoint import Checkpoint
+from kubetune.train._context import current_place, load_rendezvous
 from kubetune.trial import exit_codes
 from kubetune.trial.gate import DecisionTracker, Gate, open_gate
 from kubetune.trial.output import OutputWriter, encode_result, json_safe
@@ -137,6 +138,9 @@ class TrialRunner:
         self._in_write = False
         self._term_pending = False
         self._tag = spec.experiment_tag or spec.trial_id
+        # a worker of a multi-worker trial other than rank 0: its reports are dropped (rank
+        # 0's are the trial's, as in Ray) and it asks no decisions; it ends when rank 0 does
+        self.follower = current_place().world_rank > 0
 
     # -- entry point ------------------------------------------------------------------------
     def run(self) -> int:
@@ -164,7 +168,8 @@ class TrialRunner:
         _die_with_parent()
         if spec.params_dir:
             os.environ[PARAMS_ENV] = spec.params_dir
-        if self.gate is None:
+        load_rendezvous()  # a worker pod learns rank 0's address from its sidecar
+        if self.gate is None and not self.follower:
             self.gate = open_gate(spec.gate)
         if spec.stopper_pickle:
             import cloudpickle
@@ -215,6 +220,8 @@ class TrialRunner:
         self, metrics: dict[str, Any], checkpoint: Checkpoint | None, *, final: bool = False
     ) -> None:
         """One ``session.report``: checkpoint first, then the result line, then decisions."""
+        if self.follower:
+            return
         if checkpoint is not None:
             if not isinstance(checkpoint, Checkpoint):
                 raise TypeError(

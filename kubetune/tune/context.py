@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kubetune.air import session
+from kubetune.train._context import current_place
 
 if TYPE_CHECKING:
     from kubetune.tune.resources import PlacementGroupFactory
@@ -34,19 +35,19 @@ class TuneContext:
         return {}
 
     def get_world_size(self) -> int:
-        return 1
+        return current_place().world_size
 
     def get_world_rank(self) -> int:
-        return 0
+        return current_place().world_rank
 
     def get_local_rank(self) -> int:
-        return 0
+        return current_place().local_rank
 
     def get_local_world_size(self) -> int:
-        return 1
+        return current_place().local_world_size
 
     def get_node_rank(self) -> int:
-        return 0
+        return current_place().node_rank
 
 
 _CONTEXT = TuneContext()

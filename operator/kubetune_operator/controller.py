@@ -53,6 +53,7 @@ from kubetune_operator.runtime_core import (
     log,
 )
 from kubetune_operator.views import LIVE
+from kubetune_operator.workers import WorkerTracking, as_pods
 
 # importable from here as before the split into runtime_core.py and observe.py
 __all__ = [
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 
-class ExperimentRuntime(Observing):
+class ExperimentRuntime(Observing, WorkerTracking):
     # -- restart ----------------------------------------------------------------------------
     def restore(self, observed: Observed, now: float) -> None:
         """After a restart: adopt trials and pods, replay results the snapshot has not seen."""
@@ -84,7 +85,7 @@ class ExperimentRuntime(Observing):
                 actions.extend(self._feed(tr, row, now, gated=False))
             last = self.engine.trial_summary(trial_id).get("last_result") or {}
             tr.last_iter = _iteration(last)
-            pods = [p for p in observed.pods.values() if p.get("trialObject") == tr.obj_name]
+            pods = self.rank0_pods(tr, observed)
             if pods:
                 newest = max(pods, key=lambda p: p.get("attempt") or 0)
                 tr.attempt = newest.get("attempt") or 0
@@ -94,6 +95,7 @@ class ExperimentRuntime(Observing):
                 # it ended while the operator was down (its results are then caught up).
                 active = self.engine.trial_status(trial_id) in (states.RUNNING, states.PENDING)
                 tr.pod_live = active or (newest["phase"] in LIVE and not newest["deleting"])
+                self.adopt_gang(tr, observed)
             view = observed.trials.get(tr.obj_name)
             if view is not None:
                 tr.uid = view.get("uid") or ""
@@ -146,6 +148,7 @@ class ExperimentRuntime(Observing):
             if view is not None:
                 actions.extend(self._consume_report(tr, view, now))
             actions.extend(self._observe_pod(tr, observed, now))
+            actions.extend(self.observe_workers(tr, observed, now))
         t1 = time.monotonic()
         self.flush()  # verdicts first: trials are waiting for them
         t2 = time.monotonic()
@@ -292,12 +295,13 @@ class ExperimentRuntime(Observing):
         tr.uid = self.api.create_trial(body)["metadata"].get("uid", "")
 
     def _create_pod(
-        self, tr: TrialTrack, trial_obj: dict[str, Any], attempt: int, pod: dict[str, Any]
+        self, tr: TrialTrack, trial_obj: dict[str, Any], attempt: int, pods: list[dict[str, Any]]
     ) -> None:
-        if not pod:
+        if not pods:
             trial_obj = {**trial_obj, "metadata": {**trial_obj["metadata"], "uid": tr.uid}}
-            pod = self.build_pod(self.experiment, trial_obj, attempt)
-        self.api.create_pod(pod)
+            pods = as_pods(self.build_pod(self.experiment, trial_obj, attempt))
+        for pod in pods:  # a multi-worker attempt's pods all at once (kubetune_operator.workers)
+            self.api.create_pod(pod)
 
     def _next_checkpoint_index(self, trial_id: str) -> int:
         names = self.engine.trial_summary(trial_id).get("checkpoints") or []
@@ -334,14 +338,15 @@ class ExperimentRuntime(Observing):
                         self.namespace, n, p
                     ),
                 )
-            pod = self.build_pod(self.experiment, trial_obj, tr.attempt)
-            tr.pod_name = pod["metadata"]["name"]
+            pods = as_pods(self.build_pod(self.experiment, trial_obj, tr.attempt))
+            tr.pod_name = pods[0]["metadata"]["name"]
+            self.begin_gang(tr, pods)
             if not tr.uid:
-                # its TuneTrial create is still queued (writes.py): build the pod again once
-                # that create has returned the uid the pod's owner reference needs
-                pod = {}
+                # its TuneTrial create is still queued (writes.py): build the pods again once
+                # that create has returned the uid the pods' owner reference needs
+                pods = []
             self._defer(
-                tr.obj_name, functools.partial(self._create_pod, tr, trial_obj, tr.attempt, pod)
+                tr.obj_name, functools.partial(self._create_pod, tr, trial_obj, tr.attempt, pods)
             )
             tr.pod_live, tr.pod_seen, tr.stopping = True, False, False
             tr.next_attempt = None

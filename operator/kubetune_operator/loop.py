@@ -80,15 +80,15 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
     if sspec.secret_name or not settings.default_storage:
         settings.default_storage = {**config.default_storage}
 
-    from kubetune_operator.pod import build_trial_pod
+    from kubetune_operator.workers import build_trial_pods
 
-    def build(exp: dict[str, Any], trial: dict[str, Any], attempt: int) -> dict[str, Any]:
-        pod = build_trial_pod(exp, trial, attempt, settings)
+    def build(exp: dict[str, Any], trial: dict[str, Any], attempt: int) -> list[dict[str, Any]]:
+        pods = build_trial_pods(exp, trial, attempt, settings)  # one, or one per worker
         secrets = [{"name": s} for s in config.image_pull_secrets]
-        if secrets:
+        for pod in pods if secrets else []:
             have = pod["spec"].setdefault("imagePullSecrets", [])
             have.extend(s for s in secrets if s not in have)
-        return pod
+        return pods
 
     probe_pod(experiment, engine, build)  # a spec no pod can be built for stalls now
     template = (experiment.get("spec") or {}).get("podTemplate") or {}

@@ -65,13 +65,8 @@ def _quantity(value: float, milli: bool = False) -> str:
 def pod_resources(
     resources: dict[str, Any], settings: PodSettings
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """(requests, limits) of the trial container from Ray's placement bundles (summed)."""
-    strategy = resources.get("strategy", "PACK")
-    if strategy not in ("PACK", "STRICT_PACK"):
-        raise ValueError(
-            f"spec.resources.strategy {strategy!r} needs a multi-pod trial, which kubetune does"
-            " not run yet; use PACK or STRICT_PACK (the bundles are summed into one pod)"
-        )
+    """(requests, limits) of the trial container from Ray's placement bundles (summed): the
+    bundles of one pod (a multi-worker trial's pods are built one by one, ``workers.py``)."""
     totals: dict[str, float] = {}
     for bundle in resources.get("bundles") or [{"CPU": 1}]:
         for key, amount in bundle.items():

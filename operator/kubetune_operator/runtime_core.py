@@ -59,7 +59,8 @@ class Api(Protocol):
     ) -> None: ...
 
 
-PodBuilder = Callable[[dict[str, Any], dict[str, Any], int], dict[str, Any]]
+# one pod, or every pod of a multi-worker attempt, rank 0 first (kubetune_operator.workers)
+PodBuilder = Callable[[dict[str, Any], dict[str, Any], int], dict[str, Any] | list[dict[str, Any]]]
 
 
 @dataclass

@@ -66,6 +66,10 @@ def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
             "CreateContainerConfigError",
         ):
             view["waitingError"] = f"{waiting.get('reason')}: {waiting.get('message', '')}"
+    # the workers of a multi-worker trial (kubetune_operator.workers)
+    view["rank"] = _int(labels.get("kubetune.io/rank"))
+    view["worldSize"] = _int(labels.get("kubetune.io/world-size"))
+    view["podIP"] = status.get("podIP")
     return view
 
 

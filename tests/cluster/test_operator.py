@@ -283,17 +283,17 @@ def test_missing_storage_secret_stalls_and_creates_nothing(
     assert client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items == []
 
 
-def test_spread_strategy_stalls_naming_the_field(
+def test_a_worker_pod_no_node_can_offer_stalls_naming_the_field(
     kube_api, namespace, s3_server, s3_bucket, operator_process
 ):
     s3_secret(kube_api, namespace, s3_server)
     body = experiment("spread", s3_bucket, s3_server.endpoint_url)
-    body["spec"]["resources"] = {"bundles": [{"CPU": 1}, {"CPU": 1}], "strategy": "SPREAD"}
+    body["spec"]["resources"] = {"bundles": [{"CPU": 1}, {"FPGA": 1}], "strategy": "SPREAD"}
     create_experiment(kube_api, namespace, body)
     operator_process()
     wait_for(lambda: phase_of(kube_api, namespace, "spread") == "Failed", 60, "Stalled")
     status = get_experiment(kube_api, namespace, "spread")["status"]
-    assert "spec.resources.strategy" in status["message"]
+    assert "spec.resources: bundle key 'FPGA'" in status["message"]
 
 
 def local_best(tmp_path: Path) -> tuple[dict[str, Any], float]:

@@ -258,6 +258,24 @@ def test_with_resources_and_placement_group_round_trip():
     }
 
 
+def test_a_torch_trainers_scaling_config_round_trips_as_workers():
+    from kubetune.air.config import ScalingConfig
+    from kubetune.train.torch import TorchTrainer
+
+    scaling = ScalingConfig(num_workers=3, use_gpu=True, placement_strategy="SPREAD")
+    factory = lambda: make(  # noqa: E731
+        trainable=TorchTrainer(trainable, scaling_config=scaling),
+        param_space={"train_loop_config": {"lr": tune.uniform(0, 1)}},
+        seed=1,
+    )
+    assert_same_engine(factory)
+    assert doc_of(factory())["spec"]["resources"] == {
+        "bundles": [{}, {"GPU": 1}, {"GPU": 1}, {"GPU": 1}],
+        "strategy": "SPREAD",
+        "workers": 3,
+    }
+
+
 # -- refusals: before anything is created, naming the object and the alternative ------------
 class MySearcher(Searcher):
     def suggest(self, trial_id):

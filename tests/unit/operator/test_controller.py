@@ -195,8 +195,9 @@ def test_suspend_deletes_running_pods_and_starts_none(runtime):
 
 def test_bad_specs_name_the_field():
     exp = experiment()
-    exp["spec"]["resources"] = {"bundles": [{"CPU": 1}], "strategy": "SPREAD"}
-    with pytest.raises(BadSpec, match=r"spec\.resources\.strategy"):
+    # 2 workers need the trainer's bundle and one per worker
+    exp["spec"]["resources"] = {"bundles": [{"CPU": 1}, {"CPU": 1}], "workers": 2}
+    with pytest.raises(BadSpec, match=r"spec\.resources\.workers"):
         build_engine(exp)
     exp = experiment()
     del exp["spec"]["trainable"]["image"]

@@ -308,11 +308,13 @@ def test_only_the_sidecar_holds_token_and_credentials() -> None:
 
 
 @pytest.mark.parametrize("strategy", ["SPREAD", "STRICT_SPREAD"])
-def test_spread_is_refused(strategy: str) -> None:
+def test_the_pod_of_one_spread_worker_sums_its_bundles(strategy: str) -> None:
+    # build_trial_pod builds one pod from the bundles it is given; a multi-worker trial's
+    # pods are built one by one (tests/unit/operator/test_workers.py)
     trial = copy.deepcopy(TRIAL)
     trial["spec"]["resources"]["strategy"] = strategy
-    with pytest.raises(ValueError, match=r"spec\.resources\.strategy"):
-        build_trial_pod(EXPERIMENT, trial, 0, PodSettings())
+    pod = build_trial_pod(EXPERIMENT, trial, 0, PodSettings())
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "1500m"
 
 
 def test_unknown_resource_and_fractional_gpu_are_refused() -> None:

@@ -1,0 +1,162 @@
+"""Multi-worker trials on the real control plane with process-mode pods and real sidecars:
+a 3-worker TorchTrainer-style trial (tests/allreduce.py) whose workers all-reduce over TCP
+with nothing but the rendezvous environment, one pod per worker on different nodes; killing
+a worker's pod restarts every worker from the trial's latest checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import test_operator
+from tests.cluster.test_operator import (
+    GROUP,
+    VERSION,
+    create_experiment,
+    experiment,
+    get_experiment,
+    stored_results,
+    trial_objects,
+    wait_succeeded,
+)
+from tests.testenv.helpers import s3_secret, wait_for
+from tests.testenv.kubelet import NodeSpec
+
+REPO = Path(__file__).resolve().parents[2]
+# test_operator's fixtures, used here by name
+crds = test_operator.crds
+operator_process = test_operator.operator_process
+
+
+def allreduce_experiment(
+    name: str, bucket: str, endpoint: str, strategy: str, **loop: Any
+) -> dict[str, Any]:
+    body = experiment(name, bucket, endpoint, numSamples=1, maxConcurrentTrials=1)
+    body["spec"]["trainable"] = {
+        "image": "kubetune/test",
+        "entrypoint": "tests.allreduce:trainer",
+        "pythonPath": [str(REPO)],
+    }
+    body["spec"]["paramSpace"] = {"train_loop_config": {"scale": {"constant": 10}, **loop}}
+    body["spec"]["tuneConfig"] = {"metric": "sum", "mode": "max", "numSamples": 1}
+    body["spec"]["resources"] = {
+        "bundles": [{}, {"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}],
+        "strategy": strategy,
+        "workers": 3,
+    }
+    body["spec"]["runConfig"] = {"failureConfig": {"maxFailures": 1}}
+    return body
+
+
+def _pods(kube_api: Any, namespace: str) -> list[Any]:
+    from kubernetes import client
+
+    return client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
+
+
+def _env(pod: Any) -> dict[str, str]:
+    trial = next(c for c in pod.spec.containers if c.name == "trial")
+    return {e.name: e.value for e in trial.env or [] if e.value is not None}
+
+
+@pytest.mark.parametrize(("strategy", "nodes"), [("SPREAD", 3), ("PACK", 1)])
+def test_three_workers_all_reduce_over_tcp(
+    strategy, nodes, kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    # without the anti-affinity the scheduler would put all three on the big node (its
+    # resource scores favour it), and it has room for them
+    kubelet = kubelet_factory(NodeSpec(cpu="64"), NodeSpec(cpu="2"), NodeSpec(cpu="2"))
+    s3_secret(kube_api, namespace, s3_server)
+    body = allreduce_experiment(
+        "ddp", s3_bucket, s3_server.endpoint_url, strategy, sleep={"constant": 1.0}
+    )
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    seen: dict[str, Any] = {}
+
+    def three_running() -> bool:
+        for pod in _pods(kube_api, namespace):
+            seen[pod.metadata.name] = pod
+        (trial,) = trial_objects(kube_api, namespace) or [{}]
+        return ((trial.get("status") or {}).get("workers") or {}).get("ready") == "3/3"
+
+    wait_for(three_running, 60, "status.workers.ready 3/3")
+    wait_succeeded(kube_api, namespace, "ddp", 120, operator_process)
+    (trial,) = trial_objects(kube_api, namespace)
+    name = trial["metadata"]["name"]
+    pods = sorted(seen.values(), key=lambda p: int(p.metadata.labels["kubetune.io/rank"]))
+    assert [p.metadata.name for p in pods] == [f"{name}-1", f"{name}-1-w1", f"{name}-1-w2"]
+    assert [_env(p)["RANK"] for p in pods] == ["0", "1", "2"]
+    assert {_env(p)["WORLD_SIZE"] for p in pods} == {"3"}
+    # SPREAD: each worker on its own node (the preferred anti-affinity wins over the big
+    # node's resource scores); PACK: all on one node (the preferred pod affinity)
+    assert len({p.spec.node_name for p in pods}) == nodes
+    assert {p.spec.node_name for p in pods} <= set(kubelet.node_names)
+    rows = stored_results(s3_server, s3_bucket, f"ddp/{name}/result.json")
+    # rank 0's reports alone, each the all-reduced sum of 10 * (1 + 2 + 3)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert {r["sum"] for r in rows} == {60.0}
+    assert {r["reporter_rank"] for r in rows} == {0}
+    assert trial["status"]["phase"] == "TERMINATED"
+    assert trial["status"]["workers"]["total"] == 3
+    status = get_experiment(kube_api, namespace, "ddp")["status"]
+    assert status["bestTrial"]["metric"] == 60.0
+
+    # deleting the experiment removes every worker's pod
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "tuneexperiments", "ddp"
+    )
+    wait_for(lambda: not _pods(kube_api, namespace), 60, "every pod garbage-collected")
+
+
+def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
+    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
+    s3_secret(kube_api, namespace, s3_server)
+    body = allreduce_experiment(
+        "kill",
+        s3_bucket,
+        s3_server.endpoint_url,
+        "STRICT_SPREAD",
+        steps={"constant": 12},
+        sleep={"constant": 0.5},
+    )
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    core = client.CoreV1Api(kube_api)
+
+    def reported(n: int) -> bool:
+        trials = trial_objects(kube_api, namespace)
+        report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
+        return (report.get("iteration") or 0) >= n
+
+    wait_for(lambda: reported(3), 90, "three results of the first attempt")
+    (trial,) = trial_objects(kube_api, namespace)
+    name = trial["metadata"]["name"]
+    core.delete_namespaced_pod(f"{name}-1-w1", namespace, grace_period_seconds=0)
+    wait_succeeded(kube_api, namespace, "kill", 180, operator_process)
+    (trial,) = trial_objects(kube_api, namespace)
+    assert trial["status"]["attempts"] == 2 and trial["status"]["failures"] == 1
+    second = {p.metadata.name for p in _pods(kube_api, namespace)} & {
+        f"{name}-2",
+        f"{name}-2-w1",
+        f"{name}-2-w2",
+    }
+    assert second, "the second attempt's pods"
+    rows = stored_results(s3_server, s3_bucket, f"kill/{name}/result.json")
+    steps = [r["step"] for r in rows]
+    assert steps[-1] == 12 and {r["sum"] for r in rows} == {60.0}
+    restart = next(i for i, r in enumerate(rows) if r["restored_from"] > 0)
+    # every worker resumed from the first attempt's checkpoint (the workers sum where they
+    # resumed), and the step after it comes next
+    assert rows[restart]["restored_from"] >= 3
+    assert rows[restart]["restored_total"] == 3 * rows[restart]["restored_from"]
+    assert rows[restart]["step"] == rows[restart]["restored_from"] + 1
+    assert {r["restored_from"] for r in rows[restart:]} == {rows[restart]["restored_from"]}

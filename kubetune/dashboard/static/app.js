@@ -209,7 +209,7 @@ function experimentPage(key) {
       const el = document.getElementById("lineage");
       if (!lin.events.length) { el.innerHTML = `<p class="muted">no exploits (${esc(lin.scheduler || "no scheduler")})</p>`; return; }
       el.innerHTML = `<table id="lineage-table"><thead><tr><th>trial</th><th>at iteration</th><th>exploited</th><th>config change</th></tr></thead><tbody>` +
-        lin.events.map((e) => `<tr class="lineage-row"><td>${esc(e.trial_name)}</td><td class="num">${esc(fmt(e.iteration))}</td><td>${esc(e.donor_name || "(not recorded)")}</td>` +
+        lin.events.map((e) => `<tr class="lineage-row"><td>${esc(e.trial_name)}</td><td class="num">${esc(fmt(e.iteration))}</td><td class="donor">${esc(e.donor_name || "(not recorded)")}${e.donor_checkpoint ? ` <span class="muted">${esc(e.donor_checkpoint)}</span>` : ""}</td>` +
           `<td>${esc(Object.entries(e.change).map(([k, [a, b]]) => `${k}: ${fmt(a)} → ${fmt(b)}`).join(", "))}</td></tr>`).join("") + "</tbody></table>";
     } catch (err) { console.log(err); }
   }

@@ -217,13 +217,14 @@ def lineage(view: ExperimentView) -> dict[str, Any]:
         changes = list(trial.config_changes)
         paired: list[tuple[dict[str, Any], Any]] = []
         for k, recorded in enumerate(trial.exploits):
-            start = recorded.get("result")
+            start: Any = recorded.get("result")
             if not is_number(start):
                 paired.append((recorded, changes.pop(0) if changes else None))
                 continue
-            nxt = trial.exploits[k + 1].get("result") if k + 1 < len(trial.exploits) else None
-            end = nxt if is_number(nxt) else math.inf
-            match = next((c for c in changes if start <= c[0] < end), None)
+            nxt: Any = trial.exploits[k + 1].get("result") if k + 1 < len(trial.exploits) else None
+            end = float(nxt) if is_number(nxt) else math.inf
+            lo = float(start)
+            match = next((c for c in changes if c[0] is not None and lo <= c[0] < end), None)
             if match is not None:
                 changes.remove(match)
             paired.append((recorded, match))

@@ -35,7 +35,7 @@ def memory_kib(pid: int) -> dict[str, int]:
 
 
 def _ms(value: float | None) -> str:
-    return "none (plotly.js was first)" if value is None else f"{value:.0f} ms"
+    return "-" if value is None else f"{value:.0f} ms"
 
 
 def get(url: str) -> bytes:
@@ -69,7 +69,7 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
             charts = driver.execute_script("return window.kubetune.chartsPaint")
             plotly_at = driver.execute_script("return window.kubetune.plotlyAt")
             preview = driver.execute_script("return window.kubetune.previewPaint")
-            points = driver.execute_script("return window.kubetune.curvePoints")
+            points = driver.execute_script("return window.kubetune.curvePoints") or {}
             end_to_end, handled = [], []
             for u in range(updates):
                 before = driver.execute_script("return window.kubetune.updates.length")
@@ -94,7 +94,8 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
             f"{trials} trials x {results} results: server ready {ready:.2f} s;"
             f" first paint (table) {paint:.0f} ms, curves preview {_ms(preview)}, chart"
             f" {charts:.0f} ms (plotly.js ready at"
-            f" {plotly_at:.0f} ms; {points['drawn']} of {points['total']} points drawn);"
+            f" {_ms(plotly_at)}; {points.get('drawn', 'all')} of {points.get('total', 'all')}"
+            " points drawn);"
             f" full answer {len(full) / 1e6:.2f} MB, after {updates} updates of {grow} trials"
             f" {len(delta) / 1e3:.1f} kB; update written->painted median"
             f" {statistics.median(end_to_end) * 1000:.0f} ms (max {max(end_to_end) * 1000:.0f}),"

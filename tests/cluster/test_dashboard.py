@@ -390,11 +390,38 @@ def _start_operator(control_plane: Any, namespace: str, tmp_path: Any) -> Any:
         )
 
 
-def test_operator_experiment_pages_with_pods_events_and_log(
-    operator_experiment, namespace, driver, shots
-):
-    from kubetune.dashboard.cluster import make_cluster_server
+def dashboard_identity(cp: Any, namespace: str, tmp_path: Any) -> Any:
+    """A kubeconfig with the token of the chart's dashboard ServiceAccount: the chart installed
+    in ``namespace`` serving it, with dashboard.enabled (its pods kept off the test nodes)."""
+    from tests.cluster import test_chart as C
 
+    release = C.release_name()
+    sets = [C.UNSCHEDULABLE, f"watchNamespaces={{{namespace}}}", "dashboard.enabled=true"]
+    C.helm(cp, "install", release, str(C.CHART), "-n", namespace, *(f"--set={s}" for s in sets))
+    sa = f"{release}-kubetune-dashboard"
+    token = cp.kubectl("create", "token", sa, "-n", namespace, "--duration=30m").stdout.strip()
+    return release, cp.write_kubeconfig(tmp_path / "dashboard.kubeconfig", token, user=sa)
+
+
+def test_operator_experiment_pages_with_pods_events_and_log(
+    operator_experiment, control_plane, namespace, driver, shots, monkeypatch, tmp_path
+):
+    """The dashboard as the chart runs it: with its ServiceAccount's token (read-only RBAC in
+    the served namespace), against an experiment the real operator ran."""
+    from kubetune.dashboard.cluster import make_cluster_server
+    from tests.cluster import test_chart as C
+
+    release, kubeconfig = dashboard_identity(control_plane, namespace, tmp_path)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    try:
+        _check_cluster_pages(operator_experiment, namespace, driver, shots, make_cluster_server)
+    finally:
+        C.helm(control_plane, "uninstall", release, "-n", namespace, "--wait=false", check=False)
+
+
+def _check_cluster_pages(
+    operator_experiment: Any, namespace: str, driver: Any, shots: str, make_cluster_server: Any
+) -> None:
     server = make_cluster_server(None, [namespace], False, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/"
@@ -409,9 +436,6 @@ def test_operator_experiment_pages_with_pods_events_and_log(
         driver.get(f"{url}#/exp/{urllib.parse.quote(key, safe='')}")
         browser.wait_js(driver, "window.kubetune.chartsPaint", 90, "the learning curves")
         assert js(driver, "document.querySelectorAll('tr.trial-row').length") == 3
-        best_name = operator_experiment["status"]["bestTrial"]["name"]
-        best_row = js(driver, "document.querySelector('tr.best').textContent")
-        assert best_name in best_row, (best_name, best_row)
         assert js(driver, "document.querySelectorAll('#curves path.js-line').length") >= 2
         png = driver.get_screenshot_as_png()
         with open(os.path.join(shots, "cluster.png"), "wb") as f:
@@ -423,6 +447,12 @@ def test_operator_experiment_pages_with_pods_events_and_log(
         driver.get(f"{url}#/exp/{urllib.parse.quote(key, safe='')}/trial/{best_id}")
         browser.wait_js(driver, "document.body.dataset.loaded === 'trial'", 60, "the trial page")
         assert js(driver, "document.querySelectorAll('tr.result-row').length") == 8
+        # the dashboard's best trial is the operator's: its config, its TuneTrial
+        best = operator_experiment["status"]["bestTrial"]
+        config = json.loads(js(driver, "document.getElementById('trial-config').textContent"))
+        assert config["lr"] == best["config"]["lr"]
+        summary = js(driver, "document.getElementById('cluster-summary').textContent")
+        assert f"{namespace}/{best['name']}" in summary and "TERMINATED" in summary, summary
         pods = js(
             driver, "[...document.querySelectorAll('#pods tr.pod-row')].map(r => r.textContent)"
         )
@@ -432,8 +462,9 @@ def test_operator_experiment_pages_with_pods_events_and_log(
             "[...document.querySelectorAll('#events tr.event-row')].map(r => r.dataset.reason)",
         )
         assert "Scheduled" in reasons, reasons  # the real kube-scheduler's Event on the pod
+        pod = js(driver, "document.querySelector('#pods tr.pod-row td').textContent")
         head = js(driver, "document.getElementById('log-head').textContent")
-        assert pods[0].split()[0] in head and "trial" in head, head
+        assert f"of {pod}, container trial" in head, head
         # the process kubelet serves no logs: the API server's answer is shown instead
         assert js(driver, "document.getElementById('log-tail').textContent").strip()
         driver.save_screenshot(os.path.join(shots, "cluster_trial.png"))

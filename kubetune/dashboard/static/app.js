@@ -351,7 +351,7 @@ function clusterSection(c) {
     `<td>${esc(e.reason)}</td><td>${esc(e.object)}</td><td class="num">${esc(e.count)}</td><td class="wrap">${esc(e.message)}</td></tr>`).join("");
   const log = c.log ? `<p class="muted" id="log-head">last ${esc(c.log.lines)} lines of ${esc(c.log.pod)}, container ${esc(c.log.container)}</p><pre id="log-tail">${esc(c.log.text || "(empty)")}</pre>`
     : `<p class="muted" id="log-head">no pod yet</p><pre id="log-tail">(none)</pre>`;
-  return `<h3>On the cluster</h3><p class="muted">TuneTrial ${esc(c.namespace)}/${esc(c.tunetrial)} · phase ${esc(c.phase ?? "-")}${c.reason ? " · " + esc(c.reason) : ""} · attempts ${esc(c.attempts ?? "-")}</p>
+  return `<h3>On the cluster</h3><p class="muted" id="cluster-summary">TuneTrial ${esc(c.namespace)}/${esc(c.tunetrial)} · phase ${esc(c.phase ?? "-")}${c.reason ? " · " + esc(c.reason) : ""} · attempts ${esc(c.attempts ?? "-")}</p>
     <h3>Pods</h3><table id="pods"><thead><tr><th>pod</th><th>attempt</th><th>phase</th><th>node</th><th>containers</th><th>started</th><th>reason</th></tr></thead><tbody>${pods}</tbody></table>
     <h3>Events</h3><table id="events"><thead><tr><th>last seen</th><th>type</th><th>reason</th><th>object</th><th>count</th><th>message</th></tr></thead><tbody>${events}</tbody></table>
     <h3>Log</h3>${log}`;

@@ -15,7 +15,8 @@ COPY kubetune ./kubetune
 COPY operator ./operator
 # A regular (non-editable) install: pip byte-compiles every module now, so nothing is written
 # next to the code at run time.
-RUN /opt/kubetune/bin/pip install ".[operator]"
+# [dashboard]: the chart's dashboard.enabled runs `kubetune dashboard --cluster` from this image
+RUN /opt/kubetune/bin/pip install ".[operator,dashboard]"
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 kubetune \

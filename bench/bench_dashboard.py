@@ -5,7 +5,10 @@ Prints, per size: the server's time to read the experiment, first paint (the tri
 data) and the curves drawn on a fresh browser profile, the size of the full and of an
 incremental API answer, the latency from new rows written to them painted (end to end, which
 includes the page's 1 s poll, and the request + render part alone), and the server's memory
-(VmRSS / VmHWM). Run: ``.venv/bin/python -m bench.bench_dashboard [--trials 100 1000]``.
+(VmRSS / VmHWM). "plotly.js ready" is when the page could first call Plotly (the bundle
+downloaded, compiled and run: on a fresh profile most of the curves' time); "preview" is when
+the canvas drawing of the same curves that stands in until then was painted.
+Run: ``.venv/bin/python -m bench.bench_dashboard [--trials 100 1000]``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ def memory_kib(pid: int) -> dict[str, int]:
     with open(f"/proc/{pid}/status") as f:
         text = f.read()
     return {k: int(re.search(rf"{k}:\s+(\d+)", text).group(1)) for k in ("VmRSS", "VmHWM")}  # type: ignore[union-attr]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
 
 
 def get(url: str) -> bytes:
@@ -60,6 +67,9 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
             browser.wait_js(driver, "window.kubetune.chartsPaint", 300, "the curves")
             paint = driver.execute_script("return window.kubetune.firstPaint")
             charts = driver.execute_script("return window.kubetune.chartsPaint")
+            plotly_at = driver.execute_script("return window.kubetune.plotlyAt")
+            preview = driver.execute_script("return window.kubetune.previewPaint")
+            points = driver.execute_script("return window.kubetune.curvePoints") or {}
             end_to_end, handled = [], []
             for u in range(updates):
                 before = driver.execute_script("return window.kubetune.updates.length")
@@ -82,7 +92,10 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
             mem = memory_kib(proc.pid)
         print(
             f"{trials} trials x {results} results: server ready {ready:.2f} s;"
-            f" first paint (table) {paint:.0f} ms, curves {charts:.0f} ms;"
+            f" first paint (table) {paint:.0f} ms, curves preview {_ms(preview)}, chart"
+            f" {charts:.0f} ms (plotly.js ready at"
+            f" {_ms(plotly_at)}; {points.get('drawn', 'all')} of {points.get('total', 'all')}"
+            " points drawn);"
             f" full answer {len(full) / 1e6:.2f} MB, after {updates} updates of {grow} trials"
             f" {len(delta) / 1e3:.1f} kB; update written->painted median"
             f" {statistics.median(end_to_end) * 1000:.0f} ms (max {max(end_to_end) * 1000:.0f}),"

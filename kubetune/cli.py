@@ -225,7 +225,28 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from kubetune.dashboard.server import serve  # web deps load only for this command
 
-    return serve(args.path, args.host, args.port)
+    if not args.cluster:
+        if not args.path:
+            raise ValueError("kubetune dashboard needs a PATH, s3://... or --cluster")
+        if args.namespace or args.all_namespaces:
+            raise ValueError("-n/--namespace and --all-namespaces go with --cluster")
+        return serve(args.path, args.host, args.port)
+    from urllib.parse import quote
+
+    from kubetune.dashboard.cluster import make_cluster_server
+
+    def make(target: str, host: str, port: int) -> Any:
+        return make_cluster_server(args.path, args.namespace or [], args.all_namespaces, host, port)
+
+    page = ""
+    if args.path and "/" in args.path:
+        page = "#/exp/" + quote(args.path, safe="")
+    where = f"TuneExperiment {args.path}" if args.path else "the cluster's TuneExperiments"
+    try:
+        return serve(where, args.host, args.port, make=make, page=page)
+    except RuntimeError as exc:  # the API server's answer (no access, no such experiment)
+        print(f"kubetune: {exc}", file=sys.stderr)
+        return 2
 
 
 def _fmt(value: Any) -> str:
@@ -270,8 +291,29 @@ def main(argv: list[str] | None = None) -> int:
     from kubetune.cluster.cli import add_parser
 
     add_parser(sub)
-    dash = sub.add_parser("dashboard", help="a live web page of the experiments at a path")
-    dash.add_argument("path", help="an experiment or a folder of them: a directory or s3://...")
+    dash = sub.add_parser(
+        "dashboard", help="a live web page of the experiments at a path or on the cluster"
+    )
+    dash.add_argument(
+        "path",
+        nargs="?",
+        help="an experiment or a folder of them: a directory or s3://...; with --cluster,"
+        " [NAMESPACE/]NAME of one TuneExperiment (default: every one in the namespace)",
+    )
+    dash.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the TuneExperiments of the kubeconfig's current context (read access only)",
+    )
+    dash.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        help="with --cluster: a namespace to show (repeatable; default: the context's)",
+    )
+    dash.add_argument(
+        "--all-namespaces", action="store_true", help="with --cluster: every namespace"
+    )
     dash.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     dash.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
     dash.set_defaults(func=_cmd_dashboard)

@@ -1,8 +1,11 @@
-"""The submitting user's calls to the API server (the kubernetes client, imported here only).
+"""The user's calls to the API server (the kubernetes client, imported here only).
 
 The cluster and user are the kubeconfig's current context (``KUBETUNE_CONTEXT`` picks another),
-as for kubectl; the calls are exactly those of ``kubectl apply/get/patch`` of a TuneExperiment,
-so the user needs no more RBAC than that.
+as for kubectl; in a pod without a kubeconfig (the chart's dashboard), its ServiceAccount. The
+calls are exactly those of ``kubectl apply/get/patch`` of a TuneExperiment (``kubetune
+submit``) and, for ``kubetune dashboard --cluster``, reads only: get/list of TuneExperiments,
+TuneTrials, Pods and Events, and a pod's log tail (``kubectl logs --tail``), so the user needs
+no more RBAC than that.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "tuneexperiments"
+TRIALS = "tunetrials"
+LABEL_EXPERIMENT = "kubetune.io/experiment"
+LABEL_TRIAL = "kubetune.io/trial"
 
 
 class Cluster:
@@ -17,10 +23,14 @@ class Cluster:
         from kubernetes import client, config
 
         configuration = client.Configuration()
+        in_cluster = _in_cluster() and not _kubeconfig_present()
         try:
-            config.load_kube_config(
-                config_file=_kubeconfig(), context=context, client_configuration=configuration
-            )
+            if in_cluster:
+                config.load_incluster_config(client_configuration=configuration)
+            else:
+                config.load_kube_config(
+                    config_file=_kubeconfig(), context=context, client_configuration=configuration
+                )
         except config.ConfigException as exc:
             raise RuntimeError(
                 f"cluster mode needs a kubeconfig (as kubectl does): {exc}; set KUBECONFIG, or"
@@ -28,7 +38,10 @@ class Cluster:
             ) from None
         self.api_client = client.ApiClient(configuration)
         self.custom = client.CustomObjectsApi(self.api_client)
-        self.namespace = namespace or _context_namespace(context)
+        self.core = client.CoreV1Api(self.api_client)
+        self.namespace = namespace or (
+            _pod_namespace() if in_cluster else _context_namespace(context)
+        )
         self._api_exception = client.ApiException
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +78,73 @@ class Cluster:
         except self._api_exception as exc:
             raise RuntimeError(_api_message(exc, "patch", name)) from None
 
+    # -- reads (kubetune dashboard --cluster) ----------------------------------------------
+    def list_experiments(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The TuneExperiments of ``namespace`` (every namespace for None)."""
+        try:
+            if namespace is None:
+                out = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            else:
+                out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        except self._api_exception as exc:
+            where = f"namespace {namespace}" if namespace else "the cluster"
+            raise RuntimeError(
+                f"cannot list TuneExperiments in {where}: {exc.status} {_detail(exc)}"
+            ) from None
+        return list(cast("dict[str, Any]", out).get("items") or [])
+
+    def read_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            out = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except self._api_exception as exc:
+            if exc.status == 404:
+                return None
+            raise RuntimeError(_api_message(exc, "read", f"{namespace}/{name}")) from None
+        return cast("dict[str, Any]", out)
+
+    def list_trials(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
+        """The experiment's TuneTrial objects (by the operator's experiment label)."""
+        try:
+            out = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, TRIALS, label_selector=f"{LABEL_EXPERIMENT}={experiment}"
+            )
+        except self._api_exception as exc:
+            raise RuntimeError(_api_message(exc, "list trials of", experiment)) from None
+        return list(cast("dict[str, Any]", out).get("items") or [])
+
+    def list_pods(self, namespace: str, experiment: str, trial: str) -> list[dict[str, Any]]:
+        """The pods of one TuneTrial (one per attempt), as plain dicts."""
+        selector = f"{LABEL_EXPERIMENT}={experiment},{LABEL_TRIAL}={trial}"
+        try:
+            pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
+        except self._api_exception as exc:
+            raise RuntimeError(_api_message(exc, "list pods of", trial)) from None
+        return [self.api_client.sanitize_for_serialization(p) for p in pods.items]
+
+    def list_events(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
+        """Events about the objects named ``names`` (a TuneTrial, its pods), oldest first."""
+        out: list[dict[str, Any]] = []
+        for name in names:
+            try:
+                events = self.core.list_namespaced_event(
+                    namespace, field_selector=f"involvedObject.name={name}"
+                )
+            except self._api_exception as exc:
+                raise RuntimeError(_api_message(exc, "list events of", name)) from None
+            out.extend(self.api_client.sanitize_for_serialization(e) for e in events.items)
+        out.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return out
+
+    def log_tail(self, namespace: str, pod: str, container: str, lines: int = 200) -> str:
+        """The last ``lines`` lines of a container's log (``kubectl logs --tail``)."""
+        try:
+            response: Any = self.core.read_namespaced_pod_log(
+                pod, namespace, container=container, tail_lines=lines, _preload_content=False
+            )
+            return str(response.data.decode("utf-8", "replace"))
+        except self._api_exception as exc:
+            return f"(no log: {exc.status} {_detail(exc)})"
+
     def close(self) -> None:
         self.api_client.close()
 
@@ -74,6 +154,27 @@ def _kubeconfig() -> str | None:
     import os
 
     return os.environ.get("KUBECONFIG") or None
+
+
+def _in_cluster() -> bool:
+    import os
+
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def _kubeconfig_present() -> bool:
+    import os
+
+    path = _kubeconfig() or os.path.expanduser("~/.kube/config")
+    return any(os.path.exists(p) for p in path.split(os.pathsep))
+
+
+def _pod_namespace() -> str:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def _context_namespace(context: str | None) -> str:
@@ -87,12 +188,16 @@ def _context_namespace(context: str | None) -> str:
     return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
 
-def _api_message(exc: Any, verb: str, name: str) -> str:
+def _detail(exc: Any) -> str:
     import json
 
-    detail = exc.reason
+    detail = str(exc.reason)
     try:
         detail = json.loads(exc.body).get("message") or detail
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         pass
-    return f"cannot {verb} TuneExperiment {name}: {exc.status} {detail}"
+    return detail
+
+
+def _api_message(exc: Any, verb: str, name: str) -> str:
+    return f"cannot {verb} TuneExperiment {name}: {exc.status} {_detail(exc)}"

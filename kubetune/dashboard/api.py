@@ -202,46 +202,61 @@ def trial_detail(view: ExperimentView, trial_id: str) -> dict[str, Any]:
 
 
 def lineage(view: ExperimentView) -> dict[str, Any]:
-    """PBT exploits: where a trial's config changed between two result rows (the new config
-    came from a donor's checkpoint), with the donor where the experiment recorded it."""
-    donors = _recorded_exploits(view)
+    """PBT exploits: which trial exploited whom, at which iteration, and the config change.
+
+    The donor comes from the engine's record of each exploit (``exploits`` in the trial's
+    state, local mode and operator alike); the config change from the trial's result rows,
+    where the config differs from the row before (the first row trained from the donor's
+    checkpoint). An exploit that recorded how many results the trial had goes with the change
+    at or after that row and before the next exploit's (an explored config equal to the old
+    one, e.g. clipped at a bound, shows no change); changes no exploit claims (an experiment
+    written before exploits were recorded) show without a donor."""
     events = []
     for trial_id in view.order:
         trial = view.trials[trial_id]
-        for k, (row_index, iteration, old, new) in enumerate(trial.config_changes):
-            old_flat, new_flat = flatten_dict(old), flatten_dict(new)
-            change = {
-                key: [_plain(old_flat.get(key)), _plain(new_flat.get(key))]
-                for key in sorted(set(old_flat) | set(new_flat))
-                if old_flat.get(key) != new_flat.get(key)
-            }
-            recorded = donors.get(trial_id, [])
-            donor = recorded[k] if k < len(recorded) else None
-            events.append(
-                {
-                    "trial": trial_id,
-                    "trial_name": trial.name,
-                    "row": row_index,
-                    "iteration": iteration,
-                    "donor": donor,
-                    "donor_name": view.trials[donor].name if donor in view.trials else None,
-                    "change": change,
-                }
-            )
+        changes = list(trial.config_changes)
+        paired: list[tuple[dict[str, Any], Any]] = []
+        for k, recorded in enumerate(trial.exploits):
+            start: Any = recorded.get("result")
+            if not is_number(start):
+                paired.append((recorded, changes.pop(0) if changes else None))
+                continue
+            nxt: Any = trial.exploits[k + 1].get("result") if k + 1 < len(trial.exploits) else None
+            end = float(nxt) if is_number(nxt) else math.inf
+            lo = float(start)
+            match = next((c for c in changes if c[0] is not None and lo <= c[0] < end), None)
+            if match is not None:
+                changes.remove(match)
+            paired.append((recorded, match))
+        paired.extend(({}, c) for c in changes)
+        for recorded, change_row in paired:
+            events.append(_lineage_event(view, trial, recorded, change_row))
+    events.sort(key=lambda e: (e["row"] if e["row"] is not None else math.inf, e["trial"]))
     return {"scheduler": view.scheduler, "events": events}
 
 
-def _recorded_exploits(view: ExperimentView) -> dict[str, list[str]]:
-    """Donors in order per target trial, from the scheduler's exploit log where one exists."""
-    try:
-        text = view.storage.get_bytes(join_key(view.key, "pbt_exploits.json")).decode()
-    except (FileNotFoundError, OSError):
-        return {}
-    out: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        out.setdefault(str(entry.get("target")), []).append(str(entry.get("donor")))
-    return out
+def _lineage_event(
+    view: ExperimentView, trial: TrialView, recorded: dict[str, Any], change_row: Any
+) -> dict[str, Any]:
+    row_index, iteration, change = None, recorded.get("iteration"), {}
+    if change_row is not None:
+        row_index, iteration, old, new = change_row
+        old_flat, new_flat = flatten_dict(old), flatten_dict(new)
+        change = {
+            key: [_plain(old_flat.get(key)), _plain(new_flat.get(key))]
+            for key in sorted(set(old_flat) | set(new_flat))
+            if old_flat.get(key) != new_flat.get(key)
+        }
+    donor = recorded.get("donor")
+    donor = str(donor) if donor is not None else None
+    return {
+        "trial": trial.trial_id,
+        "trial_name": trial.name,
+        "row": row_index,
+        "iteration": iteration,
+        "exploited_at": recorded.get("iteration"),
+        "donor": donor,
+        "donor_name": view.trials[donor].name if donor in view.trials else donor,
+        "donor_checkpoint": recorded.get("checkpoint"),
+        "change": change,
+    }

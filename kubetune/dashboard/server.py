@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,12 +42,15 @@ def plotly_js() -> bytes:
 
 
 class Dashboard:
-    """The experiments under one storage root, as the API serves them."""
+    """The experiments under one storage root, as the API serves them. Subclasses change where
+    the experiments come from (:class:`kubetune.dashboard.cluster.ClusterDashboard`: a
+    cluster's TuneExperiments) by overriding :meth:`find_keys`, :meth:`open_view`,
+    :meth:`name` and the ``extra_*`` hooks."""
 
-    def __init__(self, storage: Storage, min_interval_s: float | None = None) -> None:
+    def __init__(self, storage: Storage | None, min_interval_s: float | None = None) -> None:
         self.storage = storage
         if min_interval_s is None:
-            min_interval_s = 0.5 if storage.is_local() else 1.5
+            min_interval_s = 0.5 if storage is not None and storage.is_local() else 1.5
         self.min_interval_s = min_interval_s
         self.views: dict[str, ExperimentView] = {}
         self._keys: list[str] = []
@@ -54,10 +58,36 @@ class Dashboard:
         self._lock = threading.Lock()
         self._assets: dict[str, tuple[bytes, bytes, str]] = {}
 
+    # -- where the experiments come from ---------------------------------------------------
+    def root(self) -> str:
+        assert self.storage is not None
+        return self.storage.uri()
+
+    def find_keys(self) -> list[str]:
+        assert self.storage is not None
+        return find_experiments(self.storage)
+
+    def open_view(self, key: str) -> ExperimentView:
+        assert self.storage is not None
+        return ExperimentView(self.storage, key, self.min_interval_s)
+
+    def name(self, key: str) -> str:
+        root = self.root()
+        return key or os.path.basename(root.rstrip("/")) or root
+
+    def extra_summary(self, key: str) -> dict[str, Any]:
+        """More fields of an experiment's row in the list (the cluster's phase)."""
+        return {}
+
+    def extra_trial(self, key: str, view: ExperimentView, trial_id: str) -> dict[str, Any]:
+        """More fields of a trial's page (the cluster's pods, Events and log tail)."""
+        return {}
+
+    # -- shared ------------------------------------------------------------------------------
     def experiment_keys(self) -> list[str]:
         with self._lock:
             if time.monotonic() - self._keys_at > 5 * self.min_interval_s:
-                self._keys = find_experiments(self.storage)
+                self._keys = self.find_keys()
                 self._keys_at = time.monotonic()
             return list(self._keys)
 
@@ -65,23 +95,24 @@ class Dashboard:
         with self._lock:
             view = self.views.get(key)
             if view is None:
-                if key not in self._keys and key not in find_experiments(self.storage):
+                if key not in self._keys and key not in self.find_keys():
                     raise KeyError(key)
-                view = self.views[key] = ExperimentView(self.storage, key, self.min_interval_s)
+                view = self.views[key] = self.open_view(key)
         view.refresh()
         return view
 
     def warm(self) -> None:
         """Read every experiment once (1,000 trials x 100 rows take seconds to parse), so the
         first page a user opens is served from memory; requests meanwhile wait for it."""
-        for key in self.experiment_keys():
+        try:
+            keys = self.experiment_keys()
+        except (OSError, RuntimeError, StorageError):
+            return  # the list page shows the reason
+        for key in keys:
             try:
                 self.view(key)
-            except (OSError, KeyError, ValueError):
+            except (OSError, KeyError, ValueError, RuntimeError, StorageError):
                 pass  # the page shows the experiment as unreadable, with the reason
-
-    def name(self, key: str) -> str:
-        return key or os.path.basename(self.storage.uri().rstrip("/")) or self.storage.uri()
 
     def asset(self, path: str) -> tuple[bytes, bytes, str]:
         """(body, gzipped body, content type) of a static file, read once."""
@@ -100,19 +131,22 @@ class Dashboard:
         if route == "experiments":
             out = []
             for key in self.experiment_keys():
+                extra = self.extra_summary(key)
                 try:
                     summary = api.experiment_summary(self.view(key), self.name(key))
-                except (FileNotFoundError, KeyError, ValueError) as exc:
+                except (FileNotFoundError, KeyError, ValueError, StorageError) as exc:
                     summary = {"name": self.name(key), "state": "UNREADABLE", "error": str(exc)}
-                out.append({"key": key, **summary})
-            return {"root": self.storage.uri(), "experiments": out}
+                out.append({"key": key, **summary, **extra})
+            return {"root": self.root(), "experiments": out}
         key = query.get("exp", "")
         view = self.view(key)
         if route == "experiment":
             since = int(query.get("since") or 0)
             return api.experiment_payload(view, self.name(key), since, query.get("metric"))
         if route == "trial":
-            return api.trial_detail(view, query["id"])
+            detail = api.trial_detail(view, query["id"])
+            detail.update(self.extra_trial(key, view, query["id"]))
+            return detail
         if route == "importance":
             from kubetune.dashboard.importance import param_importance
 
@@ -143,9 +177,11 @@ class _Handler(BaseHTTPRequestHandler):
             query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             payload = self.dashboard.handle_api(parts.path[len("/api/") :], query)
             self._json(HTTPStatus.OK, payload)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the tab went away mid-answer (a reload, a closed page): nothing to tell
         except KeyError as exc:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"not found: {exc}"})
-        except (StorageError, OSError, ValueError) as exc:
+        except (StorageError, OSError, ValueError, RuntimeError) as exc:
             self._json(HTTPStatus.BAD_GATEWAY, {"error": str(exc)})
 
     def _json(self, status: HTTPStatus, payload: Any) -> None:
@@ -181,7 +217,12 @@ def make_server(location: str, host: str = "127.0.0.1", port: int = 8765) -> Thr
             f"{location} holds no kubetune experiment (no experiment_state.json in it or in"
             " its subdirectories)"
         )
-    dashboard = Dashboard(storage)
+    return serve_dashboard(Dashboard(storage), host, port)
+
+
+def serve_dashboard(dashboard: Dashboard, host: str, port: int) -> ThreadingHTTPServer:
+    """An HTTP server for ``dashboard`` (not yet serving), its experiments read in the
+    background."""
     plotly_js()  # fail now, not in the browser, when plotly is missing
     handler = type("Handler", (_Handler,), {"dashboard": dashboard})
     server = ThreadingHTTPServer((host, port), handler)
@@ -190,17 +231,24 @@ def make_server(location: str, host: str = "127.0.0.1", port: int = 8765) -> Thr
     return server
 
 
-def serve(location: str, host: str = "127.0.0.1", port: int = 8765) -> int:
+def serve(
+    location: str,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    make: Callable[[str, str, int], ThreadingHTTPServer] = make_server,
+    page: str = "",
+) -> int:
     try:
-        server = make_server(location, host, port)
+        server = make(location, host, port)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
         print(f"kubetune: port {port} is taken; using a free one", file=sys.stderr)
-        server = make_server(location, host, 0)
+        server = make(location, host, 0)
     shown_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
     print(
-        f"kubetune dashboard for {location}: http://{shown_host}:{server.server_port}/", flush=True
+        f"kubetune dashboard for {location}: http://{shown_host}:{server.server_port}/{page}",
+        flush=True,
     )
     try:
         server.serve_forever(poll_interval=0.5)

@@ -112,6 +112,8 @@ class TrialView:
         self.num_failures = 0
         self.checkpoints: list[str] = []
         self.latest_checkpoint: str | None = None
+        # PBT exploits the engine recorded: {donor, checkpoint, iteration, result}, in order
+        self.exploits: list[dict[str, Any]] = []
         self.offset = 0
         self.n = 0
         self.columns: dict[str, array] = {}
@@ -137,6 +139,10 @@ class TrialView:
             checkpoints = [c[2] for c in rec.get("checkpoints") or [] if len(c) > 2]
         self.checkpoints = list(checkpoints)
         self.latest_checkpoint = summary.get("latest_checkpoint") or rec.get("latest_checkpoint")
+        exploits = rec.get("exploits")
+        self.exploits = (
+            [e for e in exploits if isinstance(e, dict)] if isinstance(exploits, list) else []
+        )
         return before != self.record_key()
 
     def record_key(self) -> tuple[Any, ...]:
@@ -147,6 +153,7 @@ class TrialView:
             self.num_failures,
             len(self.checkpoints),
             self.latest_checkpoint,
+            len(self.exploits),
             json.dumps(self.config, sort_keys=True, default=str),
         )
 

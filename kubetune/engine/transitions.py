@@ -16,7 +16,16 @@ from kubetune.engine.actions import (
     Verdict,
 )
 from kubetune.engine.queries import EngineQueries
-from kubetune.engine.trial import ACTIVE, ERROR, FINISHED, PAUSED, PENDING, TERMINATED, TrialRecord
+from kubetune.engine.trial import (
+    ACTIVE,
+    ERROR,
+    FINISHED,
+    MAX_EXPLOITS_RECORDED,
+    PAUSED,
+    PENDING,
+    TERMINATED,
+    TrialRecord,
+)
 from kubetune.schedulers.trial_scheduler import Exploit
 from kubetune.search.errors import ConfigError
 from kubetune.search.searcher import Searcher
@@ -152,6 +161,15 @@ class EngineTransitions(EngineQueries):
     def _exploit(self, rec: TrialRecord, exploit: Exploit, out: list[Action]) -> str:
         ref = CheckpointRef(exploit.donor_trial_id, exploit.donor_checkpoint)
         rec.config = exploit.new_config
+        if len(rec.exploits) < MAX_EXPLOITS_RECORDED:
+            rec.exploits.append(
+                {
+                    "donor": exploit.donor_trial_id,
+                    "checkpoint": exploit.donor_checkpoint,
+                    "iteration": (rec.last_result or {}).get("training_iteration"),
+                    "result": rec.num_results,
+                }
+            )
         self._pin(rec.trial_id, ref)
         if self.has_waiting_trials():
             # yield the slot (Ray pauses the exploited trial); resume restores from the donor

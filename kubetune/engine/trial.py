@@ -15,6 +15,9 @@ ACTIVE = (PENDING, RUNNING)
 FINISHED = (TERMINATED, ERROR)
 
 LAST_N = 10  # the longest best-trial scope is last-10-avg
+# PBT exploits kept per record (for the dashboard's lineage): the first ones, so a record stays
+# small however long a trial trains with a short perturbation interval
+MAX_EXPLOITS_RECORDED = 64
 
 
 class MetricStats:
@@ -84,6 +87,7 @@ class TrialRecord:
         "dirname",
         "ended_at",
         "error",
+        "exploits",
         "index",
         "last_result",
         "latest_checkpoint",
@@ -132,6 +136,8 @@ class TrialRecord:
         self.created_at: float | None = None
         self.ended_at: float | None = None
         self.dirname: str | None = None  # its directory, when not its name
+        # PBT exploits of this trial, in order: {donor, checkpoint, iteration, result}
+        self.exploits: list[dict[str, Any]] = []
 
     def to_dict(self) -> dict[str, Any]:
         out = {s: getattr(self, s) for s in self.__slots__}

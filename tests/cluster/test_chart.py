@@ -143,8 +143,12 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def container_of(docs: list[dict]) -> dict[str, Any]:
-    (deployment,) = by_kind(docs, "Deployment")
+def component(docs: list[dict], name: str) -> list[dict]:
+    return [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == name]
+
+
+def container_of(docs: list[dict], name: str = "operator") -> dict[str, Any]:
+    (deployment,) = by_kind(component(docs, name), "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container
 
@@ -204,7 +208,7 @@ def test_rendered_set_passes_server_side_dry_run(crds, namespace, extra_namespac
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-    (deployment,) = by_kind(docs, "Deployment")
+    (deployment,) = by_kind(component(docs, "operator"), "Deployment")
     replicas = deployment["spec"]["replicas"]
     if replicas > 1:
         assert "--peering=kubetune" in args and "--standalone" not in args
@@ -456,7 +460,7 @@ class RenderedOperator:
                 flag = f"--{entry['name']}-port="
                 if flag in ports:
                     entry["containerPort"] = ports[flag]
-        spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+        spec = by_kind(component(docs, "operator"), "Deployment")[0]["spec"]["template"]["spec"]
         entry = operator_entrypoint(self.container["command"][0])
         if entry is None:
             pytest.skip(
@@ -671,3 +675,102 @@ def test_examples_build_with_kustomize_and_pass_server_side_dry_run(crds, namesp
         "apply", "-k", str(REPO / "examples"), "-n", namespace, "--dry-run=server"
     )
     assert result.stdout.count("(server dry run)") == len(built)
+
+
+# -- the dashboard (dashboard.enabled) ----------------------------------------------------------
+DASHBOARD_RULES = [
+    {"apiGroups": ["kubetune.io"], "resources": ["tuneexperiments"], "verbs": ["get", "list"]},
+    {"apiGroups": ["kubetune.io"], "resources": ["tunetrials"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
+DASHBOARD_NEEDS = [
+    ("get", "tuneexperiments.kubetune.io"),
+    ("list", "tuneexperiments.kubetune.io"),
+    ("list", "tunetrials.kubetune.io"),
+    ("list", "pods"),
+    ("list", "events"),
+    ("get", "pods/log"),
+]
+DASHBOARD_MUST_NOT = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("watch", "tuneexperiments.kubetune.io"),
+    ("patch", "tuneexperiments.kubetune.io"),
+    ("create", "tuneexperiments.kubetune.io"),
+    ("delete", "tuneexperiments.kubetune.io"),
+    ("patch", "tunetrials.kubetune.io"),
+    ("create", "pods"),
+    ("delete", "pods"),
+    ("create", "pods/exec"),
+    ("create", "events"),
+    ("get", "configmaps"),
+]
+
+
+def test_dashboard_renders_read_only_next_to_the_operator(crds, namespace, extra_namespaces):
+    """`helm template` with dashboard.enabled: the dashboard's Deployment runs `kubetune
+    dashboard --cluster` from the operator image on every interface of its pod, behind a
+    ClusterIP Service; the S3 keys come by secretKeyRef; its RBAC is the read-only rules above,
+    per served namespace in namespaced mode; it has its own ServiceAccount."""
+    release = release_name()
+    values = CHART / "ci" / "dashboard-values.yaml"
+    served = [extra_namespaces("a"), extra_namespaces("b")]
+    for sets in ([], ["watchNamespaces={" + ",".join(served) + "}"]):
+        docs = render(crds, release, namespace, values, *sets)
+        dash = component(docs, "dashboard")
+        container = container_of(docs, "dashboard")
+        assert container["image"] == container_of(docs)["image"]  # the operator image
+        assert container["command"] == ["kubetune"]
+        args = container["args"]
+        assert args[:2] == ["dashboard", "--cluster"] and "--host=0.0.0.0" in args
+        if sets:
+            assert [a for a in args if a.startswith("--namespace")] == [
+                f"--namespace={ns}" for ns in served
+            ]
+        else:
+            assert "--all-namespaces" in args
+        env = {e["name"]: e for e in container["env"]}
+        assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-credentials"
+        assert env["KUBETUNE_S3_ENDPOINT_URL"]["value"] == "http://minio.minio.svc:9000"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        (service,) = by_kind(dash, "Service")
+        assert service["spec"]["type"] == "ClusterIP"
+        assert service["spec"]["ports"][0]["targetPort"] == "http"
+        (deployment,) = by_kind(dash, "Deployment")
+        pod = deployment["spec"]["template"]
+        assert service["spec"]["selector"] == pod["metadata"]["labels"]
+        (sa,) = by_kind(dash, "ServiceAccount")
+        name = f"{release}-kubetune-dashboard"
+        assert pod["spec"]["serviceAccountName"] == sa["metadata"]["name"] == name
+        roles = by_kind(dash, "Role" if sets else "ClusterRole")
+        assert [r["rules"] for r in roles] == [DASHBOARD_RULES] * (len(served) if sets else 1)
+        if sets:
+            assert {r["metadata"]["namespace"] for r in roles} == set(served)
+            assert not by_kind(dash, "ClusterRole")
+        result = kubectl_json(crds, "apply", "--dry-run=server", docs=dash)
+        assert "(server dry run)" in result.stdout
+
+
+def test_dashboard_release_may_read_and_nothing_more(crds, namespace, extra_namespaces, releases):
+    served, other = extra_namespaces("served"), extra_namespaces("other")
+    release = release_name()
+    install(
+        crds,
+        release,
+        namespace,
+        "--set",
+        f"watchNamespaces={{{served}}}",
+        "--set",
+        "dashboard.enabled=true",
+    )
+    releases.append((release, namespace))
+    user = f"system:serviceaccount:{namespace}:{release}-kubetune-dashboard"
+    missing = [p for p in DASHBOARD_NEEDS if not can_i(crds, user, *p, served)]
+    assert not missing, f"the dashboard lacks {missing} in the served namespace"
+    extra = [p for p in DASHBOARD_MUST_NOT if can_i(crds, user, *p, served)]
+    assert not extra, f"the dashboard may {extra}"
+    leaked = [p for p in DASHBOARD_NEEDS if can_i(crds, user, *p, other)]
+    assert not leaked, f"the dashboard may {leaked} in a namespace the operator does not serve"
+    assert not can_i(crds, user, "get", "secrets", namespace)
+    assert not can_i(crds, user, "list", "tuneexperiments.kubetune.io", None)

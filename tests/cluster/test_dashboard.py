@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -306,3 +307,167 @@ def test_thousand_trials_first_paint(tmp_path, driver, serve, shots):
     assert js(driver, "document.querySelectorAll('tr.best').length") == 1
     driver.save_screenshot(os.path.join(shots, "thousand.png"))
     assert first_paint < 2000, f"first paint took {first_paint:.0f} ms"
+
+
+# -- an operator experiment on the real control plane ------------------------------------------
+@pytest.fixture
+def operator_experiment(
+    control_plane, kube_api, namespace, kubelet, s3_server, s3_bucket, monkeypatch, tmp_path
+):
+    """A TuneExperiment run to Succeeded by the real operator: its pods run as processes on
+    the test kubelet with the real sidecar, its results go to the real S3 server. The
+    dashboard's user has the kubeconfig and the S3 keys, nothing else."""
+    from tests.cluster import test_operator as T
+    from tests.testenv.helpers import s3_secret
+
+    control_plane.kubectl("apply", "--server-side", "-f", str(T.REPO / "crds"))
+    for crd in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
+        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    s3_secret(kube_api, namespace, s3_server)
+    body = {
+        "apiVersion": f"{T.GROUP}/{T.VERSION}",
+        "kind": "TuneExperiment",
+        "metadata": {"name": "curves"},
+        "spec": {
+            "trainable": {
+                "image": "kubetune/test",
+                "entrypoint": "tests.cluster.dashboard_trainables:curve",
+                "pythonPath": [str(T.REPO)],
+            },
+            "paramSpace": {
+                "lr": {"gridSearch": [0.1, 0.3, 0.6]},
+                "steps": {"constant": 8},
+            },
+            "tuneConfig": {"metric": "loss", "mode": "min", "maxConcurrentTrials": 3},
+            "storage": T.s3_storage(s3_bucket, s3_server.endpoint_url),
+        },
+    }
+    T.create_experiment(kube_api, namespace, body)
+    operator = _start_operator(control_plane, namespace, tmp_path)
+    try:
+        try:
+            browser.wait(
+                lambda: T.phase_of(kube_api, namespace, "curves") == "Succeeded", 240, "Succeeded"
+            )
+        except AssertionError:
+            print((tmp_path / "operator.log").read_text()[-6000:])
+            raise
+        for key in [k for k in os.environ if k.startswith(("KUBETUNE_", "AWS_"))]:
+            monkeypatch.delenv(key)
+        monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+        yield T.get_experiment(kube_api, namespace, "curves")
+    finally:
+        operator.terminate()
+        operator.wait(30)
+
+
+def _start_operator(control_plane: Any, namespace: str, tmp_path: Any) -> Any:
+    from tests.cluster import test_operator as T
+
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    with open(tmp_path / "operator.log", "ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubetune_operator",
+                "--namespace",
+                namespace,
+                "--standalone",
+                "--liveness-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=T.REPO,
+        )
+
+
+def dashboard_identity(cp: Any, namespace: str, tmp_path: Any) -> Any:
+    """A kubeconfig with the token of the chart's dashboard ServiceAccount: the chart installed
+    in ``namespace`` serving it, with dashboard.enabled (its pods kept off the test nodes)."""
+    from tests.cluster import test_chart as C
+
+    release = C.release_name()
+    sets = [C.UNSCHEDULABLE, f"watchNamespaces={{{namespace}}}", "dashboard.enabled=true"]
+    C.helm(cp, "install", release, str(C.CHART), "-n", namespace, *(f"--set={s}" for s in sets))
+    sa = f"{release}-kubetune-dashboard"
+    token = cp.kubectl("create", "token", sa, "-n", namespace, "--duration=30m").stdout.strip()
+    return release, cp.write_kubeconfig(tmp_path / "dashboard.kubeconfig", token, user=sa)
+
+
+def test_operator_experiment_pages_with_pods_events_and_log(
+    operator_experiment, control_plane, namespace, driver, shots, monkeypatch, tmp_path
+):
+    """The dashboard as the chart runs it: with its ServiceAccount's token (read-only RBAC in
+    the served namespace), against an experiment the real operator ran."""
+    from kubetune.dashboard.cluster import make_cluster_server
+    from tests.cluster import test_chart as C
+
+    release, kubeconfig = dashboard_identity(control_plane, namespace, tmp_path)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    try:
+        _check_cluster_pages(operator_experiment, namespace, driver, shots, make_cluster_server)
+    finally:
+        C.helm(control_plane, "uninstall", release, "-n", namespace, "--wait=false", check=False)
+
+
+def _check_cluster_pages(
+    operator_experiment: Any, namespace: str, driver: Any, shots: str, make_cluster_server: Any
+) -> None:
+    server = make_cluster_server(None, [namespace], False, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    key = f"{namespace}/curves"
+    try:
+        driver.get(url)
+        browser.wait_js(driver, "document.querySelectorAll('tr.exp-row').length === 1", 60)
+        text = js(driver, "document.getElementById('exp-list').textContent")
+        assert key in text and "Succeeded" in text and "FINISHED" in text, text
+        driver.save_screenshot(os.path.join(shots, "cluster_list.png"))
+
+        driver.get(f"{url}#/exp/{urllib.parse.quote(key, safe='')}")
+        browser.wait_js(driver, "window.kubetune.chartsPaint", 90, "the learning curves")
+        assert js(driver, "document.querySelectorAll('tr.trial-row').length") == 3
+        assert js(driver, "document.querySelectorAll('#curves path.js-line').length") >= 2
+        png = driver.get_screenshot_as_png()
+        with open(os.path.join(shots, "cluster.png"), "wb") as f:
+            f.write(png)
+        rect = js(driver, "document.querySelector('tr.best').getBoundingClientRect().toJSON()")
+        assert screenshot_has(png, rect, BEST_ROW_RGB) > 500
+
+        best_id = js(driver, "document.querySelector('tr.best').dataset.id")
+        driver.get(f"{url}#/exp/{urllib.parse.quote(key, safe='')}/trial/{best_id}")
+        browser.wait_js(driver, "document.body.dataset.loaded === 'trial'", 60, "the trial page")
+        assert js(driver, "document.querySelectorAll('tr.result-row').length") == 8
+        # the dashboard's best trial is the operator's: its config, its TuneTrial
+        best = operator_experiment["status"]["bestTrial"]
+        config = json.loads(js(driver, "document.getElementById('trial-config').textContent"))
+        assert config["lr"] == best["config"]["lr"]
+        summary = js(driver, "document.getElementById('cluster-summary').textContent")
+        assert f"{namespace}/{best['name']}" in summary and "TERMINATED" in summary, summary
+        pods = js(
+            driver, "[...document.querySelectorAll('#pods tr.pod-row')].map(r => r.textContent)"
+        )
+        assert len(pods) == 1 and "Succeeded" in pods[0], pods
+        reasons = js(
+            driver,
+            "[...document.querySelectorAll('#events tr.event-row')].map(r => r.dataset.reason)",
+        )
+        assert "Scheduled" in reasons, reasons  # the real kube-scheduler's Event on the pod
+        pod = js(driver, "document.querySelector('#pods tr.pod-row td').textContent")
+        head = js(driver, "document.getElementById('log-head').textContent")
+        assert f"of {pod}, container trial" in head, head
+        # the process kubelet serves no logs: the API server's answer is shown instead
+        assert js(driver, "document.getElementById('log-tail').textContent").strip()
+        driver.save_screenshot(os.path.join(shots, "cluster_trial.png"))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -129,3 +129,48 @@ true
 true
 {{- end -}}
 {{- end -}}
+
+{{- define "kubetune.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: dashboard
+{{- end -}}
+
+{{- define "kubetune.dashboardLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "kubetune.dashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubetune
+{{- end -}}
+
+{{- define "kubetune.dashboardServiceAccountName" -}}
+{{- if .Values.dashboard.serviceAccount.create -}}
+{{- default (printf "%s-dashboard" (include "kubetune.fullname" . | trunc 53 | trimSuffix "-")) .Values.dashboard.serviceAccount.name -}}
+{{- else -}}
+{{- required "dashboard.serviceAccount.name is required when dashboard.serviceAccount.create is false" .Values.dashboard.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The dashboard's permissions where it reads (`kubetune dashboard --cluster`): read-only, and
+only what its pages show. Each rule says which page needs it.
+*/}}
+{{- define "kubetune.dashboardRules" -}}
+# The experiment list and each experiment's storage URI (status.storageUri).
+- apiGroups: ["kubetune.io"]
+  resources: ["tuneexperiments"]
+  verbs: ["get", "list"]
+# A trial's page: its TuneTrial (phase, attempts), found by the experiment label.
+- apiGroups: ["kubetune.io"]
+  resources: ["tunetrials"]
+  verbs: ["list"]
+# A trial's pods (one per attempt) and their Events.
+- apiGroups: [""]
+  resources: ["pods", "events"]
+  verbs: ["list"]
+# The trial container's log tail (kubectl logs --tail).
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+{{- end -}}

@@ -7,9 +7,9 @@ const main = document.getElementById("main");
 const crumbs = document.getElementById("crumbs");
 const live = document.getElementById("live");
 let page = null; // the current page's {stop()}
-window.kubetune = { updates: [], firstPaint: null, chartsPaint: null, seq: 0 };
+window.kubetune = { updates: [], firstPaint: null, previewPaint: null, chartsPaint: null, plotlyAt: null, seq: 0 };
 const plotlyReady = new Promise((resolve) => {
-  const wait = () => (window.Plotly ? resolve(window.Plotly) : setTimeout(wait, 20));
+  const wait = () => (window.Plotly ? (window.kubetune.plotlyAt = performance.now(), resolve(window.Plotly)) : setTimeout(wait, 20));
   wait();
 });
 const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
@@ -46,7 +46,8 @@ function experimentsPage() {
       }
       const rows = data.experiments.map((e) => {
         const counts = Object.entries(e.counts || {}).map(([k, n]) => `${k}: ${n}`).join(", ");
-        return `<tr class="exp-row"><td>${link(expHash(e.key), e.name)}</td><td>${esc(e.state)}</td>` +
+        const phase = e.phase !== undefined ? ` <span class="muted" title="${esc(e.message || "")}">(${esc(e.phase || "no phase yet")})</span>` : "";
+        return `<tr class="exp-row"><td>${link(expHash(e.key), e.name)}</td><td>${esc(e.state)}${phase}</td>` +
           `<td class="num">${esc(e.trials ?? "")}</td><td>${esc(counts)}</td><td>${esc(e.metric ?? "")} (${esc(e.mode ?? "")})</td>` +
           `<td class="num">${esc(fmt(e.best))}</td><td>${esc(e.best_trial ?? "")}</td><td class="muted">${esc(e.uri ?? e.error ?? "")}</td></tr>`;
       }).join("");
@@ -72,7 +73,7 @@ function experimentPage(key) {
     <div class="controls">metric <select id="metric"></select> filter <input id="filter" placeholder="text or status=RUNNING" size="30">
     <span id="shown" class="muted"></span></div>
     <div class="tablewrap"><table id="trial-table"><thead></thead><tbody></tbody></table></div>
-    <div class="grid"><div class="panel"><h3>Learning curves</h3><div id="curves" style="height:380px"></div></div>
+    <div class="grid"><div class="panel"><h3>Learning curves</h3><div id="curves" style="height:380px"></div><div id="curves-note" class="muted"></div></div>
     <div class="panel"><h3>Parallel coordinates</h3><div id="parcoords" style="height:380px"></div></div>
     <div class="panel"><h3>Hyperparameter importance (fANOVA)</h3><div id="importance" style="height:300px"></div></div>
     <div class="panel"><h3>PBT lineage</h3><div id="lineage"></div></div></div>`;
@@ -147,12 +148,88 @@ function experimentPage(key) {
     document.getElementById("shown").textContent = `${rows.length} of ${st.trials.size} trials`;
   }
 
+  // Points of the all-trials trace past which each curve is thinned (SVG paths of 100,000
+  // points take seconds to draw and to redraw on every update): a curve keeps the first and
+  // the last point (where an early stop is marked) and, of each run of `stride` points between,
+  // the lowest and the highest, so spikes survive. The best trial is always drawn in full.
+  const CURVE_POINTS = 20000;
+  function thin(c, stride, xs, ys) {
+    const n = c.x.length;
+    if (stride <= 2 || n <= 3) { for (let i = 0; i < n; i++) { xs.push(c.x[i]); ys.push(c.y[i]); } return n; }
+    xs.push(c.x[0]); ys.push(c.y[0]);
+    let kept = 1;
+    for (let s = 1; s < n - 1; s += stride) {
+      const e = Math.min(s + stride, n - 1);
+      let lo = -1, hi = -1;
+      for (let i = s; i < e; i++) {
+        const v = c.y[i];
+        if (v === null) continue;
+        if (lo < 0 || v < c.y[lo]) lo = i;
+        if (hi < 0 || v > c.y[hi]) hi = i;
+      }
+      if (lo < 0) { xs.push(c.x[s]); ys.push(null); kept++; continue; } // a gap stays a gap
+      for (const i of lo === hi ? [lo] : [Math.min(lo, hi), Math.max(lo, hi)]) { xs.push(c.x[i]); ys.push(c.y[i]); kept++; }
+    }
+    xs.push(c.x[n - 1]); ys.push(c.y[n - 1]);
+    return kept + 1;
+  }
+
+  // Until plotly.js is ready (on a fresh browser profile it takes seconds to download, compile
+  // and run the 4.8 MB bundle) the same thinned traces are drawn on a plain canvas, without
+  // axes' interaction; Plotly's chart replaces it as soon as it can.
+  function drawPreview(traces) {
+    const el = document.getElementById("curves");
+    const w = el.clientWidth || 600, h = el.clientHeight || 380;
+    const m = { l: 50, r: 10, t: 30, b: 40 };
+    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+    for (const t of traces) for (let i = 0; i < t.x.length; i++) {
+      const x = t.x[i], y = t.y[i];
+      if (x === null || y === null || x === undefined || y === undefined) continue;
+      if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+    }
+    if (!(x1 >= x0 && y1 >= y0)) return false;
+    if (x1 === x0) x1 = x0 + 1; if (y1 === y0) y1 = y0 + 1;
+    const canvas = document.createElement("canvas");
+    canvas.id = "curves-preview"; canvas.width = w; canvas.height = h;
+    const g = canvas.getContext("2d");
+    const px = (x) => m.l + ((x - x0) / (x1 - x0)) * (w - m.l - m.r);
+    const py = (y) => h - m.b - ((y - y0) / (y1 - y0)) * (h - m.t - m.b);
+    g.strokeStyle = "#999"; g.strokeRect(m.l, m.t, w - m.l - m.r, h - m.t - m.b);
+    g.fillStyle = "#555"; g.font = "11px sans-serif";
+    g.fillText(fmt(y1), 2, m.t + 8); g.fillText(fmt(y0), 2, h - m.b); g.fillText(fmt(x0), m.l, h - m.b + 14);
+    g.fillText(fmt(x1), w - m.r - 30, h - m.b + 14); g.fillText("training_iteration (drawing the chart…)", m.l + 60, h - 8);
+    for (const t of traces) {
+      if (t.mode === "markers") {
+        g.strokeStyle = t.marker.color; g.lineWidth = 1.5;
+        for (let i = 0; i < t.x.length; i++) {
+          const X = px(t.x[i]), Y = py(t.y[i]);
+          g.beginPath(); g.moveTo(X - 3, Y - 3); g.lineTo(X + 3, Y + 3); g.moveTo(X + 3, Y - 3); g.lineTo(X - 3, Y + 3); g.stroke();
+        }
+        continue;
+      }
+      g.strokeStyle = t.line.color; g.lineWidth = t.line.width;
+      g.beginPath();
+      let pen = false;
+      for (let i = 0; i < t.x.length; i++) {
+        if (t.x[i] === null || t.y[i] === null) { pen = false; continue; }
+        if (pen) g.lineTo(px(t.x[i]), py(t.y[i])); else g.moveTo(px(t.x[i]), py(t.y[i]));
+        pen = true;
+      }
+      g.stroke();
+    }
+    el.replaceChildren(canvas);
+    return true;
+  }
+
   async function renderCurves() {
-    await plotlyReady;
     const xs = [], ys = [], stopX = [], stopY = [], stopText = [];
+    let total = 0;
+    for (const [id, c] of st.curves) if (id !== st.bestId) total += c.x.length;
+    const stride = total > CURVE_POINTS ? Math.ceil((2 * total) / CURVE_POINTS) : 1;
+    let drawn = 0;
     for (const [id, c] of st.curves) {
       if (id === st.bestId) continue;
-      for (let i = 0; i < c.x.length; i++) { xs.push(c.x[i]); ys.push(c.y[i]); }
+      drawn += thin(c, stride, xs, ys);
       xs.push(null); ys.push(null);
     }
     for (const [id, row] of st.trials) {
@@ -162,6 +239,9 @@ function experimentPage(key) {
         if (c.y[i] !== null) { stopX.push(c.x[i]); stopY.push(c.y[i]); stopText.push(row.name); break; }
       }
     }
+    document.getElementById("curves-note").textContent = stride > 1
+      ? `${drawn.toLocaleString()} of ${total.toLocaleString()} points drawn (each curve's low and high of every ${stride}; a trial's page has all)` : "";
+    window.kubetune.curvePoints = { total, drawn, stride };
     const best = st.curves.get(st.bestId) || { x: [], y: [] };
     const bestName = st.trials.has(st.bestId) ? st.trials.get(st.bestId).name : "";
     const traces = [
@@ -171,6 +251,13 @@ function experimentPage(key) {
     ];
     const layout = { margin: { l: 50, r: 10, t: 10, b: 40 }, xaxis: { title: { text: "training_iteration" } },
       yaxis: { title: { text: st.metric || "" } }, legend: { orientation: "h", y: 1.12 }, uirevision: st.metric };
+    if (!window.Plotly && drawPreview(traces) && window.kubetune.previewPaint === null) {
+      await frame();
+      window.kubetune.previewPaint = performance.now();
+    }
+    await plotlyReady;
+    const preview = document.getElementById("curves-preview");
+    if (preview) preview.remove();
     return Plotly.react("curves", traces, layout, { displaylogo: false, responsive: true });
   }
 
@@ -209,7 +296,7 @@ function experimentPage(key) {
       const el = document.getElementById("lineage");
       if (!lin.events.length) { el.innerHTML = `<p class="muted">no exploits (${esc(lin.scheduler || "no scheduler")})</p>`; return; }
       el.innerHTML = `<table id="lineage-table"><thead><tr><th>trial</th><th>at iteration</th><th>exploited</th><th>config change</th></tr></thead><tbody>` +
-        lin.events.map((e) => `<tr class="lineage-row"><td>${esc(e.trial_name)}</td><td class="num">${esc(fmt(e.iteration))}</td><td>${esc(e.donor_name || "(not recorded)")}</td>` +
+        lin.events.map((e) => `<tr class="lineage-row"><td>${esc(e.trial_name)}</td><td class="num">${esc(fmt(e.iteration))}</td><td class="donor">${esc(e.donor_name || "(not recorded)")}${e.donor_checkpoint ? ` <span class="muted">${esc(e.donor_checkpoint)}</span>` : ""}</td>` +
           `<td>${esc(Object.entries(e.change).map(([k, [a, b]]) => `${k}: ${fmt(a)} → ${fmt(b)}`).join(", "))}</td></tr>`).join("") + "</tbody></table>";
     } catch (err) { console.log(err); }
   }
@@ -253,6 +340,23 @@ function experimentPage(key) {
 }
 
 // ---------------------------------------------------------------- one trial
+// on the cluster: the TuneTrial's pods (one per attempt), their Events and the trial
+// container's log tail, as `kubectl get pods/events` and `kubectl logs --tail` would show them
+function clusterSection(c) {
+  if (c.error) return `<h3>On the cluster</h3><p class="err" id="cluster-error">${esc(c.error)}</p>`;
+  const pods = c.pods.map((p) => `<tr class="pod-row"><td>${esc(p.name)}</td><td class="num">${esc(p.attempt ?? "")}</td><td class="status-${esc(p.phase)}">${esc(p.phase)}</td>` +
+    `<td>${esc(p.node ?? "")}</td><td>${esc(p.containers.map((k) => `${k.name}: ${k.state}${k.reason ? " " + k.reason : ""}${k.exit_code !== null && k.exit_code !== undefined ? " (exit " + k.exit_code + ")" : ""}${k.restarts ? ", " + k.restarts + " restarts" : ""}`).join("; "))}</td>` +
+    `<td>${esc(p.started ?? "")}</td><td class="muted">${esc([p.reason, p.message].filter(Boolean).join(": "))}</td></tr>`).join("");
+  const events = c.events.map((e) => `<tr class="event-row" data-reason="${esc(e.reason)}"><td>${esc(e.last)}</td><td class="${e.type === "Warning" ? "err" : ""}">${esc(e.type)}</td>` +
+    `<td>${esc(e.reason)}</td><td>${esc(e.object)}</td><td class="num">${esc(e.count)}</td><td class="wrap">${esc(e.message)}</td></tr>`).join("");
+  const log = c.log ? `<p class="muted" id="log-head">last ${esc(c.log.lines)} lines of ${esc(c.log.pod)}, container ${esc(c.log.container)}</p><pre id="log-tail">${esc(c.log.text || "(empty)")}</pre>`
+    : `<p class="muted" id="log-head">no pod yet</p><pre id="log-tail">(none)</pre>`;
+  return `<h3>On the cluster</h3><p class="muted" id="cluster-summary">TuneTrial ${esc(c.namespace)}/${esc(c.tunetrial)} · phase ${esc(c.phase ?? "-")}${c.reason ? " · " + esc(c.reason) : ""} · attempts ${esc(c.attempts ?? "-")}</p>
+    <h3>Pods</h3><table id="pods"><thead><tr><th>pod</th><th>attempt</th><th>phase</th><th>node</th><th>containers</th><th>started</th><th>reason</th></tr></thead><tbody>${pods}</tbody></table>
+    <h3>Events</h3><table id="events"><thead><tr><th>last seen</th><th>type</th><th>reason</th><th>object</th><th>count</th><th>message</th></tr></thead><tbody>${events}</tbody></table>
+    <h3>Log</h3>${log}`;
+}
+
 function trialPage(key, id) {
   let timer = null, stopped = false;
   crumbs.innerHTML = " / " + link(expHash(key), key || "experiment") + " / " + esc(id);
@@ -270,6 +374,7 @@ function trialPage(key, id) {
         <h3>Checkpoints</h3><table id="checkpoints"><thead><tr><th>checkpoint</th><th>iteration</th><th>${esc(t.metric || "")}</th><th>storage URI</th></tr></thead><tbody>${cks}</tbody></table>
         <h3>error.txt</h3><pre id="error-txt">${esc(t.error_txt || "(none)")}</pre></div>
         <div class="panel"><h3>${esc(t.metric || "")}</h3><div id="trial-curve" style="height:320px"></div></div></div>
+        ${t.cluster ? clusterSection(t.cluster) : ""}
         <h3>Result rows</h3><div class="tablewrap"><table id="trial-results"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
       if (t.metric) {
         await plotlyReady;

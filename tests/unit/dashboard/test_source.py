@@ -110,3 +110,44 @@ def test_operator_snapshot_with_segments_is_read(tmp_path):
     view = _view(tmp_path)
     assert view.order == ["synth_00000", "synth_00001", "synth_00002"]
     assert all(view.trials[t].n == 4 for t in view.order)
+
+
+def test_pbt_lineage_names_each_exploits_donor(tmp_path):
+    """A real local PBT run: every exploit in the lineage names its donor (the engine records
+    it in the state), a member of the population other than the exploited trial, and goes with
+    the config change of the row after it (none where the explored config came out equal to
+    the old one: lr clipped at 1.0 twice)."""
+    from kubetune import air, tune
+    from kubetune.tune.schedulers import PopulationBasedTraining
+    from tests.unit.local import trainables as T
+
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=3,
+        hyperparam_mutations={"lr": tune.uniform(0.01, 1.0)},
+        quantile_fraction=0.5,
+        seed=5,
+    )
+    grid = tune.Tuner(
+        tune.with_resources(T.PBTCounter, {"cpu": 0.5}),
+        param_space={"lr": tune.grid_search([0.01, 0.02, 0.5, 1.0])},
+        tune_config=tune.TuneConfig(metric="value", mode="max", scheduler=pbt),
+        run_config=air.RunConfig(
+            storage_path=str(tmp_path), name="pbt", stop={"training_iteration": 12}, verbose=0
+        ),
+    ).fit()
+    assert grid.num_errors == 0
+    view = _view(tmp_path, "pbt")
+    events = api.lineage(view)["events"]
+    assert events, "PBT never exploited"
+    names = {view.trials[t].name for t in view.order}
+    for e in events:
+        assert e["donor"] in view.trials and e["donor"] != e["trial"], e
+        assert e["donor_name"] in names and e["donor_checkpoint"].startswith("checkpoint_"), e
+        assert e["exploited_at"] % 3 == 0, e
+        if e["change"]:
+            assert list(e["change"]) == ["lr"], e
+            assert e["change"]["lr"][1] == view.trials[e["trial"]].values("lr")[e["row"]], e
+        else:
+            assert e["row"] is None, e
+    assert any(e["change"] for e in events)

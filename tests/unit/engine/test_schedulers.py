@@ -410,3 +410,35 @@ def test_create_scheduler_by_name() -> None:
     assert isinstance(create_scheduler("fifo"), FIFOScheduler)
     assert math.isfinite(1.0)
     assert PauseTrial and ResumeTrial
+
+
+def test_pbt_exploits_are_recorded_with_their_donor_in_the_state() -> None:
+    # the dashboard's lineage reads each trial's exploits from the stored state (local mode
+    # and operator alike): the donor, its checkpoint, and the iteration of the exploit
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=2,
+        hyperparam_mutations={"lr": S.uniform(0.001, 0.1)},
+        quantile_fraction=0.5,
+        seed=3,
+    )
+    config = EngineConfig(
+        param_space={"lr": S.uniform(0.001, 0.1)}, metric="acc", mode="max", num_samples=4
+    )
+    engine = ExperimentEngine(config, scheduler=pbt, seed=5)
+    exploits = []
+    real = engine._exploit
+
+    def spy(rec, exploit, out):
+        exploits.append((rec.trial_id, exploit.donor_trial_id, exploit.donor_checkpoint))
+        return real(rec, exploit, out)
+
+    engine._exploit = spy
+    Sim(engine, lambda c, t, it: {"acc": c["lr"] * it}, max_iter=10, checkpoint_every=1).run()
+    assert exploits, "PBT never exploited"
+    stored = json.loads(engine.to_json())["trials"]  # what a reader of the state sees
+    recorded = [(t["trial_id"], e["donor"], e["checkpoint"]) for t in stored for e in t["exploits"]]
+    assert sorted(recorded) == sorted(exploits)
+    for t in stored:
+        its = [e["iteration"] for e in t["exploits"]]
+        assert all(it % 2 == 0 for it in its) and its == sorted(its), its

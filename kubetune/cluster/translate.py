@@ -9,7 +9,8 @@ anything is created instead of silently running another experiment.
 
 What the operator cannot run is refused with :class:`NotOnCluster`, whose message names the
 object and what to use instead: code that exists only in the user's process (a custom
-searcher, scheduler or stopper, ``sample_from``, callbacks, name creators).
+searcher, scheduler or stopper, ``sample_from``, name creators). Callbacks are not refused:
+they run in the submitting process, fed from storage (``kubetune.cluster.follow``).
 """
 
 from __future__ import annotations
@@ -254,12 +255,9 @@ def stop_to_manifest(stop: Any) -> dict[str, Any] | None:
 
 
 def run_config_to_manifest(rc: Any) -> dict[str, Any]:
-    if rc.callbacks:
-        raise NotOnCluster(
-            f"run_config.callbacks: {', '.join(_name(c) for c in rc.callbacks)} run in the"
-            " driver, which on the cluster is the operator; drop them, or read the results"
-            " afterwards with ResultGrid"
-        )
+    from kubetune.tune.execution.defaults import check_callbacks
+
+    check_callbacks(rc.callbacks)  # they run here, fed from storage (kubetune.cluster.follow)
     ckpt = rc.checkpoint_config
     failure = rc.failure_config
     out: dict[str, Any] = {}

@@ -1,9 +1,10 @@
 """``Tuner.restore`` of an experiment the operator wrote (applied with kubectl or submitted).
 
 Its results read at once (``get_results()``). One that ``Tuner.fit()`` submitted comes back
-with the Tuner's configs as submitted, so its callbacks follow it again when it is reattached. ``fit()`` continues it on the cluster, as a new
-TuneExperiment whose ``spec.restoreFrom`` is the stored one, when cluster mode is on; this
-machine cannot run an operator experiment's trials itself (their code is in an image).
+with the Tuner's configs as submitted, so its callbacks follow it again when it is
+reattached. ``fit()`` continues it on the cluster, as a new TuneExperiment whose
+``spec.restoreFrom`` is the stored one, when cluster mode is on; this machine cannot run an
+operator experiment's trials itself (their code is in an image).
 """
 
 from __future__ import annotations

@@ -279,7 +279,9 @@ class LocalExperiment:
             return
         if restore is not None:
             trainable_pickle = self._write_pickles()
-        observer = attach_callbacks(self, engine, initial, expected_trials(tc, self.tuner.param_space))
+        observer = attach_callbacks(
+            self, engine, initial, expected_trials(tc, self.tuner.param_space)
+        )
         stop = rc.stop if isinstance(rc.stop, dict) else None
         trainable = self.tuner.trainable
 

@@ -59,13 +59,14 @@ def snapshot_of_summaries(
         status = summary.get("status") or "PENDING"
         counts[status] = counts.get(status, 0) + 1
         value = (summary.get("last_result") or {}).get(metric) if metric and mode else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(value) and (best is None or sign * value > sign * best["value"]):
-                best = {
-                    "trial": summary["trial_name"],
-                    "value": value,
-                    "config": summary.get("config") or {},
-                }
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if math.isfinite(value) and (best is None or sign * value > sign * best["value"]):
+            best = {
+                "trial": summary["trial_name"],
+                "value": value,
+                "config": summary.get("config") or {},
+            }
     rows = []
     for summary in summaries[-12:]:
         last = summary.get("last_result") or {}

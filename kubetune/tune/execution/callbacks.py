@@ -170,9 +170,7 @@ class CallbackDispatcher:
         if restored:
             self.callbacks.on_trial_restore(**self._info(trial))
 
-    def trial_result(
-        self, trial_id: str, result: dict[str, Any], checkpoint: bool = True
-    ) -> None:
+    def trial_result(self, trial_id: str, result: dict[str, Any], checkpoint: bool = True) -> None:
         """``on_trial_result``, then (unless ``checkpoint=False``: the caller reports it) the
         hooks of the checkpoint the result names."""
         trial = self._by_id[trial_id]

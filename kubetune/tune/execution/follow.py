@@ -41,7 +41,14 @@ def _memo(read_rows: Rows) -> Rows:
 
 
 def _fresh() -> dict[str, Any]:
-    return {"rows": 0, "failures": 0, "started": False, "ended": None, "checkpoint": None, "saved": False}
+    return {
+        "rows": 0,
+        "failures": 0,
+        "started": False,
+        "ended": None,
+        "checkpoint": None,
+        "saved": False,
+    }
 
 
 class StorageFollower:
@@ -77,7 +84,7 @@ class StorageFollower:
         for entry in entries:  # every hook sees every trial the experiment has
             if self.dispatcher.trial(entry["trial_id"]) is None:
                 cur = self._trials.setdefault(entry["trial_id"], _fresh())
-                self._add(entry, cur, read(entry) if 0 < cur["rows"] else [])
+                self._add(entry, cur, read(entry) if cur["rows"] > 0 else [])
         for entry in entries:
             self._update_trial(entry, read, final)
 

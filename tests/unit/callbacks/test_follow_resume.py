@@ -188,7 +188,10 @@ def test_reattached_after_missing_polls_no_result_is_lost_or_repeated(cut):
     calls = first + second
     for name, n in (("t_a", 5), ("t_b", 2)):
         assert [d for h, t, d in calls if t == name and h == "result"] == list(range(1, n + 1))
-    assert [d for h, t, d in calls if h == "checkpoint"] == ["checkpoint_000000", "checkpoint_000001"]
+    assert [d for h, t, d in calls if h == "checkpoint"] == [
+        "checkpoint_000000",
+        "checkpoint_000001",
+    ]
     assert [(h, t) for h, t, _ in calls if h in ("complete", "error")] == [
         ("complete", "t_a"),
         ("error", "t_b"),

@@ -239,17 +239,29 @@ def tune_config_to_manifest(tc: Any) -> dict[str, Any]:
     return out
 
 
+def stops_in_trial(stop: Any) -> bool:
+    """A plain function ``stop(trial_id, result) -> bool``: shipped with the code and called
+    inside each trial after each result (as the runner checks a dict's thresholds), so the
+    operator never runs it. Each trial has its own copy of whatever the function closes over."""
+    from kubetune.stoppers import FunctionStopper
+
+    return (
+        stop is not None and not isinstance(stop, dict) and FunctionStopper.is_valid_function(stop)
+    )
+
+
 def stop_to_manifest(stop: Any) -> dict[str, Any] | None:
-    if stop is None:
+    if stop is None or stops_in_trial(stop):
         return None
     if isinstance(stop, dict) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in stop.values()
     ):
         return {str(k): v for k, v in stop.items()}
-    what = "a function" if callable(stop) and not hasattr(stop, "stop_all") else _name(stop)
     raise NotOnCluster(
-        f"run_config.stop: {what} is code the operator would have to run; use a dict of"
-        " thresholds (stop={'training_iteration': 20, 'mean_accuracy': 0.98}), or stop from"
+        f"run_config.stop: {_name(stop)} is a Stopper object, which the operator would have to"
+        " run (it may stop the whole experiment or keep state across trials); use a dict of"
+        " thresholds (stop={'training_iteration': 20, 'mean_accuracy': 0.98}), a plain"
+        " function stop(trial_id, result) -> bool (it runs inside each trial), or stop from"
         " inside the trainable by returning"
     )
 
@@ -327,5 +339,6 @@ __all__ = [
     "run_config_to_manifest",
     "scheduler_to_manifest",
     "searcher_to_manifest",
+    "stops_in_trial",
     "tune_config_to_manifest",
 ]

@@ -302,10 +302,6 @@ class MyStopper(tune.Stopper):
             {"run_config": air.RunConfig(stop=MyStopper())},
             ["MyStopper", "run_config.stop", "dict of thresholds"],
         ),
-        (
-            {"run_config": air.RunConfig(stop=lambda tid, r: False)},
-            ["a function", "run_config.stop"],
-        ),
         ({"trial_name_creator": lambda t: "x"}, ["trial_name_creator"]),
         (
             {"trainable": with_resources(trainable, lambda config: {"cpu": 1})},
@@ -322,7 +318,6 @@ class MyStopper(tune.Stopper):
         "sample_from",
         "explore_fn",
         "stopper",
-        "stop-fn",
         "name-creator",
         "resources-fn",
         "wrapper-order",

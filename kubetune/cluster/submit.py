@@ -100,6 +100,10 @@ class ClusterRun:
                 f"{uri} already holds an experiment: continue it with Tuner.restore({uri!r}),"
                 " or choose another RunConfig.name"
             )
+        from kubetune.cluster.follow import FOLLOWER_FILES
+
+        for key in FOLLOWER_FILES:  # left by an earlier submission that never started
+            storage.delete_prefix(key)
         parts = ship.ship(tuner, storage, settings.working_dir, settings.requirements)
         spec["trainable"]["codeFrom"] = storage.uri(ship.CODE)
         if parts["params"]:

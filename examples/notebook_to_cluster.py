@@ -11,7 +11,8 @@ In a notebook, set once (or put the same keys in ~/.config/kubetune/config.toml)
 
 and run the cells unchanged. The cluster is your kubeconfig's current context; trials run the
 operator's trial base image, and the code below travels with the experiment (cloudpickled,
-through its storage), so nothing is built or pushed.
+through its storage), so nothing is built or pushed. The live table and the callback below run
+here, in this process, in both modes (on the cluster, fed from the experiment's storage).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from kubetune.schedulers import ASHAScheduler
 
 def objective(step: int, lr: float, width: int) -> float:
     return (0.1 + lr * step) ** 0.5 * width / 100
+
+
+class Finished(tune.Callback):
+    """Runs where fit() was called, in local and in cluster mode alike."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # type: ignore[no-untyped-def]
+        last = trial.last_result
+        print(f"{trial}: score {last['score']:.3f} after {last['training_iteration']} steps")
 
 
 def train(config: dict) -> None:
@@ -40,7 +49,9 @@ tuner = tune.Tuner(
         seed=3,
         scheduler=ASHAScheduler(max_t=20, grace_period=5),
     ),
-    run_config=air.RunConfig(name="notebook-to-cluster", stop={"training_iteration": 20}),
+    run_config=air.RunConfig(
+        name="notebook-to-cluster", stop={"training_iteration": 20}, callbacks=[Finished()]
+    ),
 )
 results = tuner.fit()  # Ctrl-C on the cluster detaches; Tuner.restore(uri).fit() reattaches
 best = results.get_best_result()

@@ -1,9 +1,11 @@
 """``python -m kubetune.cluster.bootstrap CODE_DIR``: the trial container of shipped code.
 
-The sidecar has fetched the code tree (``trainable.pkl``, ``workdir/``, ``requirements.txt``)
-into CODE_DIR before this starts. If a requirements file was shipped, it is installed into the
-pod's shared volume (``/kubetune/site``, put first on ``PYTHONPATH``) before the trainable is
-unpickled, so its imports resolve; then this process becomes ``python -m kubetune.trial``.
+The sidecar has fetched the code tree (``trainable.pkl``, ``workdir/``, ``requirements.txt``,
+``stopper.pkl``) into CODE_DIR before this starts. A shipped stop function goes into the trial
+spec, so the runner calls it after each result. If a requirements file was shipped, it is
+installed into the pod's shared volume (``/kubetune/site``, put first on ``PYTHONPATH``)
+before the trainable is unpickled, so its imports resolve; then this process becomes
+``python -m kubetune.trial``.
 A failed install is the trial's error: pip's own message goes to ``out/error.txt`` (which the
 sidecar stores and the operator reports) and the exit code is the runner's ERRORED.
 This container holds no credential: it reads only what the sidecar put on the shared volume.
@@ -12,6 +14,7 @@ This container holds no credential: it reads only what the sidecar put on the sh
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +25,7 @@ SITE = "/kubetune/site"
 BUILT_HERE = ".built-here"  # kubetune.sidecar.shipped_env stores a site that has it
 OUT = "/kubetune/out"
 TAIL_CHARS = 8000
+STOPPER = "stopper.pkl"  # kubetune.cluster.ship.STOPPER
 
 
 def requirements_hash(path: str) -> str:
@@ -63,11 +67,29 @@ def install(requirements: str, site: str) -> tuple[bool, str]:
     return True, output
 
 
+def add_stopper(code_dir: str, env: dict[str, str]) -> None:
+    """A ``run_config.stop`` function shipped with the code (``stopper.pkl``) is evaluated by
+    the trial runner after each result: the trial spec the sidecar wrote gets its path, in a
+    copy beside the code that ``KUBETUNE_TRIAL_SPEC`` then names (paths as the pod sees them)."""
+    spec_path = env.get("KUBETUNE_TRIAL_SPEC")
+    if not spec_path or not os.path.exists(f"{code_dir}/{STOPPER}"):
+        return
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    spec["stopper_pickle"] = f"{code_dir}/{STOPPER}"
+    target = f"{code_dir}/trial.json"
+    with open(target, "w", encoding="utf-8") as f:
+        json.dump(spec, f)
+    env["KUBETUNE_TRIAL_SPEC"] = target
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    code = args[0] if args else "/kubetune/code"
+    code_dir = args[0] if args else "/kubetune/code"
+    code = code_dir
     site = SITE
     env = dict(os.environ)
+    add_stopper(code_dir, env)
     requirements = os.path.join(code, "requirements.txt")
     if os.path.exists(requirements):
         ok, output = install(requirements, site)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune.cluster import ship
+from kubetune.cluster.follow import FOLLOWER_FILES
 
 
 def continue_experiment(run: Any, restore: dict[str, Any]) -> Any:
@@ -34,7 +35,7 @@ def continue_experiment(run: Any, restore: dict[str, Any]) -> Any:
         status = current.get("status") or {}
         if status.get("phase") in ("Succeeded", "Failed"):
             cluster.close()
-            return run.results(status.get("storageUri") or uri, status)
+            return run.finished(name, uri, status)
         if (current.get("spec") or {}).get("suspend"):
             cluster.patch_spec(name, {"suspend": False})
         run._say(f"kubetune: reattached to TuneExperiment {name} in namespace {cluster.namespace}")
@@ -55,10 +56,11 @@ def continue_experiment(run: Any, restore: dict[str, Any]) -> Any:
     new_uri = uri.rsplit("/", 1)[0] + "/" + new_name
     new_storage = open_storage(new_uri)
     ship.save_experiment(new_storage, new_body, cluster.namespace)
-    try:
-        new_storage.put_bytes(ship.TUNER, storage.get_bytes(ship.TUNER))
-    except FileNotFoundError:
-        pass
+    for key in (ship.TUNER, *FOLLOWER_FILES):  # the callbacks carry on where they were
+        try:
+            new_storage.put_bytes(key, storage.get_bytes(key))
+        except FileNotFoundError:
+            pass
     cluster.create(new_body)
     run._say(
         f"kubetune: {name} is gone from namespace {cluster.namespace}; continuing it as"

@@ -84,7 +84,8 @@ def check_round_trip(tuner: Any, doc: dict[str, Any]) -> None:
         if comparable(mine) != comparable(theirs):
             raise _differs(f"TuneConfig.{field}", comparable(mine), comparable(theirs))
     rc, back = tuner.run_config, plan.run_config
-    if (rc.stop or None) != (back.stop or None):
+    mine_stop = rc.stop if isinstance(rc.stop, dict) else None  # a function runs in-trial
+    if (mine_stop or None) != (back.stop or None):
         raise _differs("RunConfig.stop", rc.stop, back.stop)
     for field in (
         "num_to_keep",

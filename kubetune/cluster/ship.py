@@ -6,6 +6,7 @@ trial container; the trial pods' sidecars fetch it):
                                       notebook and the working directory's modules
     .kubetune/code/workdir/...        the working directory (also on the trial's sys.path)
     .kubetune/code/requirements.txt   installed in each trial pod before the trainable loads
+    .kubetune/code/stopper.pkl        a run_config.stop function, called inside each trial
     .kubetune/params/NAME.pkl         each with_parameters object, stored once for all trials
     .kubetune/tuner.pkl               param_space, tune_config, run_config (Tuner.restore)
     .kubetune/experiment.json         the TuneExperiment as submitted (reattach, restore)
@@ -25,6 +26,7 @@ CODE = ".kubetune/code"
 PARAMS = ".kubetune/params"
 TUNER = ".kubetune/tuner.pkl"
 EXPERIMENT = ".kubetune/experiment.json"
+STOPPER = "stopper.pkl"  # in CODE; kubetune.cluster.bootstrap hands it to the trial runner
 _SKIP_DIRS = {
     ".git",
     "__pycache__",
@@ -84,23 +86,27 @@ def _register_by_value(working_dir: str | None) -> list[Any]:
     return registered
 
 
-def pickle_trainable(trainable: Any, params_dir: str, working_dir: str | None) -> bytes:
+def pickle_by_value(obj: Any, working_dir: str | None, what: str) -> bytes:
     import cloudpickle
 
-    from kubetune.tune.helpers import store_parameters
-
-    light = store_parameters(trainable, params_dir)
     registered = _register_by_value(working_dir)
     try:
-        return bytes(cloudpickle.dumps(light))
+        return bytes(cloudpickle.dumps(obj))
     except Exception as exc:
         raise TypeError(
-            f"the trainable cannot be serialised for the trial pods ({exc}); find the culprit"
-            " with kubetune.tune.utils.diagnose_serialization(trainable)"
+            f"{what} cannot be serialised for the trial pods ({exc}); find the culprit"
+            " with kubetune.tune.utils.diagnose_serialization(...)"
         ) from exc
     finally:
         for module in registered:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def pickle_trainable(trainable: Any, params_dir: str, working_dir: str | None) -> bytes:
+    from kubetune.tune.helpers import store_parameters
+
+    light = store_parameters(trainable, params_dir)
+    return pickle_by_value(light, working_dir, "the trainable")
 
 
 def ship(
@@ -114,10 +120,20 @@ def ship(
 
     if requirements and not os.path.isfile(requirements):
         raise FileNotFoundError(f"the requirements file {requirements} does not exist")
+    from kubetune.cluster.translate import stops_in_trial
+
+    stop = tuner.run_config.stop
     with tempfile.TemporaryDirectory(prefix="kubetune-ship-") as tmp:
         params_dir = os.path.join(tmp, "params")
         blob = pickle_trainable(tuner.trainable, params_dir, working_dir)
+        stopper = (
+            pickle_by_value(stop, working_dir, "the run_config.stop function")
+            if stops_in_trial(stop)
+            else None
+        )  # both serialised before anything is stored
         storage.put_bytes(f"{CODE}/trainable.pkl", blob)
+        if stopper is not None:
+            storage.put_bytes(f"{CODE}/{STOPPER}", stopper)
         if working_dir:
             for full, rel in working_dir_files(working_dir):
                 storage.put_file(full, f"{CODE}/workdir/{rel}")

@@ -100,6 +100,10 @@ class ClusterRun:
                 f"{uri} already holds an experiment: continue it with Tuner.restore({uri!r}),"
                 " or choose another RunConfig.name"
             )
+        from kubetune.cluster.follow import FOLLOWER_FILES
+
+        for key in FOLLOWER_FILES:  # left by an earlier submission that never started
+            storage.delete_prefix(key)
         parts = ship.ship(tuner, storage, settings.working_dir, settings.requirements)
         spec["trainable"]["codeFrom"] = storage.uri(ship.CODE)
         if parts["params"]:
@@ -117,10 +121,15 @@ class ClusterRun:
         if self.tuner.run_config.verbose:
             print(line, flush=True)
 
-    def watch(self, cluster: Any, name: str, uri: str) -> Any:
-        from kubetune.cluster.progress import StatusTable
+    def view(self, uri: str, name: str) -> Any:
+        from kubetune.cluster.follow import ClusterView
+        from kubetune.storage import open_storage
 
-        table = StatusTable(self.tuner.run_config.verbose, name)
+        return ClusterView(self.tuner, open_storage(uri), uri, name)
+
+    def watch(self, cluster: Any, name: str, uri: str) -> Any:
+        """Follow the experiment until it ends: local mode's table, the user's callbacks."""
+        view = self.view(uri, name)
         status: dict[str, Any] = {}
         try:
             while True:
@@ -131,12 +140,13 @@ class ClusterRun:
                         f" continue it with Tuner.restore({uri!r}).fit()"
                     )
                 status = obj.get("status") or {}
-                table.update(status)
                 if status.get("phase") in TERMINAL:
                     break
+                view.poll()
                 time.sleep(POLL_S)
+            view.poll(final=True)
         except KeyboardInterrupt:
-            table.close()
+            view.close()
             print(
                 f"\nkubetune: detached; TuneExperiment {name} keeps running in namespace"
                 f" {cluster.namespace}.\n"
@@ -151,7 +161,17 @@ class ClusterRun:
             raise
         finally:
             cluster.close()
-        table.close()
+        view.close()
+        return self.results(status.get("storageUri") or uri, status)
+
+    def finished(self, name: str, uri: str, status: dict[str, Any]) -> Any:
+        """An experiment that ended while no one watched: the hooks it still owes the
+        callbacks (none twice), then its results."""
+        view = self.view(uri, name)
+        try:
+            view.poll(final=True)
+        finally:
+            view.close()
         return self.results(status.get("storageUri") or uri, status)
 
     def results(self, uri: str, status: dict[str, Any]) -> Any:

@@ -9,7 +9,8 @@ anything is created instead of silently running another experiment.
 
 What the operator cannot run is refused with :class:`NotOnCluster`, whose message names the
 object and what to use instead: code that exists only in the user's process (a custom
-searcher, scheduler or stopper, ``sample_from``, callbacks, name creators).
+searcher, scheduler or stopper, ``sample_from``, name creators). Callbacks are not refused:
+they run in the submitting process, fed from storage (``kubetune.cluster.follow``).
 """
 
 from __future__ import annotations
@@ -238,28 +239,37 @@ def tune_config_to_manifest(tc: Any) -> dict[str, Any]:
     return out
 
 
+def stops_in_trial(stop: Any) -> bool:
+    """A plain function ``stop(trial_id, result) -> bool``: shipped with the code and called
+    inside each trial after each result (as the runner checks a dict's thresholds), so the
+    operator never runs it. Each trial has its own copy of whatever the function closes over."""
+    from kubetune.stoppers import FunctionStopper
+
+    return (
+        stop is not None and not isinstance(stop, dict) and FunctionStopper.is_valid_function(stop)
+    )
+
+
 def stop_to_manifest(stop: Any) -> dict[str, Any] | None:
-    if stop is None:
+    if stop is None or stops_in_trial(stop):
         return None
     if isinstance(stop, dict) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in stop.values()
     ):
         return {str(k): v for k, v in stop.items()}
-    what = "a function" if callable(stop) and not hasattr(stop, "stop_all") else _name(stop)
     raise NotOnCluster(
-        f"run_config.stop: {what} is code the operator would have to run; use a dict of"
-        " thresholds (stop={'training_iteration': 20, 'mean_accuracy': 0.98}), or stop from"
+        f"run_config.stop: {_name(stop)} is a Stopper object, which the operator would have to"
+        " run (it may stop the whole experiment or keep state across trials); use a dict of"
+        " thresholds (stop={'training_iteration': 20, 'mean_accuracy': 0.98}), a plain"
+        " function stop(trial_id, result) -> bool (it runs inside each trial), or stop from"
         " inside the trainable by returning"
     )
 
 
 def run_config_to_manifest(rc: Any) -> dict[str, Any]:
-    if rc.callbacks:
-        raise NotOnCluster(
-            f"run_config.callbacks: {', '.join(_name(c) for c in rc.callbacks)} run in the"
-            " driver, which on the cluster is the operator; drop them, or read the results"
-            " afterwards with ResultGrid"
-        )
+    from kubetune.tune.execution.defaults import check_callbacks
+
+    check_callbacks(rc.callbacks)  # they run here, fed from storage (kubetune.cluster.follow)
     ckpt = rc.checkpoint_config
     failure = rc.failure_config
     out: dict[str, Any] = {}
@@ -329,5 +339,6 @@ __all__ = [
     "run_config_to_manifest",
     "scheduler_to_manifest",
     "searcher_to_manifest",
+    "stops_in_trial",
     "tune_config_to_manifest",
 ]

@@ -54,3 +54,14 @@ def static_resources(trainable: Any) -> PlacementGroupFactory | None:
 
 def now() -> float:
     return time.time()
+
+
+def expected_trials(tc: Any, param_space: dict[str, Any]) -> int | None:
+    """How many trials the experiment will have, when that is known up front."""
+    if not tc.num_samples or tc.num_samples < 0:
+        return None
+    if tc.search_alg is not None:
+        return int(tc.num_samples)
+    from kubetune.search.variant_generator import count_grid
+
+    return int(tc.num_samples) * max(1, count_grid(param_space))

@@ -15,6 +15,7 @@ from kubetune.local.common import (
     INTERNAL_DIR,
     TunerLike,
     default_storage,
+    expected_trials,
     experiment_name,
     now,
     static_resources,
@@ -278,7 +279,9 @@ class LocalExperiment:
             return
         if restore is not None:
             trainable_pickle = self._write_pickles()
-        observer = attach_callbacks(self, engine, initial, _expected(tc, self.tuner.param_space))
+        observer = attach_callbacks(
+            self, engine, initial, expected_trials(tc, self.tuner.param_space)
+        )
         stop = rc.stop if isinstance(rc.stop, dict) else None
         trainable = self.tuner.trainable
 
@@ -306,7 +309,7 @@ class LocalExperiment:
             0 if rc.progress_reporter is not None else rc.verbose,
             self.metric,
             self.mode,
-            _expected(tc, self.tuner.param_space),
+            expected_trials(tc, self.tuner.param_space),
             self.name,
         )
 
@@ -434,17 +437,6 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
-
-
-def _expected(tc: Any, param_space: dict[str, Any]) -> int | None:
-    """How many trials the experiment will have, when that is known up front."""
-    if not tc.num_samples or tc.num_samples < 0:
-        return None
-    if tc.search_alg is not None:
-        return int(tc.num_samples)
-    from kubetune.search.variant_generator import count_grid
-
-    return int(tc.num_samples) * max(1, count_grid(param_space))
 
 
 def _python_path() -> list[str]:

@@ -1,4 +1,8 @@
-"""What the user sees while an experiment runs: a live table (rich) or plain status lines."""
+"""What the user sees while an experiment runs: a live table (rich) or plain status lines.
+
+:class:`Progress` shows a *snapshot* (counts, best trial, the newest trials' rows). Local mode
+takes it from its engine (:func:`snapshot`); cluster mode from the experiment's state in
+storage (:func:`snapshot_of_summaries`), so both show the same table."""
 
 from __future__ import annotations
 
@@ -40,6 +44,45 @@ def snapshot(backend: LocalBackend, metric: str | None, mode: str | None) -> dic
     return {"counts": engine.counts(), "best": best, "rows": rows, "results": backend.results_seen}
 
 
+def snapshot_of_summaries(
+    summaries: list[dict[str, Any]], metric: str | None, mode: str | None
+) -> dict[str, Any]:
+    """The snapshot of trial summaries as stored (``trial_name``, ``status``, ``config``,
+    ``last_result``, ``num_results``): the best trial by its last ``metric``, as the engine's
+    ``best_trial(scope="last")`` picks it."""
+    import math
+
+    counts = {s: 0 for s in STATES}
+    best: dict[str, Any] | None = None
+    sign = 1.0 if mode == "max" else -1.0
+    for summary in summaries:
+        status = summary.get("status") or "PENDING"
+        counts[status] = counts.get(status, 0) + 1
+        value = (summary.get("last_result") or {}).get(metric) if metric and mode else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if math.isfinite(value) and (best is None or sign * value > sign * best["value"]):
+            best = {
+                "trial": summary["trial_name"],
+                "value": value,
+                "config": summary.get("config") or {},
+            }
+    rows = []
+    for summary in summaries[-12:]:
+        last = summary.get("last_result") or {}
+        rows.append(
+            {
+                "trial": summary["trial_name"],
+                "status": summary.get("status") or "PENDING",
+                "iter": last.get("training_iteration", ""),
+                "metric": last.get(metric) if metric else "",
+                "config": summary.get("config") or {},
+            }
+        )
+    results = sum(int(s.get("num_results") or 0) for s in summaries)
+    return {"counts": counts, "best": best, "rows": rows, "results": results}
+
+
 class Progress:
     """Shows progress at most a few times a second; ``verbose=0`` shows nothing."""
 
@@ -70,9 +113,12 @@ class Progress:
                 self._live.start()
 
     def update(self, backend: LocalBackend) -> None:
+        if self.verbose:
+            self.show(snapshot(backend, self.metric, self.mode))
+
+    def show(self, snap: dict[str, Any]) -> None:
         if not self.verbose:
             return
-        snap = snapshot(backend, self.metric, self.mode)
         self._last = snap
         if self._live is not None:
             self._live.update(self._render(snap))

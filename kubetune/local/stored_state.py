@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 STATE_FILE = "experiment_state.json"
@@ -44,12 +45,14 @@ def _trial_summary(rec: dict[str, Any], experiment: str) -> dict[str, Any]:
         "latest_checkpoint": rec.get("latest_checkpoint"),
         "best_checkpoint": None,
         "checkpoints": checkpoints,
+        "config": rec.get("config") or {},
+        "last_result": rec.get("last_result"),
+        "num_results": rec.get("num_results", 0),
     }
 
 
 def from_operator_state(head: dict[str, Any], local_dir: str) -> dict[str, Any]:
     """The local shape of an operator snapshot staged in ``local_dir``."""
-    from kubetune.engine.snapshot import load_state
 
     def read(key: str) -> bytes:
         try:
@@ -60,9 +63,18 @@ def from_operator_state(head: dict[str, Any], local_dir: str) -> dict[str, Any]:
                 f"{local_dir}: the snapshot names the segment {key} but it is not stored"
             ) from None
 
+    return operator_state(head, read, os.path.basename(local_dir))
+
+
+def operator_state(
+    head: dict[str, Any], read: Callable[[str], bytes], default_name: str
+) -> dict[str, Any]:
+    """The local shape of an operator snapshot whose segments ``read(key)`` returns."""
+    from kubetune.engine.snapshot import load_state
+
     engine, _ = load_state(head["engine"], read)
     config = engine.get("config") or {}
-    name = head.get("experiment") or config.get("name") or os.path.basename(local_dir)
+    name = head.get("experiment") or config.get("name") or default_name
     return {
         "format": 1,
         "writer": "operator",
@@ -73,6 +85,31 @@ def from_operator_state(head: dict[str, Any], local_dir: str) -> dict[str, Any]:
         "metric": config.get("metric"),
         "mode": config.get("mode"),
     }
+
+
+class StoredStateReader:
+    """Reads an operator experiment's state straight from its storage, again and again (a
+    follower's poll): the segments a head names never change, so each is fetched once."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self._segments: dict[str, bytes] = {}
+
+    def read(self) -> dict[str, Any] | None:
+        """The state in the local shape; None while the experiment has none yet."""
+        try:
+            head = json.loads(self.storage.get_bytes(STATE_FILE))
+        except FileNotFoundError:
+            return None
+        if not is_operator_state(head):
+            return dict(head)
+
+        def segment(key: str) -> bytes:
+            if key not in self._segments:
+                self._segments[key] = self.storage.get_bytes(key)
+            return self._segments[key]
+
+        return operator_state(head, segment, head.get("experiment") or "")
 
 
 def is_operator_state(state: dict[str, Any]) -> bool:

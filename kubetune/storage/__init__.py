@@ -7,7 +7,8 @@ Keys are '/'-separated paths relative to the storage root, laid out as DESIGN.md
 
 from __future__ import annotations
 
-from kubetune.storage.base import Storage, StorageError, open_storage
+from kubetune.storage.base import Storage, StorageError
 from kubetune.storage.local import LocalStorage
+from kubetune.storage.locations import open_storage
 
 __all__ = ["LocalStorage", "Storage", "StorageError", "open_storage"]

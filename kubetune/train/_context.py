@@ -76,10 +76,8 @@ def load_rendezvous() -> None:
     path = os.environ.get(RENDEZVOUS_FILE_ENV)
     if not path:
         return
-    from kubetune._paths import host_path
-
     try:
-        with open(host_path(path), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return

@@ -211,6 +211,7 @@ class ExperimentRuntime(Observing, WorkerTracking):
                 self.checkpoint_uri(action.restore_from),
                 decision_points_dict(action),
                 0,
+                action.experiment_tag,
             )
             body = objects.tune_trial(self.experiment, action.trial_id, action.trial_name, tr.spec)
             self._defer(tr.obj_name, lambda: self._create_trial(tr, body), after=self._barrier)
@@ -238,6 +239,7 @@ class ExperimentRuntime(Observing, WorkerTracking):
                         tr.spec["restoreFrom"],
                         tr.spec["decisionPoints"],
                         tr.spec["checkpointIndexStart"],
+                        summary.get("experiment_tag"),
                     )
                 )
                 body = objects.tune_trial(

@@ -17,6 +17,7 @@ from kubetune_operator.controller import ExperimentRuntime, Observed
 from kubetune_operator.plan import (
     BadSpec,
     build_engine,
+    check_shipped_uris,
     open_experiment_storage,
     restore_engine,
     secrets_needed,
@@ -49,6 +50,7 @@ def setup(experiment: dict[str, Any], state: Any) -> ExperimentRuntime:
     ns = experiment["metadata"]["namespace"]
     engine = build_engine(experiment)  # BadSpec before anything is created
     sspec = storage_spec(experiment, config.default_storage)
+    check_shipped_uris(experiment, sspec)
     credentials: dict[str, str] = {}
     for field, secret in secrets_needed(experiment, config.image_pull_secrets):
         data = api.secret_data(ns, secret)

@@ -44,8 +44,13 @@ def trial_spec(
     restore_from: str | None,
     decision_points: dict[str, Any],
     checkpoint_index_start: int,
+    experiment_tag: str | None = None,
 ) -> dict[str, Any]:
+    """``experiment_tag``: Ray's tag (``0_a=1,b=0.12``) the trial runner writes in every result,
+    as local mode's does."""
+    out: dict[str, Any] = {"experimentTag": experiment_tag} if experiment_tag else {}
     return {
+        **out,
         "experiment": experiment,
         "trialId": trial_id,
         "config": config,

@@ -50,6 +50,30 @@ def storage_spec(experiment: dict[str, Any], default: dict[str, Any]) -> Storage
     )
 
 
+SHIPPED_FIELDS = ("codeFrom", "parametersFrom")
+
+
+def check_shipped_uris(experiment: dict[str, Any], spec: StorageSpec) -> None:
+    """``spec.trainable.codeFrom`` / ``parametersFrom`` must lie inside ``spec.storage``: the
+    sidecar fetches them with this experiment's storage credentials, so a URI elsewhere would
+    let one experiment hand its trial pods another tenant's objects (or code)."""
+    trainable = (experiment.get("spec") or {}).get("trainable") or {}
+    root = f"s3://{spec.bucket}/{spec.prefix}/" if spec.prefix else f"s3://{spec.bucket}/"
+    for key in SHIPPED_FIELDS:
+        uri = trainable.get(key)
+        if uri is None or uri == "":
+            continue
+        rest = uri[len(root) :].rstrip("/") if isinstance(uri, str) else ""
+        inside = isinstance(uri, str) and uri.startswith(root) and bool(rest)
+        if not inside or any(part in ("", ".", "..") for part in rest.split("/")):
+            raise BadSpec(
+                f"spec.trainable.{key}: {uri!r} is not inside the experiment's storage"
+                f" ({root}, from spec.storage bucket and prefix): its trial pods read it with"
+                " this experiment's storage credentials, so it must name a folder under that"
+                " prefix (as `kubetune submit` writes it), without '.' or '..' segments"
+            )
+
+
 def s3_config(spec: StorageSpec, credentials: dict[str, str]) -> S3Config:
     """How the operator reaches the experiment's S3 (endpoint, region, its Secret's keys)."""
     return S3Config(
@@ -96,7 +120,9 @@ def build_engine(experiment: dict[str, Any]) -> ExperimentEngine:
         plan = plan_from_manifest(Manifest.from_dict(json.loads(json.dumps(doc)), name))
     except ManifestError as exc:
         raise BadSpec(_strip_source(str(exc), name)) from None
-    if not (doc["spec"].get("trainable") or {}).get("image"):
+    trainable = doc["spec"].get("trainable") or {}
+    if not trainable.get("image") and not trainable.get("codeFrom"):
+        # shipped code (codeFrom) runs in the trial base image the operator is configured with
         raise BadSpec("spec.trainable.image: a cluster needs the image that holds the trainable")
     rc = plan.run_config
     config = EngineConfig.from_run_config(

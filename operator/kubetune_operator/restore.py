@@ -189,6 +189,7 @@ def adopt_finished(runtime: ExperimentRuntime, tr: TrialTrack, source_uri: str) 
         None,
         {},
         0,
+        summary.get("experiment_tag"),
     )
     body = objects.tune_trial(runtime.experiment, tr.trial_id, summary["trial_name"], tr.spec)
     tr.uid = runtime.api.create_trial(body)["metadata"].get("uid", "")

@@ -532,3 +532,225 @@ def test_a_refused_experiment_creates_nothing(
     assert "OptunaSearch" in proc.stderr
     assert not _exists(kube_api, namespace, "refused")
     assert s3_keys(s3_server, s3_bucket, f"{PREFIX}/refused/") == {}
+
+
+# -- the whole ResultGrid equals local mode's ------------------------------------------------
+EQUAL_SCRIPT = """
+import json, os, tempfile
+from kubetune import air, tune
+from kubetune.air import session
+from kubetune.air.checkpoint import Checkpoint
+
+
+def trainable(config):
+    for i in range(1, 7):
+        score = config["a"] * i + config["b"]
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "state.json"), "w") as f:
+                json.dump({"i": i, "score": score}, f)
+            session.report({"score": score, "nested": {"i2": i * i}},
+                           checkpoint=Checkpoint.from_directory(d))
+
+
+def stop_after_four(trial_id, result):  # a function stopper: runs inside each trial there
+    return result["training_iteration"] >= 4
+
+
+results = tune.Tuner(
+    trainable,
+    param_space={"a": tune.grid_search([1, 2]), "b": tune.uniform(0, 1)},
+    tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=2, seed=11),
+    run_config=air.RunConfig(
+        name="equal", stop=stop_after_four, checkpoint_config=air.CheckpointConfig(num_to_keep=2)
+    ),
+).fit()
+
+# what differs by nature between two runs: clocks, hosts, processes, ids
+VOLATILE = {"time_this_iter_s", "time_total_s", "time_since_restore", "timestamp", "date",
+            "pid", "hostname", "node_ip", "trial_id"}
+# "done" of the last logged row: the trial runner sets it when it stops the trial itself
+# (the function stopper on the cluster), local mode's engine stops it after the row is
+# written; the last result (metrics) says done either way
+ROW_ONLY = {"done"}
+
+
+def contents(checkpoint):
+    with tempfile.TemporaryDirectory() as d:
+        path = checkpoint.to_directory(os.path.join(d, "c"))
+        with open(os.path.join(path, "state.json")) as f:
+            return json.load(f)
+
+
+trials = []
+for r in results:
+    df = r.metrics_dataframe
+    columns = sorted(c for c in df.columns if c not in VOLATILE)
+    compared = [c for c in columns if c not in ROW_ONLY]
+    trials.append({
+        "config": r.config,
+        "columns": columns,
+        "rows": json.loads(df[compared].to_json(orient="records")),
+        "metrics": {k: v for k, v in r.metrics.items() if k not in VOLATILE},
+        "checkpoint": contents(r.checkpoint),
+        "kept": sorted(contents(c)["i"] for c, _ in r.best_checkpoints),
+    })
+best = results.get_best_result()
+print("GRID " + json.dumps({
+    "n": len(results),
+    "errors": results.num_errors,
+    "best": best.config,
+    "best_checkpoint": contents(best.checkpoint),
+    "trials": sorted(trials, key=lambda t: json.dumps(t["config"], sort_keys=True)),
+}, sort_keys=True))
+"""
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two JSON values differ, as paths (a readable failure for big structures)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{path}/{k}: only one side" for k in sorted(set(a) ^ set(b), key=str)]
+        for key in sorted(set(a) & set(b), key=str):
+            out += _differences(a[key], b[key], f"{path}/{key}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def _grid_of(proc: Any) -> dict[str, Any]:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("GRID "))
+    return dict(json.loads(line[5:]))
+
+
+def test_the_result_grid_equals_local_modes(cluster_env, tmp_path):
+    """Same seed: the same trials, metrics_dataframe columns and rows, last metrics, kept
+    checkpoints and their contents (downloaded by to_directory), the same best result; and
+    the same live table at the end. The function stopper runs in the engine here and inside
+    each trial there, and stops both at iteration 4."""
+    script = write(tmp_path / "eq" / "tune_equal.py", EQUAL_SCRIPT)
+    here, there = local(script, cluster_env), submit(script, cluster_env)
+    mine, theirs = _grid_of(here), _grid_of(there)
+    assert mine["n"] == 4 and mine["errors"] == 0
+    assert [len(t["rows"]) for t in mine["trials"]] == [4, 4, 4, 4]
+    assert mine["trials"][0]["kept"] == [3, 4]  # num_to_keep=2
+    assert _differences(mine, theirs) == []
+    for out in (here.stdout, there.stdout):
+        assert "equal: 4/4 trials done" in out
+
+
+# -- callbacks run in the submitting process, each hook once across a detach ------------------
+JOURNAL_SCRIPT = SLOW_SCRIPT.replace(
+    "results = tune.Tuner(",
+    """import json as _json, os as _os
+
+
+class Journal(tune.Callback):
+    def __init__(self, path):
+        self.path = path
+
+    def _write(self, *event):
+        with open(self.path, "a") as f:
+            f.write(_json.dumps(event) + "\\n")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._write("start", trial.config["k"])
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._write("result", trial.config["k"], result["training_iteration"])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write("complete", trial.config["k"])
+
+    def on_experiment_end(self, trials, **info):
+        self._write("end", len(trials))
+
+
+results = tune.Tuner(""",
+).replace(
+    'run_config=air.RunConfig(name="NAME")',
+    'run_config=air.RunConfig(name="NAME", callbacks=[Journal(_os.environ["JOURNAL"])])',
+)
+
+
+def _journal(path: Path) -> list[list[Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_callbacks_run_here_once_each_across_ctrl_c_and_reattach(
+    cluster_env, tmp_path, kube_api, namespace, monkeypatch, s3_bucket
+):
+    journal = tmp_path / "journal.jsonl"
+    env = {**cluster_env, "JOURNAL": str(journal)}
+    script = write(
+        tmp_path / "cb" / "tune_cb.py",
+        JOURNAL_SCRIPT.replace("NAME", "callbacks").replace("STEPS", "6"),
+    )
+    assert "callbacks=[Journal(" in script.read_text()
+
+    def some_results() -> bool:
+        return _running(kube_api, namespace, "callbacks") and any(
+            e[0] == "result" for e in _journal(journal)
+        )
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.cli", "submit", str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(some_results, 120, "the callback saw a result", 0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    before = _journal(journal)
+    assert before and ["end", 4] not in before
+    use_env(monkeypatch, cluster_env)
+    from kubetune import tune
+
+    uri = f"s3://{s3_bucket}/{PREFIX}/callbacks"
+    grid = tune.Tuner.restore(uri).fit()  # the submitted Journal comes back from storage
+    assert len(grid) == 4 and grid.num_terminated == 4
+    events = _journal(journal)
+    assert len(events) > len(before)
+    for k in (1, 2, 3, 4):
+        results = [e[2] for e in events if e[0] == "result" and e[1] == k]
+        assert results == [1, 2, 3, 4, 5, 6], (k, events)
+        assert events.count(["complete", k]) == 1
+        assert events.count(["start", k]) == 1
+    assert events.count(["end", 4]) == 1 and events[-1] == ["end", 4]
+
+
+# -- the operator refuses shipped URIs outside the experiment's storage -----------------------
+def test_code_from_outside_the_storage_stalls_naming_the_field(
+    kube_api, namespace, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    s3_secret(kube_api, namespace, s3_server)
+    body = test_operator.experiment("elsewhere", s3_bucket, s3_server.endpoint_url)
+    body["spec"]["storage"]["prefix"] = "team-a"
+    body["spec"]["trainable"] = {
+        "entrypoint": "shipped:trainable",
+        "codeFrom": f"s3://{s3_bucket}/team-b/their-experiment/.kubetune/code",
+    }
+    test_operator.create_experiment(kube_api, namespace, body)
+    operator_process()
+    wait_for(lambda: phase_of(kube_api, namespace, "elsewhere") == "Failed", 60, "Stalled")
+    status = get_experiment(kube_api, namespace, "elsewhere")["status"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    assert stalled["message"].startswith("spec.trainable.codeFrom: ")
+    assert f"s3://{s3_bucket}/team-a/" in stalled["message"]
+    trials = client.CustomObjectsApi(kube_api).list_namespaced_custom_object(
+        "kubetune.io", "v1alpha1", namespace, "tunetrials"
+    )["items"]
+    assert trials == []
+    assert client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items == []

@@ -18,7 +18,7 @@ Two parts, so any backend can feed it:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubetune.air.checkpoint import Checkpoint
@@ -68,7 +68,11 @@ class CallbackDispatcher:
         experiment_path: str,
         trainable_name: str = "trainable",
         param_space: Mapping[str, Any] | None = None,
+        checkpoint_for: Callable[[str, str], Checkpoint] | None = None,
     ) -> None:
+        """``checkpoint_for(trial_id, checkpoint_dir_name)`` makes the ``Checkpoint`` hooks
+        receive (default: the folder under the trial's directory on this machine)."""
+        self.checkpoint_for = checkpoint_for
         self.callbacks = (
             callbacks if isinstance(callbacks, CallbackList) else CallbackList(list(callbacks))
         )
@@ -166,24 +170,44 @@ class CallbackDispatcher:
         if restored:
             self.callbacks.on_trial_restore(**self._info(trial))
 
-    def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+    def trial_result(self, trial_id: str, result: dict[str, Any], checkpoint: bool = True) -> None:
+        """``on_trial_result``, then (unless ``checkpoint=False``: the caller reports it) the
+        hooks of the checkpoint the result names."""
         trial = self._by_id[trial_id]
         self.callbacks.on_trial_result(**self._info(trial), result=result)
         trial.update_last_result(result)
         name = result.get("checkpoint_dir_name")
-        if name:
+        if name and checkpoint:
             self.trial_checkpoint(trial_id, str(name))
 
-    def trial_checkpoint(self, trial_id: str, checkpoint_dir_name: str) -> None:
+    def trial_checkpoint(
+        self,
+        trial_id: str,
+        checkpoint_dir_name: str,
+        silent: bool = False,
+        save_hook: bool = True,
+    ) -> None:
+        """A new checkpoint: ``on_checkpoint`` and ``on_trial_save`` (the latter separately,
+        with :meth:`trial_saved`, when ``save_hook=False``); no hook when ``silent`` (a
+        follower picking up a trial whose checkpoint was reported before)."""
         if self._checkpoints.get(trial_id) == checkpoint_dir_name:
             return
         self._checkpoints[trial_id] = checkpoint_dir_name
         trial = self._by_id[trial_id]
-        path = os.path.join(trial.local_path or self.experiment_path, checkpoint_dir_name)
-        checkpoint = Checkpoint(local_path=path)
+        if self.checkpoint_for is not None:
+            checkpoint = self.checkpoint_for(trial_id, checkpoint_dir_name)
+        else:
+            path = os.path.join(trial.local_path or self.experiment_path, checkpoint_dir_name)
+            checkpoint = Checkpoint(local_path=path)
         trial.checkpoint = checkpoint
+        if silent:
+            return
         self.callbacks.on_checkpoint(**self._info(trial), checkpoint=checkpoint)
-        self.callbacks.on_trial_save(**self._info(trial))
+        if save_hook:
+            self.trial_saved(trial_id)
+
+    def trial_saved(self, trial_id: str) -> None:
+        self.callbacks.on_trial_save(**self._info(self._by_id[trial_id]))
 
     def trial_failed(self, trial_id: str, error: str | None, will_retry: bool) -> None:
         """A failed attempt: retried (``on_trial_recover``) or the trial's end."""

@@ -30,11 +30,16 @@ def check_callbacks(user: Any) -> list[Callback]:
 
 
 def experiment_callbacks(
-    user: Any, reporter: Any = None, metric: str | None = None, mode: str | None = None
+    user: Any,
+    reporter: Any = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    auto_loggers: bool = True,
 ) -> list[Callback]:
     """``RunConfig.callbacks`` checked, plus a TBXLoggerCallback when tensorboardX is installed
     and none is there (Ray's default; progress.csv and result.json, which Ray's CSV and JSON
-    loggers write, come from the trial runner)."""
+    loggers write, come from the trial runner). ``auto_loggers=False`` leaves it out (cluster
+    mode: the trials' logs are in storage already; following them is for the user's hooks)."""
     callbacks = check_callbacks(user)
     if reporter is not None:
         from kubetune.tune.progress_reporter import ProgressReporter, ReporterCallback
@@ -45,7 +50,7 @@ def experiment_callbacks(
                 f" JupyterNotebookReporter), got {type(reporter).__name__}"
             )
         callbacks.append(ReporterCallback(reporter, metric, mode))
-    if os.environ.get(DISABLE_AUTO_LOGGERS, "0") == "1":
+    if not auto_loggers or os.environ.get(DISABLE_AUTO_LOGGERS, "0") == "1":
         return callbacks
     from kubetune.tune.logger.tensorboardx import TBXLoggerCallback, tensorboardx_available
 

@@ -119,6 +119,10 @@ def test_trials_and_pods_are_created_within_the_concurrency_limit(runtime):
     trial = api.calls[0][1]
     assert trial["metadata"]["ownerReferences"][0]["uid"] == "e-uid"
     assert trial["metadata"]["labels"]["kubetune.io/experiment"] == "exp"
+    # Ray's tag, as local mode writes it in every result (index, then the sampled values)
+    tag = trial["spec"]["experimentTag"]
+    assert tag == rt.engine.trial_summary(trial["spec"]["trialId"])["experiment_tag"]
+    assert tag.startswith("0_x=")
     assert rt.storage.exists("experiment_state.json")  # snapshot before the children
 
 

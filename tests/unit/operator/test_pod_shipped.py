@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from kubetune_operator.pod import PodSettings, build_trial_pod
 
 from kubetune.trial.spec import TrialSpec
@@ -54,3 +55,54 @@ def test_an_entrypoint_experiment_is_unchanged() -> None:
     assert pod["spec"]["containers"][0]["command"] == ["python", "-m", "kubetune.trial"]
     env = {e["name"]: e.get("value") for e in pod["spec"]["initContainers"][0]["env"]}
     assert "KUBETUNE_SIDECAR_CODE_FROM" not in env
+
+
+# -- the shipped URIs must lie inside spec.storage ---------------------------------------------
+def _checked(**trainable: Any) -> None:
+    from kubetune_operator.plan import check_shipped_uris, storage_spec
+
+    exp = shipped()
+    exp["spec"]["trainable"].update(trainable)
+    check_shipped_uris(exp, storage_spec(exp, {}))
+
+
+def test_shipped_code_needs_no_image_and_its_uris_inside_the_storage_pass() -> None:
+    from kubetune_operator.plan import build_engine
+
+    build_engine(shipped())  # no spec.trainable.image: the trial base image runs it
+    _checked()
+    _checked(codeFrom="s3://b/runs/other-experiment/.kubetune/code/")  # a continued one's
+
+
+@pytest.mark.parametrize(
+    "field, uri",
+    [
+        ("codeFrom", "s3://someone-else/runs/mnist/.kubetune/code"),
+        ("codeFrom", "s3://b/other-prefix/mnist/.kubetune/code"),
+        ("codeFrom", "s3://b/runsx/mnist/.kubetune/code"),  # a sibling prefix, not inside
+        ("codeFrom", "s3://b/runs/../secrets/code"),
+        ("codeFrom", "s3://b/runs/"),
+        ("parametersFrom", "s3://b/runs//mnist/params"),
+        ("parametersFrom", "s3://elsewhere/params"),
+        ("parametersFrom", "/etc/params"),
+    ],
+)
+def test_a_shipped_uri_outside_the_storage_stalls_naming_the_field(field: str, uri: str) -> None:
+    from kubetune_operator.plan import BadSpec
+
+    with pytest.raises(BadSpec) as info:
+        _checked(**{field: uri})
+    message = str(info.value)
+    assert message.startswith(f"spec.trainable.{field}: ")
+    assert "s3://b/runs/" in message and "inside the experiment's storage" in message
+
+
+def test_without_a_prefix_the_whole_bucket_is_the_storage() -> None:
+    from kubetune_operator.plan import BadSpec, check_shipped_uris, storage_spec
+
+    exp = shipped()
+    del exp["spec"]["storage"]["prefix"]
+    check_shipped_uris(exp, storage_spec(exp, {}))
+    exp["spec"]["trainable"]["codeFrom"] = "s3://bb/mnist/.kubetune/code"
+    with pytest.raises(BadSpec, match=r"spec\.trainable\.codeFrom: .* \(s3://b/,"):
+        check_shipped_uris(exp, storage_spec(exp, {}))

@@ -346,6 +346,7 @@ class LocalBackend:
             decision_points=trial.decision_points,
             python_path=t.python_path,
             reuse=t.reuse_actors,
+            termination_grace_s=KILL_GRACE_S,
         )
 
     def _record_before_start(self, trial: LocalTrial) -> None:
@@ -506,6 +507,10 @@ class LocalBackend:
             self.apply(self.engine.on_trial_complete(trial.trial_id, now))
         elif kind in ("paused", "restart"):
             return  # only ever on the engine's word, handled above
+        elif kind == "terminated" and status.get("reason") == "SIGTERM":
+            # someone else sent SIGTERM (as Kubernetes does to a preempted pod): the trial
+            # reached a checkpoint if it could; retried from it, not counted as a failure
+            self.apply(self.engine.on_trial_preempted(trial.trial_id, "SIGTERM", now))
         else:
             self.apply(
                 self.engine.on_trial_error(trial.trial_id, self._error_text(trial, status), now)

@@ -409,6 +409,7 @@ class ExperimentRuntime(Observing):
             },
             "message": message,
             "storageUri": self.storage.uri(""),
+            "preemptions": self.engine.num_preemptions(),
             "_reason": reason,
         }
         best = self.best_trial()

@@ -124,3 +124,12 @@ class MyTrainableNoReset(tune.Trainable):
 def reports_visible_gpus(config):
     time.sleep(0.3)  # overlap with the other trial, so both hold a GPU at once
     session.report({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES", "")})
+
+
+def reports_gpu_and_time(config):
+    """When it held its GPU: two trials sharing one overlap in time."""
+    began = time.time()
+    time.sleep(1.0)
+    session.report(
+        {"cuda": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "began": began, "ended": time.time()}
+    )

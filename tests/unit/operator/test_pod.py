@@ -318,8 +318,8 @@ def test_unknown_resource_and_fractional_gpu_are_refused() -> None:
     with pytest.raises(ValueError, match="FPGA"):
         build_trial_pod(EXPERIMENT, trial, 0, PodSettings())
     trial["spec"]["resources"] = {"bundles": [{"GPU": 0.5}]}
-    with pytest.raises(ValueError, match="whole number"):
-        build_trial_pod(EXPERIMENT, trial, 0, PodSettings())
+    with pytest.raises(ValueError, match=r"^spec\.resources\.bundles\[0\]\.GPU: 0\.5 is a share"):
+        build_trial_pod(EXPERIMENT, trial, 0, PodSettings())  # no shared GPU resource set
 
 
 def test_no_image_or_bucket_is_refused() -> None:

@@ -13,10 +13,10 @@ from typing import IO, Any
 from kubetune.local.console import OutputEcho, echo_enabled
 from kubetune.local.forkserver import ForkServer
 from kubetune.trial import exit_codes
-from kubetune.trial.stopping import STOP_NOW_SIGNAL
 from kubetune.trial.lines import trim_torn_tail
 from kubetune.trial.output import RESULT_FILE
 from kubetune.trial.spec import TrialSpec
+from kubetune.trial.stopping import STOP_NOW_SIGNAL
 
 
 class ResultTail:

@@ -54,6 +54,7 @@ class PodSettings:
         if not self.shared_gpu_resource_name or self.shared_gpu_replicas < 1:
             return None
         return SharedGpu(self.shared_gpu_resource_name, self.shared_gpu_replicas)
+
     default_storage: dict[str, Any] = field(default_factory=dict)  # bucket/prefix/endpoint/...
 
 

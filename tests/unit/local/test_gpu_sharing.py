@@ -41,10 +41,10 @@ def test_half_bundles_that_sum_to_one_take_a_whole_gpu_and_above_one_gpus_are_wh
     two_halves = PlacementGroupFactory([{"CPU": 1, "GPU": 0.5}, {"GPU": 0.5}])
     assert pool.try_acquire(two_halves) == [0]
     assert pool.free_gpus == [1]
-    with pytest.raises(ResourceError, match="needs 1.5 GPUs: above one, GPUs must be whole"):
+    with pytest.raises(ResourceError, match=r"needs 1\.5 GPUs: above one, GPUs must be whole"):
         pool.check_fits(pgf(1.5), "the trial")
     pool.check_fits(pgf(0.5), "the trial")
-    with pytest.raises(ResourceError, match="needs 0.5 GPUs but this machine has 0"):
+    with pytest.raises(ResourceError, match=r"needs 0\.5 GPUs but this machine has 0"):
         ResourcePool(cpus=1, gpus=[]).check_fits(pgf(0.5), "the trial")
 
 

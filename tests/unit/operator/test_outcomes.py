@@ -86,7 +86,7 @@ def test_fractional_extended_resources_are_refused_naming_the_field():
         build_engine(exp)
     assert str(info.value).startswith("spec.resources.bundles: TPU sums to 0.5")
     settings = PodSettings(extended_resources={"TPU": "google.com/tpu"})
-    with pytest.raises(ValueError, match="spec.resources: TPU must be a whole number"):
+    with pytest.raises(ValueError, match=r"spec\.resources: TPU must be a whole number"):
         pod_resources({"bundles": [{"TPU": 1.5}]}, settings)  # the builder refuses it as well
 
 

@@ -71,7 +71,7 @@ def test_a_class_trial_sigtermed_mid_step_finishes_it_checkpoints_and_resumes_fr
     print(f"SIGTERM to exit with a checkpoint: {took:.2f} s (step 0.6 s)")
 
     # the next attempt restores it: the state and the iteration count go on from step 3
-    proc2, spec2, marks2 = start(
+    proc2, spec2, _marks2 = start(
         tmp_path,
         "cls2",
         "SlowSteps",
@@ -138,7 +138,7 @@ def test_a_function_trial_can_ask_whether_it_is_stopping(tmp_path):
 
 @pytest.mark.parametrize("entry", ["SlowSteps", "checkpoints_when_stopping"])
 def test_a_second_sigterm_ends_the_trial_at_once(tmp_path, entry):
-    proc, spec, marks = start(tmp_path, "twice", entry, 30, grace=120)
+    proc, _spec, marks = start(tmp_path, "twice", entry, 30, grace=120)
     wait_mark(marks, "step 1")
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)

@@ -49,13 +49,12 @@ class PodSettings:
     # fractional GPUs (gpu_share.py): the resource time-slicing/MPS advertises, units per GPU
     shared_gpu_resource_name: str | None = None
     shared_gpu_replicas: int = 0
+    default_storage: dict[str, Any] = field(default_factory=dict)  # bucket/prefix/endpoint/...
 
     def shared_gpu(self) -> SharedGpu | None:
         if not self.shared_gpu_resource_name or self.shared_gpu_replicas < 1:
             return None
         return SharedGpu(self.shared_gpu_resource_name, self.shared_gpu_replicas)
-
-    default_storage: dict[str, Any] = field(default_factory=dict)  # bucket/prefix/endpoint/...
 
 
 def pod_name(trial: dict[str, Any], attempt: int) -> str:
@@ -225,6 +224,7 @@ def build_trial_pod(
         gpus = max(1, gpus // max(1, settings.shared_gpu_replicas))  # a share shows one device
     grace = int(template.get("terminationGracePeriodSeconds", settings.termination_grace_s))
     spec_json = trial_spec(experiment, trial, bool(restore_from), bool(params_from))
+    spec_json["termination_grace_s"] = grace  # the runner's stopping window (preemption)
 
     # -- the sidecar -------------------------------------------------------------------------
     side_env: list[dict[str, Any]] = [

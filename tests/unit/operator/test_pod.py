@@ -78,6 +78,7 @@ SPEC_EXPECTED = {
     "done_marker": "/kubetune/done",
     "python_path": ["/app"],
     "checkpoint_index_start": 0,
+    "termination_grace_s": 60,
 }
 
 TOKEN_VOLUME = {
@@ -219,6 +220,12 @@ def test_the_trial_spec_is_a_valid_trial_spec() -> None:
     env = {e["name"]: e.get("value") for e in pod["spec"]["initContainers"][0]["env"]}
     spec = TrialSpec.from_dict(json.loads(env["KUBETUNE_SIDECAR_TRIAL_SPEC"]))
     assert spec.trainable == "train:fn" and spec.gate == {"kind": "file", "dir": "/kubetune/gate"}
+    assert spec.termination_grace_s == 60  # the runner's window to checkpoint on SIGTERM
+    exp = copy.deepcopy(EXPERIMENT)
+    exp["spec"]["podTemplate"] = {"terminationGracePeriodSeconds": 300}
+    pod = build_trial_pod(exp, TRIAL, 0, PodSettings())
+    env = {e["name"]: e.get("value") for e in pod["spec"]["initContainers"][0]["env"]}
+    assert json.loads(env["KUBETUNE_SIDECAR_TRIAL_SPEC"])["termination_grace_s"] == 300
 
 
 def test_gpu_trial_restoring_with_template_and_no_secret() -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune.engine import Action
+from kubetune.engine import trial as states
 from kubetune_operator import objects
 from kubetune_operator.runtime_core import RuntimeCore, TrialTrack
 from kubetune_operator.views import DISRUPTION_CONDITIONS
@@ -65,6 +66,21 @@ class Disruptions(RuntimeCore):
             return tr.disruption[1]
         gone = getattr(observed, "gone", None) or {}
         return gone.get(name)
+
+    def _pod_gone(self, tr: TrialTrack, name: str, observed: Any, now: float) -> list[Action]:
+        """The pod of an active attempt vanished without our asking: a preemption when the
+        cluster had marked it, else a lost attempt (a failure, as Ray counts a lost actor)."""
+        out = self._catch_up_from_storage(tr, now)
+        if self.engine.trial_status(tr.trial_id) not in (states.RUNNING, states.PENDING):
+            return out
+        cause = self._disruption_seen(tr, name, observed)
+        if cause:
+            return out + self._preempted(tr, name, cause, "was deleted", now, observed)
+        self._post(f"pod {name} disappeared", "TrialPodLost", warning=True)
+        return out + self.engine.on_trial_lost(tr.trial_id, now)
+
+    def _catch_up_from_storage(self, tr: TrialTrack, now: float) -> list[Action]:
+        raise NotImplementedError  # observe.Observing's
 
     def _exit_checkpoint(self, tr: TrialTrack, observed: Any) -> list[Action]:
         """The checkpoint the runner saved on its way out without a result line (a Class-API

@@ -144,15 +144,7 @@ class Observing(Disruptions):
                 return []
             tr.pod_live = False
             if active and not tr.stopping and not self.suspended:
-                out = self._catch_up_from_storage(tr, now)
-                if self.engine.trial_status(tr.trial_id) not in (states.RUNNING, states.PENDING):
-                    return out
-                cause = self._disruption_seen(tr, tr.pod_name, observed)
-                if cause:
-                    detail = "was deleted"
-                    return out + self._preempted(tr, tr.pod_name, cause, detail, now, observed)
-                self._post(f"pod {tr.pod_name} disappeared", "TrialPodLost", warning=True)
-                return out + self.engine.on_trial_lost(tr.trial_id, now)
+                return self._pod_gone(tr, tr.pod_name, observed, now)
             return []
         tr.pod_seen = True
         phase = pod["phase"]

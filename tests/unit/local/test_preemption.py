@@ -20,7 +20,7 @@ def sigterm_at_step(marks: Path, step: int, sent: dict) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for line in marks.read_text().splitlines():
-            pid, n = line.split()
+            pid, n, _ = line.split()
             if int(n) == step:
                 time.sleep(0.1)  # inside that step
                 sent["at"] = time.monotonic()
@@ -54,8 +54,10 @@ def test_a_sigtermed_trial_resumes_from_the_checkpoint_it_saved_not_counted_as_f
     assert result.metrics["n"] == 6
     assert result.metrics["restored_from"] == 3  # step 3 finished and was checkpointed
     steps = [line.split() for line in marks.read_text().splitlines()]
-    assert [int(n) for _, n in steps] == [1, 2, 3, 4, 5, 6]  # no step run twice
-    assert len({pid for pid, _ in steps}) == 2  # two processes: the second resumed
+    assert [int(n) for _, n, _ in steps] == [1, 2, 3, 4, 5, 6]  # no step run twice
+    assert len({pid for pid, _, _ in steps}) == 2  # two processes: the second resumed
+    resumed = float(steps[3][2]) - sent["at"]  # SIGTERM to the resumed trial's next step
+    print(f"local mode: SIGTERM mid-step to the resumed trial stepping: {resumed:.2f} s")
     state = json.loads((tmp_path / "results" / "preempt" / "experiment_state.json").read_text())
     (trial,) = state["engine"]["trials"]
     assert trial["num_failures"] == 0 and trial["num_preemptions"] == 1

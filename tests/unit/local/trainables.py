@@ -144,7 +144,7 @@ class CountsSteps(tune.Trainable):
 
     def step(self):
         with open(self.config["marks"], "a") as f:
-            f.write(f"{os.getpid()} {self.n + 1}\n")
+            f.write(f"{os.getpid()} {self.n + 1} {time.monotonic()}\n")
         time.sleep(self.config["step_s"])
         self.n += 1
         return {"n": self.n, "restored_from": self.restored_from}

@@ -24,6 +24,7 @@ class SessionBackend(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None: ...
     def get_checkpoint(self) -> Checkpoint | None: ...
     def get_trial_resources(self) -> PlacementGroupFactory: ...
+    def is_stopping(self) -> bool: ...
 
 
 _active: SessionBackend | None = None
@@ -100,3 +101,20 @@ def get_trial_dir() -> str:
 
 def get_experiment_name() -> str:
     return _require("get_experiment_name").experiment_name
+
+
+def is_stopping() -> bool:
+    """Whether this trial has been asked to stop: its pod got SIGTERM (preemption, eviction,
+    a draining node) or, in local mode, its process did. Ray has no such call. The runner
+    writes the next ``report()`` (with its checkpoint, if one is passed) and then ends the
+    trial, so a Function-API trainable that checks this can pass a checkpoint in time::
+
+        for step in range(start, steps):
+            train_one_epoch()
+            ckpt = save_checkpoint() if session.is_stopping() or step % 10 == 0 else None
+            session.report({"loss": loss}, checkpoint=ckpt)
+
+    The backend resumes the trial from that checkpoint without counting a failure. See
+    ``kubetune.trial.stopping`` for how long the trial has (the grace period less the final
+    upload's share)."""
+    return bool(_require("is_stopping").is_stopping())

@@ -115,6 +115,7 @@ class EngineCore:
         self._num_active = 0
         self._num_paused = 0
         self._created = 0
+        self._preemptions = 0
         self._searcher_done = False
         self._started = False
         self._stopping = False

@@ -13,6 +13,7 @@ Usage (a backend — local mode or the operator — drives it)::
     engine.on_trial_complete(trial_id, now)           # the trainable returned
     engine.on_trial_error(trial_id, "Traceback ...", now)
     engine.on_trial_lost(trial_id, now)               # its pod/process vanished
+    engine.on_trial_preempted(trial_id, "EvictionByEvictionAPI", now)  # not a failure
     engine.on_tick(now)                               # time budget, searchers that said "not now"
     state = engine.to_json()                          # str; to_state() gives the dict
     engine = ExperimentEngine.from_json(state, search_alg=..., scheduler=..., stopper=...)
@@ -34,6 +35,8 @@ Rules:
   ``done: true`` ends the trial.
 * Failures: up to ``max_failures`` retries (``ResumeTrial(reason="retry")`` from the trial's
   latest checkpoint), then ERROR; ``fail_fast`` stops everything at the first error.
+  Preemptions (``on_trial_preempted``: the cluster ended the attempt) are retried the same
+  way (``reason="preempted"``) without limit and count in ``num_preemptions``, not failures.
 * Checkpoints: Ray's ``num_to_keep`` rule (keep the best by ``checkpoint_score_attribute`` /
   order, or the newest; never the latest; never one still needed as a restore source).
 * Determinism: no clocks, no global randomness: the same events give the same actions for a
@@ -227,6 +230,34 @@ class ExperimentEngine(EngineState, EngineTransitions):
             )
         else:
             self._fail_for_good(rec, error_message, now, out, stop=False)
+        self._after(now, out)
+        return out
+
+    def on_trial_preempted(self, trial_id: str, reason: str, now: float) -> list[Action]:
+        """The trial was preempted, evicted or lost with its node (the cluster ended it, not
+        its code): retried from its latest checkpoint without counting against
+        ``max_failures``, as Ray does for preempted nodes since 2.9. ``reason`` is kept as
+        the trial's last disruption; ``num_preemptions`` counts them."""
+        rec = self._get(trial_id)
+        out: list[Action] = []
+        if rec.status in FINISHED or rec.status == PAUSED or self._stopping:
+            return self._after_event(now)
+        rec.num_preemptions += 1
+        rec.last_disruption = reason
+        self._preemptions += 1
+        self._set_status(rec, PENDING)
+        restore = self._restore_source(rec)
+        if restore is not None:
+            self._pin(rec.trial_id, restore)
+        out.append(
+            ResumeTrial(
+                trial_id,
+                rec.config,
+                restore,
+                reason="preempted",
+                decision_points=self._decision_points(trial_id),
+            )
+        )
         self._after(now, out)
         return out
 

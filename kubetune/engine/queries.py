@@ -33,6 +33,10 @@ class EngineQueries(EngineCore):
             out[rec.status] += 1
         return out
 
+    def num_preemptions(self) -> int:
+        """Attempts of all trials that the cluster ended (preempted, evicted, node lost)."""
+        return self._preemptions
+
     def trial_ids(self) -> list[str]:
         return list(self._order)
 
@@ -60,6 +64,8 @@ class EngineQueries(EngineCore):
             "last_result": rec.last_result,
             "num_results": rec.num_results,
             "num_failures": rec.num_failures,
+            "num_preemptions": rec.num_preemptions,
+            "last_disruption": rec.last_disruption,
             "error": rec.error,
             "stop_reason": rec.stop_reason,
             "best_checkpoint": best.to_dict() if best else None,

@@ -39,6 +39,7 @@ class EngineState(EngineCore):
             "num_active": self._num_active,
             "num_paused": self._num_paused,
             "created": self._created,
+            "preemptions": self._preemptions,
             "searcher_done": self._searcher_done,
             "started": self._started,
             "stopping": self._stopping,
@@ -99,6 +100,7 @@ class EngineState(EngineCore):
         engine._num_active = st["num_active"]
         engine._num_paused = st["num_paused"]
         engine._created = st["created"]
+        engine._preemptions = int(st.get("preemptions") or 0)  # absent in older states
         engine._searcher_done = st["searcher_done"]
         engine._started = st["started"]
         engine._stopping = st["stopping"]

@@ -89,10 +89,12 @@ class TrialRecord:
         "error",
         "exploits",
         "index",
+        "last_disruption",
         "last_result",
         "latest_checkpoint",
         "name",
         "num_failures",
+        "num_preemptions",
         "num_results",
         "pending_restore",
         "resources",
@@ -121,6 +123,8 @@ class TrialRecord:
         self.resources = resources
         self.status = PENDING
         self.num_failures = 0
+        self.num_preemptions = 0  # attempts the cluster ended (not counted as failures)
+        self.last_disruption: str | None = None
         self.error: str | None = None
         self.stop_reason: str | None = None
         self.last_result: dict[str, Any] | None = None

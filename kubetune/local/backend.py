@@ -353,6 +353,7 @@ class LocalBackend:
             python_path=t.python_path,
             # a worker group lives as long as its trial: no process takes over another trial
             reuse=t.reuse_actors and trial.pgf.num_workers == 1,
+            termination_grace_s=KILL_GRACE_S,
         )
 
     def _record_before_start(self, trial: LocalTrial) -> None:
@@ -533,6 +534,10 @@ class LocalBackend:
             self.apply(self.engine.on_trial_complete(trial.trial_id, now))
         elif kind in ("paused", "restart"):
             return  # only ever on the engine's word, handled above
+        elif kind == "terminated" and status.get("reason") == "SIGTERM":
+            # someone else sent SIGTERM (as Kubernetes does to a preempted pod): the trial
+            # reached a checkpoint if it could; retried from it, not counted as a failure
+            self.apply(self.engine.on_trial_preempted(trial.trial_id, "SIGTERM", now))
         else:
             self.apply(
                 self.engine.on_trial_error(trial.trial_id, self._error_text(trial, status), now)

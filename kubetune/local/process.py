@@ -16,6 +16,7 @@ from kubetune.trial import exit_codes
 from kubetune.trial.lines import trim_torn_tail
 from kubetune.trial.output import RESULT_FILE
 from kubetune.trial.spec import TrialSpec
+from kubetune.trial.stopping import STOP_NOW_SIGNAL
 
 
 class ResultTail:
@@ -222,13 +223,14 @@ class TrialProcess:
         return self.proc.poll()
 
     def terminate(self, reason: str) -> None:
-        """Ask the trial to end now (SIGTERM: it finishes the write in progress)."""
+        """Ask the trial to end now (the stop-now signal: it finishes the write in progress
+        but, unlike on SIGTERM, does not go on to a checkpoint; see kubetune.trial.stopping)."""
         if self.kill_requested is None:
             self.kill_requested = reason
         if self.proc.poll() is None and self._term_sent_at is None:
             self._term_sent_at = time.monotonic()
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(self.proc.pid, STOP_NOW_SIGNAL)
             except ProcessLookupError:
                 pass
 

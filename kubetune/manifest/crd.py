@@ -216,6 +216,23 @@ def tune_trial_crd() -> dict[str, Any]:
             ),
             "attempts": integer("Pods created for this trial so far.", minimum=0),
             "failures": integer("Attempts that failed.", minimum=0),
+            "preemptions": integer(
+                "Attempts the cluster ended (preempted, evicted, node lost): retried from the"
+                " latest checkpoint, not counted in failures.",
+                minimum=0,
+            ),
+            "lastPreemption": obj(
+                "The newest of those attempts.",
+                {
+                    "reason": string(
+                        "The pod's DisruptionTarget reason (PreemptionByScheduler,"
+                        " EvictionByEvictionAPI, ...), StoppedByKueue, or NodeLost."
+                    ),
+                    "pod": string("The pod that was ended."),
+                    "message": string("Detail."),
+                    "time": string("When the operator saw it.", format="date-time"),
+                },
+            ),
             "podName": string("The current attempt's pod."),
             "reason": string("Why the trial is in this phase."),
             "message": string("Detail, e.g. the error."),

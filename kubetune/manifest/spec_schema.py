@@ -287,6 +287,7 @@ def _resources() -> Schema:
         validations=[
             rule(
                 "!has(self.bundles) || self.bundles.all(b, b.all(k, k == 'CPU' || k == 'memory'"
+                " || k == 'GPU'"
                 " || double(int(self.bundles.map(c, k in c ? c[k] : 0.0).sum()))"
                 " == self.bundles.map(c, k in c ? c[k] : 0.0).sum()))",
                 WHOLE_RESOURCES,
@@ -299,13 +300,25 @@ def _resources() -> Schema:
                 " (size(bundles) == workers + 1)",
                 fieldPath=".workers",
             ),
+            # A fraction of a GPU is fine when the operator maps it to a shared GPU resource
+            # (trial.sharedGpuResourceName), which the CRD cannot know: the operator refuses
+            # it otherwise. Above one, a bundle's GPUs are whole devices, as in Ray.
+            rule(
+                "!has(self.bundles) || self.bundles.all(b, !('GPU' in b) || b['GPU'] <= 1.0"
+                " || double(int(b['GPU'])) == b['GPU'])",
+                WHOLE_GPUS_ABOVE_ONE,
+                fieldPath=".bundles",
+            ),
         ],
     )
 
 
 WHOLE_RESOURCES = (
-    "GPU and extended resources must sum to a whole number per trial over the bundles (a pod"
-    " requests whole devices; fractional, shared GPUs are not implemented yet)"
+    "extended resources must sum to a whole number per trial over the bundles (a pod requests"
+    " whole devices)"
+)
+WHOLE_GPUS_ABOVE_ONE = (
+    "a bundle's GPU must be at most 1 (a share of one device) or a whole number of devices"
 )
 
 
@@ -435,5 +448,10 @@ def _experiment_status() -> Schema:
             "completionTime": string("When it finished.", format="date-time"),
             "message": string("What is happening, in words."),
             "storageUri": string("Where the experiment is stored."),
+            "preemptions": integer(
+                "Trial attempts the cluster ended (preemption, eviction, a lost node); each"
+                " was retried from its latest checkpoint without counting as a failure.",
+                minimum=0,
+            ),
         },
     )

@@ -15,7 +15,7 @@ import yaml
 
 from kubetune.manifest import strict, yaml_reader
 from kubetune.manifest.crd import tune_experiment_crd
-from kubetune.manifest.spec_schema import WHOLE_RESOURCES
+from kubetune.manifest.spec_schema import WHOLE_GPUS_ABOVE_ONE, WHOLE_RESOURCES
 
 Path_ = tuple[Any, ...]
 
@@ -158,8 +158,14 @@ class Manifest:
         for bundle in resources.get("bundles") or []:
             for key, amount in bundle.items():
                 totals[key] = totals.get(key, 0.0) + float(amount)
+            gpu = float(bundle.get("GPU") or 0)
+            if gpu > 1 and not gpu.is_integer():
+                raise self.error(
+                    ("spec", "resources", "bundles"), f"GPU is {gpu:g}: {WHOLE_GPUS_ABOVE_ONE}"
+                )
         for key, total in totals.items():
-            if key not in ("CPU", "memory") and not total.is_integer():
+            # a share of a GPU is the operator's to map or refuse (trial.sharedGpuResourceName)
+            if key not in ("CPU", "memory", "GPU") and not total.is_integer():
                 raise self.error(
                     ("spec", "resources", "bundles"), f"{key} sums to {total:g}: {WHOLE_RESOURCES}"
                 )

@@ -27,6 +27,7 @@ from kubetune.trial import exit_codes
 from kubetune.trial.gate import DecisionTracker, Gate, open_gate
 from kubetune.trial.output import OutputWriter, encode_result, json_safe
 from kubetune.trial.spec import TrialSpec
+from kubetune.trial.stopping import STOP_NOW_SIGNAL, StopWindow, stop_window_s
 from kubetune.tune._autofill import AutoFiller
 from kubetune.tune.constants import has_markers, resolve_constants
 from kubetune.tune.helpers import PARAMS_ENV
@@ -116,6 +117,9 @@ class _FunctionSession:
     def get_trial_resources(self) -> PlacementGroupFactory:
         return self._runner.resources
 
+    def is_stopping(self) -> bool:
+        return self._runner.stopping
+
 
 class TrialRunner:
     def __init__(
@@ -137,6 +141,11 @@ class TrialRunner:
         self.stop_reason = ""
         self._in_write = False
         self._term_pending = False
+        self.stopping = False  # SIGTERM came: reach a checkpoint and exit (see stopping.py)
+        self._stop_now = False  # local mode's own stop: no checkpoint, at once
+        self._at_gate = False
+        self._window: StopWindow | None = None
+        self._window_s = stop_window_s(spec.termination_grace_s)
         self._tag = spec.experiment_tag or spec.trial_id
         # a worker of a multi-worker trial other than rank 0: its reports are dropped (rank
         # 0's are the trial's, as in Ray) and it asks no decisions; it ends when rank 0 does
@@ -145,6 +154,7 @@ class TrialRunner:
     # -- entry point ------------------------------------------------------------------------
     def run(self) -> int:
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        previous_now = signal.signal(STOP_NOW_SIGNAL, self._on_stop_now)
         code = exit_codes.ERRORED
         try:
             code = self._run()
@@ -158,7 +168,10 @@ class TrialRunner:
             if isinstance(exc, KeyboardInterrupt):
                 code = exit_codes.TERMINATED
         finally:
+            if self._window is not None:
+                self._window.close()
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(STOP_NOW_SIGNAL, previous_now)
             _session._set_session(None)
             self._finish(code)
         return code
@@ -324,6 +337,8 @@ class TrialRunner:
                 # PBT exploits copy a top trial's state at perturbation points: have it saved
                 # then, as Ray saves the top quantile's trials before exploiting
                 or (at_decision and self.points.wants_checkpoints)
+                # SIGTERM during this step: its result goes with a checkpoint to resume from
+                or (self._saves_on_stop() and _checkpointable(trainable))
             )
             tmp = name = None
             if wants_checkpoint:
@@ -340,17 +355,23 @@ class TrialRunner:
                 self.filler.commit(result)
             finally:
                 self._in_write = False
-            if self._term_pending:
-                raise TrialExit(exit_codes.TERMINATED, "SIGTERM")
             if stop_reason:
                 raise TrialExit(exit_codes.STOPPED, stop_reason)
             if result.get(DONE):
                 return exit_codes.FINISHED
             try:
+                if self._term_pending:
+                    raise TrialExit(exit_codes.TERMINATED, "SIGTERM")
                 self._maybe_ask(result, at_decision)
             except TrialExit as exit_:
-                needs_state = exit_.code in (exit_codes.PAUSED, exit_codes.RESTART) or (
-                    exit_.code == exit_codes.STOPPED and spec.checkpoint_at_end
+                needs_state = (
+                    exit_.code in (exit_codes.PAUSED, exit_codes.RESTART)
+                    or (exit_.code == exit_codes.STOPPED and spec.checkpoint_at_end)
+                    or (
+                        exit_.code == exit_codes.TERMINATED
+                        and self._saves_on_stop()
+                        and _checkpointable(trainable)
+                    )
                 )
                 if needs_state and name is None:
                     self._save_class_checkpoint(trainable)
@@ -388,15 +409,19 @@ class TrialRunner:
         if not due or self.gate is None:
             return
         self.seq += 1
-        verdict = self.gate.ask(
-            {
-                "seq": self.seq,
-                "trial_id": self.spec.trial_id,
-                "training_iteration": result["training_iteration"],
-                "time_attr": self.points.time_attr,
-                "value": result.get(self.points.time_attr),
-            }
-        )
+        self._at_gate = True
+        try:
+            verdict = self.gate.ask(
+                {
+                    "seq": self.seq,
+                    "trial_id": self.spec.trial_id,
+                    "training_iteration": result["training_iteration"],
+                    "time_attr": self.points.time_attr,
+                    "value": result.get(self.points.time_attr),
+                }
+            )
+        finally:
+            self._at_gate = False
         action = verdict["action"]
         reason = str(verdict.get("reason") or f"scheduler: {action}")
         if action == "stop":
@@ -408,10 +433,31 @@ class TrialRunner:
 
     # -- signals and the end ----------------------------------------------------------------
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM (a preemption, an eviction, a stop): see ``kubetune.trial.stopping``."""
+        first = not self.stopping
+        self.stopping = True
         if self._in_write:
             self._term_pending = True  # finish the write, then exit
             return
+        if first and not self._at_gate and self._window_s > 0:
+            # go on to the next checkpoint; the window's deadline signals again
+            self._term_pending = True
+            self._window = StopWindow(self._window_s)
+            self._window.open()
+            return
         raise TrialExit(exit_codes.TERMINATED, "SIGTERM")
+
+    def _on_stop_now(self, signum: int, frame: FrameType | None) -> None:
+        """Local mode's own stop (the engine's verdict, the driver's end): at once."""
+        self.stopping = self._stop_now = True
+        if self._in_write:
+            self._term_pending = True
+            return
+        raise TrialExit(exit_codes.TERMINATED, "stopped by the driver")
+
+    def _saves_on_stop(self) -> bool:
+        """A stop is under way that should leave a checkpoint behind (SIGTERM, with time)."""
+        return self.stopping and not self._stop_now and self._window_s > 0
 
     def _record_error(self, text: str) -> None:
         """error.txt; on a full disk the driver still gets the error, through the gate pipe."""
@@ -461,7 +507,7 @@ PARENT_ENV = "KUBETUNE_PARENT_PID"
 
 def _die_with_parent() -> None:
     """In local mode a trial must not outlive its driver (kill -9 of the driver included):
-    ask Linux to send SIGTERM when the parent dies, and exit if it is already gone."""
+    ask Linux to signal it when the parent dies, and exit if it is already gone."""
     expected = os.environ.get(PARENT_ENV)
     if not expected or not sys.platform.startswith("linux"):
         return
@@ -469,11 +515,17 @@ def _die_with_parent() -> None:
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        # the stop-now signal: no time is spent reaching a checkpoint for a driver that is gone
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, STOP_NOW_SIGNAL, 0, 0, 0)
     except (OSError, AttributeError):
         return
     if os.getppid() != int(expected):
         raise TrialExit(exit_codes.TERMINATED, "the driver exited before the trial started")
+
+
+def _checkpointable(trainable: Trainable) -> bool:
+    """Whether the trainable implements save_checkpoint (the base class only raises)."""
+    return type(trainable).save_checkpoint is not Trainable.save_checkpoint
 
 
 def _read_trial_meta(directory: str) -> dict[str, Any]:

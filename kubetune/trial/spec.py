@@ -43,6 +43,9 @@ class TrialSpec:
     # reuse_actors: after a Class-API trial ends, ask the gate for the next trial and run it
     # in this process after Trainable.reset(new_config)
     reuse: bool = False
+    # the pod's terminationGracePeriodSeconds (local mode: the driver's kill grace): on SIGTERM
+    # the runner goes on to the next checkpoint when this leaves time (kubetune.trial.stopping)
+    termination_grace_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.trial_id or not isinstance(self.trial_id, str):
@@ -75,6 +78,11 @@ class TrialSpec:
             )
         if self.gate is not None and self.gate.get("kind") not in ("file", "pipe"):
             raise SpecError("trial spec: gate.kind must be 'file' or 'pipe'")
+        grace = self.termination_grace_s
+        if grace is not None and (
+            isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0
+        ):
+            raise SpecError("trial spec: termination_grace_s must be a number >= 0")
         if self.trial_name is None:
             self.trial_name = self.trial_id
         if self.trial_dir is None:

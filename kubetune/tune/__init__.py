@@ -16,6 +16,7 @@ _LAZY: dict[str, str] = {
     "Trainable": "kubetune.tune.trainable",
     "report": "kubetune.air.session",
     "get_checkpoint": "kubetune.air.session",
+    "is_stopping": "kubetune.air.session",
     "with_parameters": "kubetune.tune.helpers",
     "with_resources": "kubetune.tune.helpers",
     "PlacementGroupFactory": "kubetune.tune.resources",

@@ -29,6 +29,8 @@ class OperatorConfig:
     trial_service_account: str = "kubetune-trial"
     default_storage: dict[str, Any] = field(default_factory=dict)
     image_pull_secrets: list[str] = field(default_factory=list)
+    shared_gpu_resource_name: str | None = None
+    shared_gpu_replicas: int = 0
 
     def pod_settings(self) -> Any:
         from kubetune_operator.pod import PodSettings
@@ -39,6 +41,8 @@ class OperatorConfig:
             extended_resources=dict(self.extended_resources),
             trial_service_account=self.trial_service_account,
             default_storage=dict(self.default_storage),
+            shared_gpu_resource_name=self.shared_gpu_resource_name,
+            shared_gpu_replicas=self.shared_gpu_replicas,
         )
 
 
@@ -96,6 +100,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if env.get(var)
     }
     secrets = [s.strip() for s in env.get("KUBETUNE_IMAGE_PULL_SECRETS", "").split(",")]
+    shared_gpu, shared_replicas = _shared_gpu(env)
     return OperatorConfig(
         namespaces=list(args.namespace),
         all_namespaces=bool(args.all_namespaces),
@@ -112,4 +117,25 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         trial_service_account=env.get("KUBETUNE_TRIAL_SERVICE_ACCOUNT") or "kubetune-trial",
         default_storage=storage,
         image_pull_secrets=[s for s in secrets if s],
+        shared_gpu_resource_name=shared_gpu,
+        shared_gpu_replicas=shared_replicas,
     )
+
+
+def _shared_gpu(env: Mapping[str, str]) -> tuple[str | None, int]:
+    """KUBETUNE_SHARED_GPU_RESOURCE and KUBETUNE_SHARED_GPU_REPLICAS (gpu_share.py): both or
+    neither, since a wrong number of units per GPU would hand trials the wrong share."""
+    name = env.get("KUBETUNE_SHARED_GPU_RESOURCE") or None
+    raw = env.get("KUBETUNE_SHARED_GPU_REPLICAS") or ""
+    if name is None:
+        return None, 0
+    try:
+        replicas = int(raw)
+    except ValueError:
+        replicas = 0
+    if replicas < 1:
+        raise ConfigError(
+            f"KUBETUNE_SHARED_GPU_REPLICAS must be the whole number (>= 1) of {name} units the"
+            f" device plugin advertises per GPU (its time-slicing or MPS replicas), got {raw!r}"
+        )
+    return name, replicas

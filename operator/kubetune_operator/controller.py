@@ -416,6 +416,7 @@ class ExperimentRuntime(Observing, WorkerTracking):
             },
             "message": message,
             "storageUri": self.storage.uri(""),
+            "preemptions": self.engine.num_preemptions(),
             "_reason": reason,
         }
         best = self.best_trial()

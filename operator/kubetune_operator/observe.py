@@ -12,12 +12,12 @@ from kubetune.engine import Action
 from kubetune.engine import trial as states
 from kubetune.storage import StorageError
 from kubetune_operator import objects
+from kubetune_operator.disruption import NODE_LOST, Disruptions, disruption_of
 from kubetune_operator.runtime_core import (
     PHASE_BY_STATE,
     RESULT_FILE,
     VERDICT_ACTION,
     Observed,
-    RuntimeCore,
     TrialTrack,
     _iteration,
     _reason,
@@ -25,7 +25,7 @@ from kubetune_operator.runtime_core import (
 from kubetune_operator.views import LIVE, deletion_overdue, pod_failure_message
 
 
-class Observing(RuntimeCore):
+class Observing(Disruptions):
     # -- results ----------------------------------------------------------------------------
     def _feed(
         self, tr: TrialTrack, result: dict[str, Any], now: float, gated: bool
@@ -144,11 +144,11 @@ class Observing(RuntimeCore):
                 return []
             tr.pod_live = False
             if active and not tr.stopping and not self.suspended:
-                self._post(f"pod {tr.pod_name} disappeared", "TrialPodLost", warning=True)
-                return self.engine.on_trial_lost(tr.trial_id, now)
+                return self._pod_gone(tr, tr.pod_name, observed, now)
             return []
         tr.pod_seen = True
         phase = pod["phase"]
+        self._remember_disruption(tr, pod)
         if phase in LIVE:
             if pod.get("unschedulable") != tr.unschedulable:
                 tr.unschedulable = pod.get("unschedulable")
@@ -182,9 +182,13 @@ class Observing(RuntimeCore):
         if not active or tr.stopping or self.suspended:
             return out
         patch: dict[str, Any] = {}
+        cause = disruption_of(pod) or self._disruption_seen(tr, pod["name"], observed)
         if phase == "Succeeded":
             out.extend(self.engine.on_trial_complete(tr.trial_id, now))
             patch["reason"] = "completed"
+        elif cause:
+            detail = "was ended by the cluster"
+            return out + self._preempted(tr, pod["name"], cause, detail, now, observed)
         else:
             message = pod_failure_message(pod)
             self._post(f"{tr.obj_name}: {message}", "TrialAttemptFailed", warning=True)
@@ -224,16 +228,11 @@ class Observing(RuntimeCore):
         out = self._catch_up_from_storage(tr, now)
         if self.engine.trial_status(tr.trial_id) not in (states.RUNNING, states.PENDING):
             return out
-        cause = f" ({pod['disruption']})" if pod.get("disruption") else ""
-        message = (
-            f"pod {name} lost: deleted{cause} but still terminating "
+        cause = disruption_of(pod)
+        detail = (
+            f"lost: deleted{f' ({cause})' if cause else ''} but still terminating "
             f"{now - tr.deleting_seen[1]:.0f} s later, past its grace period; the kubelet of "
             f"node {pod.get('node') or '?'} does not answer; force-deleted"
         )
-        self._post(f"{tr.obj_name}: {message}", "TrialPodLost", warning=True)
-        out.extend(self.engine.on_trial_error(tr.trial_id, message, now))
-        status = self.engine.trial_status(tr.trial_id)
-        if status in (states.TERMINATED, states.ERROR):
-            patch = {"reason": "AttemptFailed", "message": message}
-            self._set_trial_status(tr, {"phase": PHASE_BY_STATE[status], **patch})
-        return out
+        # its node is gone or cut off: the cluster ended the attempt, not the trial's code
+        return out + self._preempted(tr, name, NODE_LOST, detail, now)

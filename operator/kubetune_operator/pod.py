@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetune_operator.gpu_share import SharedGpu, gpu_limit
 from kubetune_operator.shipped import CODE_DIR, shipped_code_spec
 
 GROUP = "kubetune.io"
@@ -47,7 +48,15 @@ class PodSettings:
     trial_service_account: str = "kubetune-trial"
     report_interval_s: float = 0.5
     termination_grace_s: int = 60
+    # fractional GPUs (gpu_share.py): the resource time-slicing/MPS advertises, units per GPU
+    shared_gpu_resource_name: str | None = None
+    shared_gpu_replicas: int = 0
     default_storage: dict[str, Any] = field(default_factory=dict)  # bucket/prefix/endpoint/...
+
+    def shared_gpu(self) -> SharedGpu | None:
+        if not self.shared_gpu_resource_name or self.shared_gpu_replicas < 1:
+            return None
+        return SharedGpu(self.shared_gpu_resource_name, self.shared_gpu_replicas)
 
 
 def pod_name(trial: dict[str, Any], attempt: int) -> str:
@@ -80,13 +89,11 @@ def pod_resources(
             requests["cpu"] = _quantity(amount, milli=True)
         elif key == "memory":  # held to what it reserves: no LimitRange needed, no overcommit
             requests["memory"] = limits["memory"] = _quantity(amount)
-        elif key == "GPU":
-            if not float(amount).is_integer():
-                raise ValueError(
-                    f"spec.resources: GPU must be a whole number per pod, got {amount:g}"
-                    " (fractional GPUs cannot be requested from Kubernetes)"
-                )
-            limits[settings.gpu_resource_name] = _quantity(amount)
+        elif key == "GPU":  # whole GPUs, or a share of one (gpu_share.py): never rounded
+            bundles = resources.get("bundles") or []
+            mapped = gpu_limit(bundles, settings.gpu_resource_name, settings.shared_gpu())
+            if mapped is not None:
+                limits[mapped[0]] = str(mapped[1])
         elif key in settings.extended_resources:
             if not float(amount).is_integer():  # rounding would request none, or one more
                 raise ValueError(
@@ -210,8 +217,11 @@ def build_trial_pod(
     resources = tspec.get("resources") or espec.get("resources") or {"bundles": [{"CPU": 1}]}
     requests, limits = pod_resources(resources, settings)
     gpus = int(float(limits.get(settings.gpu_resource_name, "0")))
+    if settings.shared_gpu_resource_name in limits:
+        gpus = max(1, gpus // max(1, settings.shared_gpu_replicas))  # a share shows one device
     grace = int(template.get("terminationGracePeriodSeconds", settings.termination_grace_s))
     spec_json = trial_spec(experiment, trial, bool(restore_from), bool(params_from))
+    spec_json["termination_grace_s"] = grace  # the runner's stopping window (preemption)
 
     # -- the sidecar -------------------------------------------------------------------------
     side_env: list[dict[str, Any]] = [

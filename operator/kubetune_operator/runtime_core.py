@@ -83,12 +83,15 @@ class TrialTrack:
     unschedulable: str | None = None
     uid: str = ""
     deleting_seen: tuple[str, float] | None = None  # (pod, when we first saw it terminating)
+    disruption: tuple[str, str] | None = None  # (pod, why the cluster is ending it)
 
 
 @dataclass
 class Observed:
     trials: dict[str, dict[str, Any]]  # TuneTrial name -> trial_view
     pods: dict[str, dict[str, Any]]  # Pod name -> pod_view
+    # Pod name -> why the cluster ended it, for deleted pods whose last state said so
+    gone: dict[str, str] = field(default_factory=dict)
 
 
 def decision_points_dict(action: Any) -> dict[str, Any]:

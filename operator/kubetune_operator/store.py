@@ -12,6 +12,7 @@ from typing import Any
 from kubetune_operator.controller import Observed
 
 Key = tuple[str, str]  # (namespace, experiment)
+GONE_KEPT = 256  # deleted pods' disruption reasons kept per experiment
 
 
 class Store:
@@ -21,6 +22,7 @@ class Store:
         self._pods: dict[Key, dict[str, dict[str, Any]]] = {}
         self._wake: dict[Key, threading.Event] = {}
         self._changed_at: dict[Key, float] = {}
+        self._gone: dict[Key, dict[str, str]] = {}
 
     def wake_event(self, key: Key) -> threading.Event:
         with self._lock:
@@ -43,16 +45,28 @@ class Store:
             pods = self._pods.setdefault(key, {})
             if deleted:
                 pods.pop(view["name"], None)
+                if view.get("disruption"):
+                    # its last state said the cluster ended it: the loop may not have seen
+                    # that state before the pod went (bounded: oldest forgotten first)
+                    gone = self._gone.setdefault(key, {})
+                    gone[view["name"]] = view["disruption"]
+                    while len(gone) > GONE_KEPT:
+                        del gone[next(iter(gone))]
             else:
                 pods[view["name"]] = view
             self._touch(key)
 
     def observed(self, key: Key) -> Observed:
         with self._lock:
-            return Observed(dict(self._trials.get(key, {})), dict(self._pods.get(key, {})))
+            return Observed(
+                dict(self._trials.get(key, {})),
+                dict(self._pods.get(key, {})),
+                dict(self._gone.get(key, {})),
+            )
 
     def forget(self, key: Key) -> None:
         with self._lock:
             self._trials.pop(key, None)
             self._pods.pop(key, None)
             self._wake.pop(key, None)
+            self._gone.pop(key, None)

@@ -9,6 +9,9 @@ from typing import Any
 
 from kubetune_operator.objects import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL
 
+# condition types that mark a pod for termination by the cluster (disruption.py says more)
+DISRUPTION_CONDITIONS = ("DisruptionTarget", "TerminationTarget")
+
 LIVE = ("Pending", "Running", "Unknown")
 
 
@@ -44,9 +47,10 @@ def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             view["unschedulable"] = cond.get("message") or cond.get("reason") or "unschedulable"
-        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+        if cond.get("type") in DISRUPTION_CONDITIONS and cond.get("status") == "True":
             # who ends the pod: EvictionByEvictionAPI, DeletionByTaintManager (its node lost),
-            # PreemptionByScheduler, TerminationByKubelet (node pressure), ...
+            # PreemptionByScheduler, TerminationByKubelet (node pressure), StoppedByKueue
+            # (TerminationTarget), ... (see disruption.py)
             view["disruption"] = cond.get("reason") or "DisruptionTarget"
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}

@@ -33,7 +33,8 @@ BOTH = [
     ("  name: exp", "  name: My Experiment", "metadata.name"),
     ("  name: exp", "  name: 123", "metadata.name"),
     ("numSamples: 2", f"numSamples: {2**70}", "spec.tuneConfig.numSamples"),
-    ("bundles: [{CPU: 1}]", "bundles: [{CPU: 1, GPU: 0.5}]", "spec.resources.bundles"),
+    ("bundles: [{CPU: 1}]", "bundles: [{CPU: 1, GPU: 1.5}]", "spec.resources.bundles"),
+    ("bundles: [{CPU: 1}]", "bundles: [{CPU: 1, TPU: 0.5}]", "spec.resources.bundles"),
     (
         "numSamples: 2",
         "numSamples: 2\n    maxConcurrentTrials: 0",

@@ -1,8 +1,11 @@
-"""Trial attempts that end because of the cluster, not the trial: eviction and node loss.
+"""Trial attempts that end because of the cluster, not the trial: eviction, preemption
+(a DisruptionTarget condition) and node loss.
 
-Both must count as a failure of the attempt and be retried from the trial's latest
-checkpoint, up to ``failureConfig.maxFailures``; the operator runs as a subprocess against the
-real control plane (helpers and fixtures from test_operator.py).
+Each is a preemption, not a failure: retried from the trial's latest checkpoint without
+counting against ``failureConfig.maxFailures`` (disruption.py), with the reason in the
+TuneTrial's status, a TrialPreempted Event and the counters in both statuses; the operator
+runs as a subprocess against the real control plane (helpers and fixtures from
+test_operator.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from tests.cluster import test_operator
 from tests.cluster.test_operator import (
     counting_experiment,
     create_experiment,
+    get_experiment,
     phase_of,
     stored_results,
     trial_objects,
@@ -68,17 +72,37 @@ def wait_succeeded(kube_api: Any, namespace: str, name: str, timeout: float, pro
 
 
 def assert_resumed_from_checkpoint(
-    kube_api: Any, namespace: str, s3_server: Any, bucket: str, name: str
+    kube_api: Any, namespace: str, s3_server: Any, bucket: str, name: str, reason: str
 ) -> dict[str, Any]:
+    from kubernetes import client
+
     trial = trial_objects(kube_api, namespace)[0]
     assert trial["status"]["phase"] == "TERMINATED"
     assert trial["status"]["attempts"] == 2
-    assert trial["status"]["failures"] == 1
+    assert trial["status"]["failures"] == 0  # a preemption is not a failure
+    assert trial["status"]["preemptions"] == 1
+    assert trial["status"]["lastPreemption"]["reason"] == reason
     rows = stored_results(s3_server, bucket, f"{name}/{trial['metadata']['name']}/result.json")
     assert rows[-1]["training_iteration"] == 8
     assert rows[-1]["restored_from"] >= 1  # the second attempt started from a checkpoint
     assert trial["spec"]["restoreFrom"].startswith(f"s3://{bucket}/{name}/")
+    experiment = get_experiment(kube_api, namespace, name)
+    assert experiment["status"]["preemptions"] == 1
+    events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    preempted = [e for e in events if e.reason == "TrialPreempted"]
+    assert len(preempted) == 1 and reason in preempted[0].message, [e.message for e in events]
     return trial
+
+
+def wait_resumed_running(kube_api: Any, namespace: str, began: float) -> float:
+    """Seconds from ``began`` until the trial's second attempt runs."""
+
+    def running() -> bool:
+        status = (trial_objects(kube_api, namespace) or [{}])[0].get("status") or {}
+        return status.get("attempts") == 2 and status.get("phase") == "RUNNING"
+
+    wait_for(running, 60, "the second attempt running")
+    return time.monotonic() - began
 
 
 def test_an_evicted_trial_pod_is_retried_from_its_checkpoint(
@@ -91,14 +115,100 @@ def test_an_evicted_trial_pod_is_retried_from_its_checkpoint(
     operator_process()
     trial = wait_for(lambda: reported_three(kube_api, namespace), 60, "three results")
     first = trial["status"]["podName"]
+    began = time.monotonic()
     client.CoreV1Api(kube_api).create_namespaced_pod_eviction(
         first,
         namespace,
         client.V1Eviction(metadata=client.V1ObjectMeta(name=first, namespace=namespace)),
     )
+    took = wait_resumed_running(kube_api, namespace, began)
+    print(f"eviction to the resumed attempt running: {took:.2f} s")
     wait_succeeded(kube_api, namespace, "evict", 60, operator_process)
-    trial = assert_resumed_from_checkpoint(kube_api, namespace, s3_server, s3_bucket, "evict")
+    trial = assert_resumed_from_checkpoint(
+        kube_api, namespace, s3_server, s3_bucket, "evict", "EvictionByEvictionAPI"
+    )
     assert trial["status"]["podName"] != first
+
+
+def disrupt(kube_api: Any, namespace: str, pod: str, reason: str) -> None:
+    """What the scheduler (or Kueue) does to a victim: the condition, then a deletion."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api)
+    condition = {
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": reason,
+        "message": "preempted by the test, as kube-scheduler would",
+        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    core.patch_namespaced_pod_status(
+        pod, namespace, {"status": {"conditions": [condition]}}
+    )  # strategic merge: conditions merge by type
+    core.delete_namespaced_pod(pod, namespace)
+
+
+def test_a_preempted_trial_pod_resumes_from_its_checkpoint_without_a_failure(
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process
+):
+    s3_secret(kube_api, namespace, s3_server)
+    body = retry_experiment("preempt", s3_server, s3_bucket)
+    body["spec"]["runConfig"]["failureConfig"] = {"maxFailures": 0}  # a failure would end it
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    trial = wait_for(lambda: reported_three(kube_api, namespace), 60, "three results")
+    first = trial["status"]["podName"]
+    began = time.monotonic()
+    disrupt(kube_api, namespace, first, "PreemptionByScheduler")
+    took = wait_resumed_running(kube_api, namespace, began)
+    print(f"preemption to the resumed attempt running: {took:.2f} s")
+    wait_succeeded(kube_api, namespace, "preempt", 60, operator_process)
+    trial = assert_resumed_from_checkpoint(
+        kube_api, namespace, s3_server, s3_bucket, "preempt", "PreemptionByScheduler"
+    )
+    assert trial["status"]["podName"] != first
+
+
+def test_a_class_trial_preempted_mid_step_resumes_from_the_checkpoint_it_saved_on_sigterm(
+    kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process, tmp_path
+):
+    """No checkpointFrequency: the only checkpoint is the one the runner saves when SIGTERM
+    comes in the middle of a step (the pod's grace period leaves time for it)."""
+    marks = tmp_path / "marks"
+    marks.touch()
+    s3_secret(kube_api, namespace, s3_server)
+    body = counting_experiment(
+        "sigterm",
+        s3_bucket,
+        s3_server.endpoint_url,
+        paramSpace={"marks": {"constant": str(marks)}, "step_s": {"constant": 0.8}},
+        runConfig={"stop": {"training_iteration": 6}, "failureConfig": {"maxFailures": 0}},
+        podTemplate={"terminationGracePeriodSeconds": 30},
+    )
+    body["spec"]["trainable"]["entrypoint"] = "tests.unit.sdk.stopping_trainables:SlowSteps"
+    body["spec"]["tuneConfig"].update(numSamples=1)
+    body["spec"]["tuneConfig"].pop("metric", None)
+    body["spec"]["tuneConfig"].pop("mode", None)
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    wait_for(lambda: "step 3" in marks.read_text(), 90, "step 3 under way")
+    time.sleep(0.2)
+    first = trial_objects(kube_api, namespace)[0]["status"]["podName"]
+    began = time.monotonic()
+    disrupt(kube_api, namespace, first, "PreemptionByScheduler")
+    took = wait_resumed_running(kube_api, namespace, began)
+    print(f"class trial: preemption mid-step to the resumed attempt running: {took:.2f} s")
+    wait_succeeded(kube_api, namespace, "sigterm", 90, operator_process)
+    trial = trial_objects(kube_api, namespace)[0]
+    assert trial["status"]["failures"] == 0 and trial["status"]["preemptions"] == 1
+    rows = stored_results(s3_server, s3_bucket, f"sigterm/{trial['metadata']['name']}/result.json")
+    assert [r["n"] for r in rows] == [1, 2, 3, 4, 5, 6]  # step 3 finished, none repeated
+    assert rows[2]["checkpoint_dir_name"]  # saved on SIGTERM with step 3's result
+    assert [r["checkpoint_dir_name"] for r in rows[:2]] == [None, None]
+    assert rows[3]["restored_from"] == 3
+    assert [r["training_iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    steps = marks.read_text().splitlines()
+    assert steps == [f"step {i}" for i in (1, 2, 3, 4, 5, 6)]
 
 
 def test_a_trial_on_a_lost_node_is_retried_on_another_node_from_its_checkpoint(
@@ -133,7 +243,9 @@ def test_a_trial_on_a_lost_node_is_retried_on_another_node_from_its_checkpoint(
     doomed.crash()
     wait_succeeded(kube_api, namespace, "loss", 90, operator_process)
     took = time.monotonic() - began
-    trial = assert_resumed_from_checkpoint(kube_api, namespace, s3_server, s3_bucket, "loss")
+    trial = assert_resumed_from_checkpoint(
+        kube_api, namespace, s3_server, s3_bucket, "loss", "NodeLost"
+    )
     assert trial["status"]["podName"] != first
     pods = experiment_pods(kube_api, namespace, "loss")
     assert first not in [p.metadata.name for p in pods]  # force-deleted, not left Terminating

@@ -124,3 +124,36 @@ class MyTrainableNoReset(tune.Trainable):
 def reports_visible_gpus(config):
     time.sleep(0.3)  # overlap with the other trial, so both hold a GPU at once
     session.report({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES", "")})
+
+
+def reports_gpu_and_time(config):
+    """When it held its GPU: two trials sharing one overlap in time."""
+    began = time.time()
+    time.sleep(1.0)
+    session.report(
+        {"cuda": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "began": began, "ended": time.time()}
+    )
+
+
+class CountsSteps(tune.Trainable):
+    """Announces each step (pid, n) in config["marks"]; state is the number of steps."""
+
+    def setup(self, config):
+        self.n = 0
+        self.restored_from = None
+
+    def step(self):
+        with open(self.config["marks"], "a") as f:
+            f.write(f"{os.getpid()} {self.n + 1} {time.monotonic()}\n")
+        time.sleep(self.config["step_s"])
+        self.n += 1
+        return {"n": self.n, "restored_from": self.restored_from}
+
+    def save_checkpoint(self, checkpoint_dir):
+        with open(os.path.join(checkpoint_dir, "n.txt"), "w") as f:
+            f.write(str(self.n))
+
+    def load_checkpoint(self, checkpoint_dir):
+        with open(os.path.join(checkpoint_dir, "n.txt")) as f:
+            self.n = int(f.read())
+        self.restored_from = self.n

@@ -224,7 +224,8 @@ def test_names_must_be_dns_1123_labels(name):
         ("numSamples: 2", "numSamples: 2\n    seed: -1", "spec.tuneConfig.seed"),
         ("{numToKeep: 2}", f"{{numToKeep: {2**60}}}", "spec.runConfig.checkpointConfig.numToKeep"),
         ("{lower: 0, upper: 1}}", "{lower: 0, upper: .inf}}", "spec.paramSpace.a.uniform.upper"),
-        ("bundles: [{CPU: 1}]", "bundles: [{CPU: 1, GPU: 0.5}]", "spec.resources.bundles"),
+        ("bundles: [{CPU: 1}]", "bundles: [{CPU: 1, GPU: 1.5}]", "spec.resources.bundles"),
+        ("bundles: [{CPU: 1}]", "bundles: [{CPU: 1, TPU: 0.5}]", "spec.resources.bundles"),
     ],
 )
 def test_out_of_range_values_are_refused(old, new, field):

@@ -79,16 +79,29 @@ def test_a_spec_no_pod_can_be_built_for_is_a_bad_spec_before_anything_is_created
     assert str(info.value).startswith("spec.resources: bundle key 'FPGA' maps to no Kubernetes")
 
 
-@pytest.mark.parametrize("key", ["GPU", "TPU"])
-def test_fractional_devices_are_refused_naming_the_field(key):
+def test_fractional_extended_resources_are_refused_naming_the_field():
     exp = experiment()
-    exp["spec"]["resources"] = {"bundles": [{"CPU": 1, key: 0.5}]}
+    exp["spec"]["resources"] = {"bundles": [{"CPU": 1, "TPU": 0.5}]}
     with pytest.raises(BadSpec) as info:
         build_engine(exp)
-    assert str(info.value).startswith(f"spec.resources.bundles: {key} sums to 0.5")
+    assert str(info.value).startswith("spec.resources.bundles: TPU sums to 0.5")
     settings = PodSettings(extended_resources={"TPU": "google.com/tpu"})
-    with pytest.raises(ValueError, match=f"spec.resources: {key} must be a whole number"):
-        pod_resources({"bundles": [{key: 1.5}]}, settings)  # the builder refuses it as well
+    with pytest.raises(ValueError, match=r"spec\.resources: TPU must be a whole number"):
+        pod_resources({"bundles": [{"TPU": 1.5}]}, settings)  # the builder refuses it as well
+
+
+def test_a_gpu_share_without_a_shared_gpu_resource_stalls_naming_the_field():
+    """The CRD cannot know the chart's trial.sharedGpuResourceName: the operator refuses
+    a fraction of a GPU before any trial is created (the experiment stalls with this)."""
+    exp = experiment()
+    exp["spec"]["resources"] = {"bundles": [{"CPU": 1}, {"CPU": 1, "GPU": 0.5}]}
+    engine = build_engine(exp)  # the manifest itself is fine
+    with pytest.raises(BadSpec) as info:
+        probe_pod(exp, engine, lambda e, t, a: build_trial_pod(e, t, a, PodSettings()))
+    assert str(info.value).startswith("spec.resources.bundles[1].GPU: 0.5 is a share of a GPU")
+    assert "trial.sharedGpuResourceName" in str(info.value)
+    shared = PodSettings(shared_gpu_resource_name="nvidia.com/gpu.shared", shared_gpu_replicas=2)
+    probe_pod(exp, engine, lambda e, t, a: build_trial_pod(e, t, a, shared))  # configured: fine
 
 
 def test_the_probe_passes_a_spec_that_runs():

@@ -78,6 +78,7 @@ SPEC_EXPECTED = {
     "done_marker": "/kubetune/done",
     "python_path": ["/app"],
     "checkpoint_index_start": 0,
+    "termination_grace_s": 60,
 }
 
 TOKEN_VOLUME = {
@@ -222,6 +223,12 @@ def test_the_trial_spec_is_a_valid_trial_spec() -> None:
     env = {e["name"]: e.get("value") for e in pod["spec"]["initContainers"][0]["env"]}
     spec = TrialSpec.from_dict(json.loads(env["KUBETUNE_SIDECAR_TRIAL_SPEC"]))
     assert spec.trainable == "train:fn" and spec.gate == {"kind": "file", "dir": "/kubetune/gate"}
+    assert spec.termination_grace_s == 60  # the runner's window to checkpoint on SIGTERM
+    exp = copy.deepcopy(EXPERIMENT)
+    exp["spec"]["podTemplate"] = {"terminationGracePeriodSeconds": 300}
+    pod = build_trial_pod(exp, TRIAL, 0, PodSettings())
+    env = {e["name"]: e.get("value") for e in pod["spec"]["initContainers"][0]["env"]}
+    assert json.loads(env["KUBETUNE_SIDECAR_TRIAL_SPEC"])["termination_grace_s"] == 300
 
 
 def test_gpu_trial_restoring_with_template_and_no_secret() -> None:
@@ -323,8 +330,8 @@ def test_unknown_resource_and_fractional_gpu_are_refused() -> None:
     with pytest.raises(ValueError, match="FPGA"):
         build_trial_pod(EXPERIMENT, trial, 0, PodSettings())
     trial["spec"]["resources"] = {"bundles": [{"GPU": 0.5}]}
-    with pytest.raises(ValueError, match="whole number"):
-        build_trial_pod(EXPERIMENT, trial, 0, PodSettings())
+    with pytest.raises(ValueError, match=r"^spec\.resources\.bundles\[0\]\.GPU: 0\.5 is a share"):
+        build_trial_pod(EXPERIMENT, trial, 0, PodSettings())  # no shared GPU resource set
 
 
 def test_no_image_or_bucket_is_refused() -> None:

@@ -29,6 +29,7 @@ class OperatorConfig:
     trial_service_account: str = "kubetune-trial"
     default_storage: dict[str, Any] = field(default_factory=dict)
     image_pull_secrets: list[str] = field(default_factory=list)
+    queue_name: str | None = None  # Kueue LocalQueue of experiments that name none
 
     def pod_settings(self) -> Any:
         from kubetune_operator.pod import PodSettings
@@ -39,6 +40,7 @@ class OperatorConfig:
             extended_resources=dict(self.extended_resources),
             trial_service_account=self.trial_service_account,
             default_storage=dict(self.default_storage),
+            queue_name=self.queue_name,
         )
 
 
@@ -112,4 +114,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         trial_service_account=env.get("KUBETUNE_TRIAL_SERVICE_ACCOUNT") or "kubetune-trial",
         default_storage=storage,
         image_pull_secrets=[s for s in secrets if s],
+        queue_name=env.get("KUBETUNE_DEFAULT_QUEUE_NAME") or None,
     )

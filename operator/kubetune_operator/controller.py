@@ -141,6 +141,7 @@ class ExperimentRuntime(Observing):
         self.pending.clear()
         if suspend != self.suspended:
             actions.extend(self._set_suspended(suspend, now))
+        self._refresh_workloads(observed, now)
         for tr in list(self.busy.values()):
             view = observed.trials.get(tr.obj_name)
             if view is not None:
@@ -385,6 +386,7 @@ class ExperimentRuntime(Observing):
         counts = self.engine.counts()
         finished: ExperimentFinished | None = self.engine.finished
         unschedulable = next((t for t in self.busy.values() if t.unschedulable), None)
+        waiting = self.admission_waiting()
         if finished is not None:
             phase, reason, message = self.finished_phase()
         elif self.suspended:
@@ -393,6 +395,10 @@ class ExperimentRuntime(Observing):
             phase, reason = "Running", "TrialUnschedulable"
             message = f"trial {unschedulable.obj_name} cannot be scheduled: "
             message += str(unschedulable.unschedulable)
+        elif waiting:
+            phase, reason = "Running", "TrialsWaitingForAdmission"
+            message = f"{counts[states.RUNNING]} running, {counts[states.PENDING]} pending"
+            message += f" ({len(waiting)} waiting for Kueue admission)"
         else:
             phase, reason = "Running", "TrialsRunning"
             message = f"{counts[states.RUNNING]} running, {counts[states.PENDING]} pending"
@@ -410,6 +416,7 @@ class ExperimentRuntime(Observing):
             "message": message,
             "storageUri": self.storage.uri(""),
             "_reason": reason,
+            "_admission": None if waiting is None else [list(w) for w in waiting],
         }
         best = self.best_trial()
         if best is not None:

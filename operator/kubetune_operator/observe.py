@@ -11,13 +11,12 @@ from typing import Any
 from kubetune.engine import Action
 from kubetune.engine import trial as states
 from kubetune.storage import StorageError
-from kubetune_operator import objects
+from kubetune_operator.admission import Admitting
 from kubetune_operator.runtime_core import (
     PHASE_BY_STATE,
     RESULT_FILE,
     VERDICT_ACTION,
     Observed,
-    RuntimeCore,
     TrialTrack,
     _iteration,
     _reason,
@@ -25,7 +24,7 @@ from kubetune_operator.runtime_core import (
 from kubetune_operator.views import LIVE, deletion_overdue, pod_failure_message
 
 
-class Observing(RuntimeCore):
+class Observing(Admitting):
     # -- results ----------------------------------------------------------------------------
     def _feed(
         self, tr: TrialTrack, result: dict[str, Any], now: float, gated: bool
@@ -150,22 +149,10 @@ class Observing(RuntimeCore):
         tr.pod_seen = True
         phase = pod["phase"]
         if phase in LIVE:
-            if pod.get("unschedulable") != tr.unschedulable:
+            admission = self._observe_admission(tr, pod, now)
+            if pod.get("unschedulable") != tr.unschedulable or admission:
                 tr.unschedulable = pod.get("unschedulable")
-                self._set_trial_status(
-                    tr,
-                    {
-                        "conditions": [
-                            objects.condition(
-                                "Scheduled",
-                                tr.unschedulable is None,
-                                "Unschedulable" if tr.unschedulable else "Scheduled",
-                                tr.unschedulable or "the pod is bound to a node",
-                                None,
-                            )
-                        ]
-                    },
-                )
+                self._set_trial_status(tr, {"conditions": self._trial_conditions(tr)})
             if pod.get("started") and status == states.PENDING:
                 self._set_trial_status(tr, {"phase": "RUNNING"})
                 return self.engine.on_trial_started(tr.trial_id, now)

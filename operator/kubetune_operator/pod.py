@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetune_operator import kueue
 from kubetune_operator.shipped import CODE_DIR, shipped_code_spec
 
 GROUP = "kubetune.io"
@@ -46,6 +47,7 @@ class PodSettings:
     report_interval_s: float = 0.5
     termination_grace_s: int = 60
     default_storage: dict[str, Any] = field(default_factory=dict)  # bucket/prefix/endpoint/...
+    queue_name: str | None = None  # Kueue LocalQueue when the experiment names none
 
 
 def pod_name(trial: dict[str, Any], attempt: int) -> str:
@@ -374,4 +376,8 @@ def build_trial_pod(
         pod_spec["tolerations"] = tolerations
     if trainable.get("imagePullSecrets"):
         pod_spec["imagePullSecrets"] = list(trainable["imagePullSecrets"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+    # the attempt's pods as Kueue sees them (one Workload; a pod group once there are several)
+    group = pod_name(trial, attempt)
+    kueue.mark_attempt([pod], kueue.queue_name(experiment, settings.queue_name), group)
+    return pod

@@ -230,7 +230,7 @@ def test_a_trial_kueue_has_not_admitted_waits_pending_with_kueues_reason(
     namespace = kueue_namespace
     queue = kueue_queue(gpus=2)
     sidecar = FakeSidecar(
-        kube_api, s3_server.client(), s3_bucket, lambda c: [{"loss": c["x"]}], duration=4.0
+        kube_api, s3_server.client(), s3_bucket, lambda c: [{"loss": c["x"]}], duration=8.0
     )
     kubelet_factory(NodeSpec(gpus=8), mode="emulated", behaviour=sidecar)
     s3_secret(kube_api, namespace, s3_server)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.manifest.param_schema import param_schema
+from kubetune.manifest.queue_schema import queue_name
 from kubetune.manifest.schema_builders import (
     Schema,
     array,
@@ -83,6 +84,7 @@ def tune_experiment_crd() -> dict[str, Any]:
             "resources": _resources(),
             "storage": _storage(),
             "podTemplate": _pod_template(),
+            "queueName": queue_name(),
             "suspend": boolean(
                 "Stop starting trials and pause running ones; false resumes.", default=False
             ),

@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from kubetune_operator import metrics, objects
+from kubetune_operator import kueue, metrics, objects
 
 log = logging.getLogger("kubetune_operator.api")
 
@@ -155,6 +155,24 @@ class KubeApi:
         params = {"labelSelector": f"{objects.LABEL_EXPERIMENT}={experiment}"}
         out = self.request("GET", PODS.format(ns=namespace), params=params) or {}
         return list(out.get("items") or [])
+
+    # -- Kueue (read only) ------------------------------------------------------------------
+    def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
+        """Kueue's Workloads in NAMESPACE (the newest API version served); ApiError 404 when
+        Kueue is not installed, 403 without the chart's rbac.readKueueWorkloads."""
+        error: ApiError | None = None
+        for version in kueue.API_VERSIONS:
+            path = f"/apis/{kueue.API_GROUP}/{version}/namespaces/{namespace}/workloads"
+            try:
+                out = self.request("GET", path) or {}
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                error = exc
+                continue
+            return list(out.get("items") or [])
+        assert error is not None
+        raise error
 
     # -- TuneExperiments --------------------------------------------------------------------
     def patch_experiment_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ class OperatorConfig:
     image_pull_secrets: list[str] = field(default_factory=list)
     shared_gpu_resource_name: str | None = None
     shared_gpu_replicas: int = 0
+    queue_name: str | None = None  # Kueue LocalQueue of experiments that name none
 
     def pod_settings(self) -> Any:
         from kubetune_operator.pod import PodSettings
@@ -43,6 +44,7 @@ class OperatorConfig:
             default_storage=dict(self.default_storage),
             shared_gpu_resource_name=self.shared_gpu_resource_name,
             shared_gpu_replicas=self.shared_gpu_replicas,
+            queue_name=self.queue_name,
         )
 
 
@@ -119,6 +121,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         image_pull_secrets=[s for s in secrets if s],
         shared_gpu_resource_name=shared_gpu,
         shared_gpu_replicas=shared_replicas,
+        queue_name=env.get("KUBETUNE_DEFAULT_QUEUE_NAME") or None,
     )
 
 

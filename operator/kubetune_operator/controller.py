@@ -143,6 +143,7 @@ class ExperimentRuntime(Observing, WorkerTracking):
         self.pending.clear()
         if suspend != self.suspended:
             actions.extend(self._set_suspended(suspend, now))
+        self._refresh_workloads(observed, now)
         for tr in list(self.busy.values()):
             view = observed.trials.get(tr.obj_name)
             if view is not None:
@@ -392,6 +393,7 @@ class ExperimentRuntime(Observing, WorkerTracking):
         counts = self.engine.counts()
         finished: ExperimentFinished | None = self.engine.finished
         unschedulable = next((t for t in self.busy.values() if t.unschedulable), None)
+        waiting = self.admission_waiting()
         if finished is not None:
             phase, reason, message = self.finished_phase()
         elif self.suspended:
@@ -400,6 +402,10 @@ class ExperimentRuntime(Observing, WorkerTracking):
             phase, reason = "Running", "TrialUnschedulable"
             message = f"trial {unschedulable.obj_name} cannot be scheduled: "
             message += str(unschedulable.unschedulable)
+        elif waiting:
+            phase, reason = "Running", "TrialsWaitingForAdmission"
+            message = f"{counts[states.RUNNING]} running, {counts[states.PENDING]} pending"
+            message += f" ({len(waiting)} waiting for Kueue admission)"
         else:
             phase, reason = "Running", "TrialsRunning"
             message = f"{counts[states.RUNNING]} running, {counts[states.PENDING]} pending"
@@ -418,6 +424,7 @@ class ExperimentRuntime(Observing, WorkerTracking):
             "storageUri": self.storage.uri(""),
             "preemptions": self.engine.num_preemptions(),
             "_reason": reason,
+            "_admission": None if waiting is None else [list(w) for w in waiting],
         }
         best = self.best_trial()
         if best is not None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubetune.storage import StorageError
-from kubetune_operator import metrics, objects
+from kubetune_operator import kueue, metrics, objects
 from kubetune_operator.api import ApiError
 from kubetune_operator.controller import ExperimentRuntime, Observed
 from kubetune_operator.plan import (
@@ -138,13 +138,15 @@ def publish_status(
 ) -> bool:
     status = runtime.status(generation)
     reason = status.pop("_reason")
-    comparable = {k: v for k, v in status.items()}
+    waiting = status.pop("_admission", None)
+    comparable = {**status, "_admission": waiting}
     if comparable == runtime.last_status and not force:
         return False
     old = (experiment.get("status") or {}).get("conditions")
-    status["conditions"] = objects.merge_conditions(
-        old, objects.kstatus(status["phase"], reason, status["message"], generation)
-    )
+    conditions = objects.kstatus(status["phase"], reason, status["message"], generation)
+    if waiting is not None:  # some trial pod went through Kueue
+        conditions.append(kueue.experiment_condition(waiting, generation))
+    status["conditions"] = objects.merge_conditions(old, conditions)
     if not (experiment.get("status") or {}).get("startTime"):
         status["startTime"] = objects.now_iso()
     if status["phase"] in ("Succeeded", "Failed"):

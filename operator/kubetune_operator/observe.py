@@ -13,6 +13,7 @@ from kubetune.engine import trial as states
 from kubetune.storage import StorageError
 from kubetune_operator import objects
 from kubetune_operator.disruption import NODE_LOST, Disruptions, disruption_of
+from kubetune_operator.admission import Admitting
 from kubetune_operator.runtime_core import (
     PHASE_BY_STATE,
     RESULT_FILE,
@@ -25,7 +26,7 @@ from kubetune_operator.runtime_core import (
 from kubetune_operator.views import LIVE, deletion_overdue, pod_failure_message
 
 
-class Observing(Disruptions):
+class Observing(Disruptions, Admitting):
     # -- results ----------------------------------------------------------------------------
     def _feed(
         self, tr: TrialTrack, result: dict[str, Any], now: float, gated: bool
@@ -150,22 +151,10 @@ class Observing(Disruptions):
         phase = pod["phase"]
         self._remember_disruption(tr, pod)
         if phase in LIVE:
-            if pod.get("unschedulable") != tr.unschedulable:
+            admission = self._observe_admission(tr, pod, now)
+            if pod.get("unschedulable") != tr.unschedulable or admission:
                 tr.unschedulable = pod.get("unschedulable")
-                self._set_trial_status(
-                    tr,
-                    {
-                        "conditions": [
-                            objects.condition(
-                                "Scheduled",
-                                tr.unschedulable is None,
-                                "Unschedulable" if tr.unschedulable else "Scheduled",
-                                tr.unschedulable or "the pod is bound to a node",
-                                None,
-                            )
-                        ]
-                    },
-                )
+                self._set_trial_status(tr, {"conditions": self._trial_conditions(tr)})
             if pod.get("started") and status == states.PENDING:
                 self._set_trial_status(tr, {"phase": "RUNNING"})
                 return self.engine.on_trial_started(tr.trial_id, now)

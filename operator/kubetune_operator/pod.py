@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune_operator.gpu_share import SharedGpu, gpu_limit
+from kubetune_operator import kueue
 from kubetune_operator.shipped import CODE_DIR, shipped_code_spec
 
 GROUP = "kubetune.io"
@@ -52,6 +53,7 @@ class PodSettings:
     shared_gpu_resource_name: str | None = None
     shared_gpu_replicas: int = 0
     default_storage: dict[str, Any] = field(default_factory=dict)  # bucket/prefix/endpoint/...
+    queue_name: str | None = None  # Kueue LocalQueue when the experiment names none
 
     def shared_gpu(self) -> SharedGpu | None:
         if not self.shared_gpu_resource_name or self.shared_gpu_replicas < 1:
@@ -381,4 +383,8 @@ def build_trial_pod(
         pod_spec["tolerations"] = tolerations
     if trainable.get("imagePullSecrets"):
         pod_spec["imagePullSecrets"] = list(trainable["imagePullSecrets"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+    # the attempt's pods as Kueue sees them (one Workload; a pod group once there are several)
+    group = pod_name(trial, attempt)
+    kueue.mark_attempt([pod], kueue.queue_name(experiment, settings.queue_name), group)
+    return pod

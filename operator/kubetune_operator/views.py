@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubetune_operator import kueue
 from kubetune_operator.objects import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL
 
 # condition types that mark a pod for termination by the cluster (disruption.py says more)
@@ -43,9 +44,16 @@ def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
         "exitCode": None,
         "containerReason": None,
         "started": False,
+        # Kueue: the pod is in a LocalQueue, and (gated) not admitted yet
+        "queued": bool(labels.get(kueue.QUEUE_LABEL)),
+        "gated": kueue.gated(pod),
     }
     for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") != "SchedulingGated"  # waiting for admission, not a node
+        ):
             view["unschedulable"] = cond.get("message") or cond.get("reason") or "unschedulable"
         if cond.get("type") in DISRUPTION_CONDITIONS and cond.get("status") == "True":
             # who ends the pod: EvictionByEvictionAPI, DeletionByTaintManager (its node lost),

@@ -284,6 +284,9 @@ OPERATOR_NEEDS = [
     ("create", "roles.rbac.authorization.k8s.io"),
     ("get", "rolebindings.rbac.authorization.k8s.io"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
+    # Kueue's Workloads, read for why a trial is not admitted (rbac.readKueueWorkloads)
+    ("get", "workloads.kueue.x-k8s.io"),
+    ("list", "workloads.kueue.x-k8s.io"),
 ]
 # What it must never be able to do, even where it serves.
 OPERATOR_MUST_NOT = [
@@ -301,6 +304,8 @@ OPERATOR_MUST_NOT = [
     ("bind", "roles.rbac.authorization.k8s.io"),
     ("delete", "roles.rbac.authorization.k8s.io"),
     ("create", "deployments.apps"),
+    ("patch", "workloads.kueue.x-k8s.io"),
+    ("delete", "workloads.kueue.x-k8s.io"),
 ]
 
 

@@ -106,6 +106,12 @@ mode, a Role's in each watched namespace otherwise). Each rule says why the oper
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
+{{- if .Values.rbac.readKueueWorkloads }}
+# Kueue's Workloads of trial pods: read (never written) for the reason a trial is not admitted.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list"]
+{{- end }}
 {{- if include "kubetune.peering" . }}
 # kopf peering in a namespaced operator: one KopfPeering per served namespace.
 - apiGroups: ["kopf.dev"]

@@ -241,9 +241,8 @@ def tune_config_to_manifest(tc: Any) -> dict[str, Any]:
 def stop_to_manifest(stop: Any) -> dict[str, Any] | None:
     if stop is None:
         return None
-    if isinstance(stop, dict) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in stop.values()
-    ):
+    if isinstance(stop, dict) and all(isinstance(v, (int, float)) for v in stop.values()):
+        # booleans included: {"done": True} stops on the result's own flag, as in Ray
         return {str(k): v for k, v in stop.items()}
     what = "a function" if callable(stop) and not hasattr(stop, "stop_all") else _name(stop)
     raise NotOnCluster(

@@ -60,6 +60,33 @@ def test_mlflow_logger_callback_logs_each_trial_as_a_run(tmp_path):
         assert "result.json" in artifacts
 
 
+def test_mlflow_a_directory_as_tracking_uri_works_as_in_rays_example(tmp_path, monkeypatch):
+    """Ray's mlflow_example passes a plain directory; MLflow 3 refuses it unless
+    MLFLOW_ALLOW_FILE_STORE is set, so kubetune sets it (and warns) when the user has not."""
+    pytest.importorskip("mlflow", reason="needs kubetune[mlflow]")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from kubetune.air.integrations.mlflow import MLflowLoggerCallback
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+    uri = str(tmp_path / "mlruns")
+    with pytest.warns(UserWarning, match="MLFLOW_ALLOW_FILE_STORE=true"):
+        MLflowLoggerCallback(tracking_uri=uri, experiment_name="plain-dir").setup()
+    assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true"
+    assert MlflowClient(tracking_uri=uri).get_experiment_by_name("plain-dir") is not None
+    # the user's own word wins: set to false, MLflow refuses as it would without kubetune
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")
+    with pytest.raises(MlflowException, match="MLFLOW_ALLOW_FILE_STORE"):
+        MLflowLoggerCallback(tracking_uri=str(tmp_path / "other"), experiment_name="x").setup()
+    # a database store needs no switch
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+    MLflowLoggerCallback(
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="db"
+    ).setup()
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ
+
+
 def test_mlflow_marks_a_failed_trial_failed(tmp_path):
     pytest.importorskip("mlflow", reason="needs kubetune[mlflow]")
     from mlflow.tracking import MlflowClient

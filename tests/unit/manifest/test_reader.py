@@ -309,8 +309,8 @@ def test_quiet_run_with_every_trial_failed_prints_the_failures(tmp_path):
 def test_boolean_stop_criteria_are_read_and_stop_on_the_first_true_result(tmp_path):
     text = (
         BASE.replace("always_fails", "flags_when_done")
-        .replace("    a: {uniform: {lower: 0, upper: 1}}\n", "    at: 3\n")
-        .replace("    runConfig:\n", "    runConfig:\n      stop: {finished: true}\n")
+        .replace("    a: {uniform: {lower: 0, upper: 1}}\n", "    at: {constant: 3}\n")
+        .replace("  runConfig:\n", "  runConfig:\n    stop: {finished: true}\n")
     )
     plan = plan_from_manifest(Manifest(text, "exp.yaml"))
     assert plan.run_config.stop == {"finished": True}
@@ -327,5 +327,5 @@ def test_boolean_stop_criteria_are_read_and_stop_on_the_first_true_result(tmp_pa
 
 @pytest.mark.parametrize("value", ["'yes'", "[1]", "{a: 1}", "null"])
 def test_stop_criteria_other_than_numbers_and_booleans_are_refused(value):
-    message = refusal(edited("    runConfig:\n", f"    runConfig:\n      stop: {{x: {value}}}\n"))
+    message = refusal(edited("  runConfig:\n", f"  runConfig:\n    stop: {{x: {value}}}\n"))
     assert "exp.yaml:17: spec.runConfig.stop.x: must be a number or a boolean" in message

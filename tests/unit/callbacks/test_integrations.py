@@ -271,6 +271,22 @@ def test_lightgbm_reports_each_round_and_checkpoints_at_the_end():
     assert booster.current_iteration() == 5
 
 
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_the_deprecated_tune_report_callback_reports_metrics_only(library):
+    pytest.importorskip(library, reason=f"needs kubetune[{library}]")
+    import importlib
+
+    module = importlib.import_module(f"kubetune.tune.integration.{library}")
+    with pytest.warns(DeprecationWarning, match="TuneReportCheckpointCallback"):
+        callback = module.TuneReportCallback({"loss": "eval-logloss"})
+    assert isinstance(callback, module.TuneReportCheckpointCallback)
+    assert (callback._frequency, callback._checkpoint_at_end) == (0, False)
+    assert callback._filename == module.TuneReportCheckpointCallback.CHECKPOINT_NAME
+    assert callback._select({"eval-logloss": 0.5, "eval-error": 0.1}) == {"loss": 0.5}
+    with pytest.raises(ValueError, match="frequency"):
+        module.TuneReportCheckpointCallback(frequency=-1)
+
+
 def test_a_missing_library_names_the_extra_to_install():
     # a fresh interpreter where the libraries cannot be imported
     code = (

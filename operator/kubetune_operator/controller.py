@@ -233,7 +233,8 @@ class ExperimentRuntime(Observing):
                         self.name,
                         action.trial_id,
                         config,
-                        self.engine.trial_resources(action.trial_id) or self.engine.config.resources,
+                        self.engine.trial_resources(action.trial_id)
+                        or self.engine.config.resources,
                         tr.spec["restoreFrom"],
                         tr.spec["decisionPoints"],
                         tr.spec["checkpointIndexStart"],

@@ -126,7 +126,9 @@ def test_resource_changing_calls_ray_style_allocation_functions() -> None:
         base = scheduler._base_trial_resources or PlacementGroupFactory([{"CPU": 1}])
         total = tune_controller._resource_updater.get_num_cpus()
         seen.append((trial.trial_id, trial.placement_group_factory, total))
-        cpus = max(base.required_resources.get("CPU", 0), total // len(tune_controller.get_live_trials()))
+        cpus = max(
+            base.required_resources.get("CPU", 0), total // len(tune_controller.get_live_trials())
+        )
         return PlacementGroupFactory([{"CPU": cpus, "GPU": 0}])
 
     rcs = ResourceChangingScheduler(resources_allocation_function=allocate)
@@ -141,9 +143,9 @@ def test_resource_changing_calls_ray_style_allocation_functions() -> None:
     assert rcs.resources_for("a") == {"bundles": [{"CPU": 3.0}], "strategy": "PACK"}
     assert seen[-1][1] == PlacementGroupFactory([{"CPU": 2.0}])
     with pytest.raises(ConfigError, match="resources_allocation_function"):
-        ResourceChangingScheduler(
-            resources_allocation_function=lambda *a: "lots"
-        ).on_trial_result("a", {})
+        ResourceChangingScheduler(resources_allocation_function=lambda *a: "lots").on_trial_result(
+            "a", {}
+        )
 
 
 def test_pbt_replay_follows_the_policy_file(tmp_path: Any) -> None:

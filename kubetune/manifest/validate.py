@@ -131,8 +131,8 @@ class Manifest:
             issues += strict.param_space_issues(spec.get("paramSpace"), ("spec", "paramSpace"))
             run_config = spec.get("runConfig")
             if isinstance(run_config, dict):
-                path = ("spec", "runConfig", "stop")
-                issues += strict.stop_issues(run_config.get("stop"), path)
+                stop_path = ("spec", "runConfig", "stop")
+                issues += strict.stop_issues(run_config.get("stop"), stop_path)
             scheduler = (spec.get("tuneConfig") or {}).get("scheduler") or {}
             if isinstance(scheduler, dict):
                 path = ("spec", "tuneConfig", "scheduler", "hyperparamMutations")

@@ -5,7 +5,7 @@ call to ``base_scheduler`` (FIFO by default). After each result the base lets co
 the allocation function as Ray does, ``fn(tune_controller, trial, result, scheduler)``, where
 ``tune_controller`` is a view of the experiment (``get_trials()``, ``get_live_trials()``,
 ``_resource_updater.get_num_cpus()`` / ``get_num_gpus()``, the engine's context otherwise),
-``trial`` a :class:`~kubetune.tune.experiment.Trial` (id, status, ``placement_group_factory``),
+``trial`` a view of the trial (``trial_id``, ``config``, ``status``, ``placement_group_factory``),
 and ``scheduler`` this one (``_base_trial_resources``: the first trial's resources). The
 function returns the trial's new resources (a ``PlacementGroupFactory`` or a dict such as
 ``{"CPU": 2}``) or None. New resources, as in Ray, PAUSE the trial; the engine starts it again
@@ -62,6 +62,22 @@ class _ResourceUpdater:
     def get_num_gpus(self) -> float:
         total = self._total("GPU")
         return total if total is not None else 0.0
+
+
+class TrialView:
+    """What an allocation function reads of Ray's ``Trial``: id, config, status, resources.
+    (Not ``tune.experiment.Trial``: a scheduler stays apart from the result readers.)"""
+
+    def __init__(self, trial_id: str, config: dict[str, Any], status: str, pgf: Any) -> None:
+        self.trial_id = trial_id
+        self.config = config
+        self.status = status
+        self.placement_group_factory = pgf
+
+    def __str__(self) -> str:
+        return self.trial_id
+
+    __repr__ = __str__
 
 
 class ControllerView:
@@ -186,16 +202,14 @@ class ResourceChangingScheduler(TrialScheduler):
         base = self._base_resources
         return _as_pgf(base) if base else None
 
-    def trial_view(self, trial_id: str) -> Any:
-        """The Trial that Ray's allocation functions get."""
-        from kubetune.tune.experiment.trial import Trial
-
+    def trial_view(self, trial_id: str) -> TrialView:
+        """The trial as Ray's allocation functions see it."""
         current = self._current(trial_id)
-        return Trial(
-            config=self._configs.get(trial_id),
-            trial_id=trial_id,
-            status=self.context.trial_status(trial_id),
-            placement_group_factory=_as_pgf(current) if current else None,
+        return TrialView(
+            trial_id,
+            self._configs.get(trial_id, {}),
+            self.context.trial_status(trial_id),
+            _as_pgf(current) if current else None,
         )
 
     def resources_for(self, trial_id: str) -> dict[str, Any] | None:

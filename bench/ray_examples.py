@@ -11,8 +11,9 @@ What it does, in one run on this machine:
    (``import ray`` -> ``import kubetune as ray``, ``from ray.x import`` -> ``from kubetune.x
    import``, ``ray.tune.examples.m`` -> the converted sibling ``m``) under kubetune, each with
    ``--smoke-test`` where the script has it and a wall-time limit;
-4. prints a table (script, ray ok/time, kubetune ok/time, first error line) and the counts,
-   and writes them as JSON with ``--json``.
+4. prints a table (script, ray ok/time, kubetune ok/time, kubetune/ray wall-time ratio, first
+   error line), the pass counts, the ratios' geometric mean and median over the scripts both
+   pass, and which pass on one side only; writes them as JSON with ``--json``.
 
 Run: .venv/bin/python bench/ray_examples.py [--limit 180] [--only a,b] [--skip-ray]
      [--json out.json]
@@ -22,15 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
+from typing import Any
 
 RAY_VERSION = "2.60.0"
 CACHE = os.path.expanduser("~/.cache/kubetune")
@@ -52,6 +56,7 @@ RAY_SIDE = [
     "lightgbm",
     "xgboost-cpu",
     "tensorboardX",
+    "mlflow-skinny",  # what kubetune[mlflow] installs: both sides log with the same MLflow
 ]
 KUBETUNE_SIDE = ["lightgbm", "xgboost-cpu"]  # not kubetune extras: examples' own needs
 SKIP = {"__init__.py", "utils.py"}  # helpers, not examples
@@ -77,7 +82,7 @@ def ensure_ray_env() -> str:
     python = os.path.join(RAY_ENV, "bin", "python")
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", RAY_ENV], check=True)
-    probe = "import ray, hyperopt, bayes_opt, nevergrad, zoopt, hpbandster, optuna, GPy"
+    probe = "import ray, hyperopt, bayes_opt, nevergrad, zoopt, hpbandster, optuna, GPy, mlflow"
     if subprocess.run([python, "-c", probe], capture_output=True).returncode != 0:
         print(f"installing Ray {RAY_VERSION} and the examples' libraries into {RAY_ENV} ...")
         subprocess.run(
@@ -210,18 +215,52 @@ def main() -> None:
         print(_line(row), flush=True)
 
     print()
-    print(f"{'script':45s} {'ray':>12s} {'kubetune':>12s}  first error (kubetune; ray)")
+    print(_HEADER)
     for row in rows:
         print(_line(row))
-    n_ray = sum(1 for r in rows if r.get("ray", {}).get("ok"))  # type: ignore[union-attr]
-    n_kt = sum(1 for r in rows if r["kubetune"]["ok"])  # type: ignore[index]
-    print(f"\npassed: ray {n_ray}/{len(rows)}, kubetune {n_kt}/{len(rows)}")
+    print()
+    for line in summary(rows):
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 {"ray_version": RAY_VERSION, "limit_s": args.limit, "rows": rows}, f, indent=1
             )
     shutil.rmtree(tmp if not args.keep else ray_dir, ignore_errors=True)
+
+
+def _ok(row: dict[str, Any], tool: str) -> bool:
+    res = row.get(tool)
+    return isinstance(res, dict) and bool(res["ok"])
+
+
+def _ratio(row: dict[str, Any]) -> float | None:
+    """kubetune's wall time over Ray's, where both passed (same script, same run)."""
+    if not (_ok(row, "ray") and _ok(row, "kubetune")):
+        return None
+    return float(row["kubetune"]["wall_s"]) / max(float(row["ray"]["wall_s"]), 0.1)
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    n_ray = sum(_ok(r, "ray") for r in rows)
+    n_kt = sum(_ok(r, "kubetune") for r in rows)
+    out = [f"passed: ray {n_ray}/{len(rows)}, kubetune {n_kt}/{len(rows)}"]
+    ratios = [x for x in (_ratio(r) for r in rows) if x is not None]
+    if ratios:
+        geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        out.append(
+            f"both passed: {len(ratios)}; wall time kubetune/ray: geometric mean {geo:.2f},"
+            f" median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}"
+        )
+    if any("ray" in r for r in rows):
+        only_ray = [str(r["script"]) for r in rows if _ok(r, "ray") and not _ok(r, "kubetune")]
+        only_kt = [str(r["script"]) for r in rows if _ok(r, "kubetune") and not _ok(r, "ray")]
+        out.append(f"ray only: {', '.join(only_ray) or '-'}")
+        out.append(f"kubetune only: {', '.join(only_kt) or '-'}")
+    return out
+
+
+_HEADER = f"{'script':45s} {'ray':>12s} {'kubetune':>12s} {'kt/ray':>6s}  first error"
 
 
 def _cell(res: object) -> str:
@@ -238,7 +277,9 @@ def _line(row: dict[str, object]) -> str:
         errors.append(f"kt: {kt['error']}")
     if isinstance(ray, dict) and ray["error"]:
         errors.append(f"ray: {ray['error']}")
-    return f"{row['script']:45s} {_cell(ray):>12s} {_cell(kt):>12s}  {' | '.join(errors)}"
+    ratio = _ratio(row)
+    cell = f"{ratio:6.2f}" if ratio is not None else f"{'-':>6s}"
+    return f"{row['script']:45s} {_cell(ray):>12s} {_cell(kt):>12s} {cell}  {' | '.join(errors)}"
 
 
 if __name__ == "__main__":

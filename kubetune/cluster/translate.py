@@ -253,9 +253,8 @@ def stops_in_trial(stop: Any) -> bool:
 def stop_to_manifest(stop: Any) -> dict[str, Any] | None:
     if stop is None or stops_in_trial(stop):
         return None
-    if isinstance(stop, dict) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in stop.values()
-    ):
+    if isinstance(stop, dict) and all(isinstance(v, (int, float)) for v in stop.values()):
+        # booleans included: {"done": True} stops on the result's own flag, as in Ray
         return {str(k): v for k, v in stop.items()}
     raise NotOnCluster(
         f"run_config.stop: {_name(stop)} is a Stopper object, which the operator would have to"

@@ -96,6 +96,8 @@ class ResumeTrial(Action):
     restore_from: CheckpointRef | None
     reason: str = "unpause"
     decision_points: DecisionPoints = field(default_factory=DecisionPoints)
+    # new resources for this start (ResourceChangingScheduler), as CreateTrial's; None: the same
+    resources: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

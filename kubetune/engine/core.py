@@ -128,12 +128,20 @@ class EngineCore:
         # names new trials (trial_id, tag, config, default name) -> (name, dirname or None);
         # Python code the caller re-supplies on restore, like a function stopper
         self.trial_namer: TrialNamer | None = None
+        # what the backend schedules trials on ({"CPU": 8, "GPU": 0}), if it knows: for
+        # schedulers that share it out (ResourceChangingScheduler); not saved
+        self.resource_totals: dict[str, float] | None = None
 
     # ----------------------------------------------------------------- context for schedulers
 
     def trial_status(self, trial_id: str) -> str:
         rec = self.trials.get(trial_id)
         return rec.status if rec else TERMINATED
+
+    def trial_resources(self, trial_id: str) -> dict[str, Any] | None:
+        """The resources the trial runs with (CreateTrial's form: bundles and strategy)."""
+        rec = self.trials.get(trial_id)
+        return dict(rec.resources) if rec else None
 
     def has_waiting_trials(self) -> bool:
         """Ray's rule for PBT's time sharing: another trial is PAUSED or PENDING (created or

@@ -149,8 +149,18 @@ class EngineTransitions(EngineQueries):
                 restore,
                 reason="unpause",
                 decision_points=self._decision_points(rec.trial_id),
+                resources=self._new_resources(rec),
             )
         )
+
+    def _new_resources(self, rec: TrialRecord) -> dict[str, Any] | None:
+        """Resources the scheduler reallocated to the trial (ResourceChangingScheduler paused
+        it for them, as Ray does): they apply from this start on, and are recorded."""
+        wanted = self.scheduler.resources_for(rec.trial_id)
+        if wanted is None or wanted == rec.resources:
+            return None
+        rec.resources = dict(wanted)
+        return rec.resources
 
     def _pause(self, rec: TrialRecord, out: list[Action]) -> None:
         self._set_status(rec, PAUSED)

@@ -95,6 +95,10 @@ class LocalTrial:
     self_ending: bool = False
     dir_name: str = ""  # trial_dirname_creator's, when not the name
     workers: WorkerGroup | None = None  # ranks 1..N-1 of a multi-worker trial
+    # resources the scheduler gave it (ResourceChangingScheduler): they replace the template's
+    # (with_resources) from the next start on; `new_resources` waits for the process to end
+    resources: dict[str, Any] | None = None
+    new_resources: dict[str, Any] | None = None
 
     @property
     def dirname(self) -> str:
@@ -129,6 +133,8 @@ class LocalBackend:
         self.forkserver: ForkServer | None = None
         self.reaper: Reaper | None = None
         self._saved_ids: set[str] = set()  # trials the state file on disk knows
+        # what trials are scheduled on, for schedulers that share it out (Ray's totals)
+        engine.resource_totals = {"CPU": pool.total_cpu, "GPU": float(len(pool.gpu_ids))}
 
     # -- the loop ---------------------------------------------------------------------------
     def _adopt_existing(self) -> None:
@@ -146,6 +152,8 @@ class LocalBackend:
                 config=summary["config"],
                 base_resources=self.engine.trials[trial_id].resources,
             )
+            if self.engine.scheduler.resources_for(trial_id) is not None:
+                trial.resources = self.engine.trials[trial_id].resources  # reallocated ones
             if latest:
                 trial.checkpoints_seen.add(latest["checkpoint_dir_name"])
             self.trials[trial_id] = trial
@@ -241,6 +249,8 @@ class LocalBackend:
                 self.queue.append(trial.trial_id)
             elif isinstance(action, ResumeTrial):
                 trial = self.trials[action.trial_id]
+                if action.resources is not None:
+                    trial.new_resources = action.resources
                 trial.config = action.config
                 trial.restore_from = action.restore_from
                 trial.decision_points = action.decision_points.to_dict()
@@ -308,8 +318,11 @@ class LocalBackend:
         # FIFO, as Ray: the first trial that does not fit waits, and so do those behind it
         while self.queue:
             trial = self.trials[self.queue[0]]
+            if trial.new_resources is not None and trial.proc is None:
+                trial.resources, trial.new_resources = trial.new_resources, None
+                trial.pgf = None  # the pool released the old ones when the process ended
             if trial.pgf is None:
-                trial.pgf = self.template.resources_for(trial.config, trial.base_resources)
+                trial.pgf = self._resources_of(trial)
                 try:
                     self.pool.check_fits(trial.pgf, f"trial {trial.name}")
                 except ResourceError as exc:
@@ -321,6 +334,11 @@ class LocalBackend:
                 return
             self.queue.popleft()
             self._launch(trial, gpus)
+
+    def _resources_of(self, trial: LocalTrial) -> PlacementGroupFactory:
+        if trial.resources is not None:
+            return PlacementGroupFactory.from_dict(trial.resources)
+        return self.template.resources_for(trial.config, trial.base_resources)
 
     def _prepare_attempt(self, trial: LocalTrial, gpus: list[int]) -> None:
         trial.attempt += 1
@@ -486,9 +504,7 @@ class LocalBackend:
         for candidate_id in list(self.queue):
             candidate = self.trials[candidate_id]
             if candidate.pgf is None:
-                candidate.pgf = self.template.resources_for(
-                    candidate.config, candidate.base_resources
-                )
+                candidate.pgf = self._resources_of(candidate)
             if candidate.pgf == trial.pgf:
                 successor = candidate
                 self.queue.remove(candidate_id)

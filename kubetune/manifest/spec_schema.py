@@ -211,8 +211,12 @@ def _run_config() -> Schema:
             "stop": {
                 "type": "object",
                 "description": "Stop a trial when result[key] >= value for any key (nested"
-                " keys joined with '/'), e.g. {training_iteration: 20}.",
-                "additionalProperties": {"type": "number"},
+                " keys joined with '/'), e.g. {training_iteration: 20}; a boolean stops it when"
+                " result[key] is true, e.g. {done: true}.",
+                # number or boolean: a structural schema cannot say "one of two types" (no
+                # type inside anyOf), so the value is open here and the reader (kubetune
+                # validate, the operator) refuses anything else, naming the field
+                "additionalProperties": free("A number, or a boolean.", type_=None),
             },
             "checkpointConfig": obj(
                 "Which checkpoints to keep (Ray's CheckpointConfig).",

@@ -146,6 +146,17 @@ def _looks_like(key: str, value: Any) -> str | None:
     return None
 
 
+def stop_issues(stop: Any, path: Path_) -> Iterator[Issue]:
+    """runConfig.stop values: numbers or booleans (the CRD leaves them open, see spec_schema)."""
+    if isinstance(stop, dict):
+        for key, value in stop.items():
+            if not isinstance(value, (bool, int, float)):
+                yield (
+                    (*path, key),
+                    f"must be a number or a boolean, got {type(value).__name__} {value!r}",
+                )
+
+
 def param_space_issues(space: Any, path: Path_) -> Iterator[Issue]:
     """One key per sampler object, and no sampler-looking typo as a nested space's key."""
     if isinstance(space, dict):

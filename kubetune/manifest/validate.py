@@ -129,6 +129,10 @@ class Manifest:
         spec = doc.get("spec")
         if isinstance(spec, dict):
             issues += strict.param_space_issues(spec.get("paramSpace"), ("spec", "paramSpace"))
+            run_config = spec.get("runConfig")
+            if isinstance(run_config, dict):
+                stop_path = ("spec", "runConfig", "stop")
+                issues += strict.stop_issues(run_config.get("stop"), stop_path)
             scheduler = (spec.get("tuneConfig") or {}).get("scheduler") or {}
             if isinstance(scheduler, dict):
                 path = ("spec", "tuneConfig", "scheduler", "hyperparamMutations")

@@ -84,6 +84,8 @@ class SchedulerContext(Protocol):
 
     def latest_checkpoint(self, trial_id: str) -> str | None: ...
 
+    def trial_resources(self, trial_id: str) -> dict[str, Any] | None: ...
+
 
 class _StandaloneContext:
     """Used when a scheduler runs without an engine: every trial runs, none waits."""
@@ -104,6 +106,9 @@ class _StandaloneContext:
 
     def latest_checkpoint(self, trial_id: str) -> str | None:
         return self.checkpoints.get(trial_id)
+
+    def trial_resources(self, trial_id: str) -> dict[str, Any] | None:
+        return None
 
 
 class TrialScheduler:
@@ -204,6 +209,11 @@ class TrialScheduler:
 
     def decision_points(self, trial_id: str) -> DecisionPoints:
         return DecisionPoints(time_attr=self._time_attr or "training_iteration")
+
+    def resources_for(self, trial_id: str) -> dict[str, Any] | None:
+        """Resources this scheduler gives the trial from its next start (bundles and strategy,
+        as ``PlacementGroupFactory.to_dict``), or None: the ones it has."""
+        return None
 
     def referenced_checkpoints(self) -> set[tuple[str, str]]:
         """(trial_id, checkpoint) pairs the scheduler may still restore from: not deletable."""

@@ -20,12 +20,12 @@ from __future__ import annotations
 import importlib
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from kubetune.search.errors import ConfigError, check_mode
-from kubetune.search.sample import Domain, Function, is_grid_marker
+from kubetune.search.sample import Categorical, Domain, Function, Integer, is_grid_marker
 from kubetune.search.searcher import Searcher
 from kubetune.search.variant_generator import assign_value
 
@@ -107,6 +107,31 @@ def assign_path(config: dict[str, Any], path: tuple[Any, ...], value: Any) -> No
     for k in path[:-1]:
         node = node.setdefault(k, {})
     assign_value(node, (path[-1],), value)
+
+
+def decode(domain: Domain, raw: Any, clip: bool = True) -> Any:
+    """A library's value for ``domain`` as the config holds it: an index picks the category,
+    an integer domain gets an int; with ``clip``, bounded numbers are put back inside."""
+    if isinstance(domain, Categorical):
+        return domain.categories[int(raw)]
+    if isinstance(domain, Integer):
+        value = int(round(raw))  # noqa: RUF046 (a NumPy float rounds to a NumPy float)
+        return int(domain.clip(value)) if clip else value
+    if clip and domain.kind not in ("randn", "qrandn"):  # normals have no bounds
+        return domain.clip(float(raw))
+    return raw
+
+
+def build_config(
+    constants: dict[tuple[Any, ...], Any], values: Iterable[tuple[tuple[Any, ...], Any]]
+) -> dict[str, Any]:
+    """The trial's config: the space's constants, then each (path, value) in its place."""
+    config: dict[str, Any] = {}
+    for path, const in constants.items():
+        assign_path(config, path, const)
+    for path, value in values:
+        assign_path(config, path, value)
+    return config
 
 
 def jsonable(value: Any) -> Any:

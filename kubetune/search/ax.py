@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune.search._model_based import ModelBasedSearcher, assign_path, flatten_space
+from kubetune.search._model_based import ModelBasedSearcher, build_config, decode, flatten_space
 from kubetune.search.errors import ConfigError
 from kubetune.search.sample import Categorical, Domain, Float, Integer
 
@@ -125,12 +125,16 @@ class AxSearch(ModelBasedSearcher):
         self._client.complete_trial(index, raw_data={str(self._metric): value})
 
     def _to_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for path, const in self._constants.items():
-            assign_path(config, path, const)
-        for name, (path, d) in self._domains.items():
-            v = params["params"].get(name)
-            if isinstance(d, Categorical):
-                v = d.categories[int(v)]
-            assign_path(config, path, v)
-        return config
+        values = params["params"]
+        return build_config(
+            self._constants,
+            (
+                (
+                    path,
+                    values.get(name)
+                    if values.get(name) is None
+                    else decode(d, values[name], False),
+                )
+                for name, (path, d) in self._domains.items()
+            ),
+        )

@@ -19,7 +19,7 @@ from typing import Any
 from kubetune._util import flatten_dict
 from kubetune.search._model_based import (
     ModelBasedSearcher,
-    assign_path,
+    build_config,
     derive_seed,
     flatten_space,
 )
@@ -131,9 +131,4 @@ class BayesOptSearch(ModelBasedSearcher):
             self._observed.append((dict(params), -loss))  # bayes_opt maximises
 
     def _to_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for path, value in self._constants.items():
-            assign_path(config, path, value)
-        for name, value in params.items():
-            assign_path(config, self._paths[name], value)
-        return config
+        return build_config(self._constants, ((self._paths[n], v) for n, v in params.items()))

@@ -21,7 +21,8 @@ from typing import Any
 from kubetune._util import flatten_dict
 from kubetune.search._model_based import (
     ModelBasedSearcher,
-    assign_path,
+    build_config,
+    decode,
     derive_seed,
     flatten_space,
     global_seed,
@@ -157,18 +158,11 @@ class TuneBOHB(ModelBasedSearcher):
     def _to_config(self, params: dict[str, Any]) -> dict[str, Any]:
         if self._native:
             return dict(params)
-        config: dict[str, Any] = {}
-        for path, const in self._constants.items():
-            assign_path(config, path, const)
-        for name, (path, d) in self._domains.items():
-            if name not in params:
-                continue
-            v = params[name]
-            if isinstance(d, Categorical):
-                v = d.categories[int(v)]
-            elif isinstance(d, Integer):
-                v = int(d.clip(int(v)))
-            else:
-                v = d.clip(float(v))
-            assign_path(config, path, v)
-        return config
+        return build_config(
+            self._constants,
+            (
+                (path, decode(d, params[name]))
+                for name, (path, d) in self._domains.items()
+                if name in params
+            ),
+        )

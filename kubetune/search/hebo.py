@@ -15,7 +15,8 @@ from typing import Any
 
 from kubetune.search._model_based import (
     ModelBasedSearcher,
-    assign_path,
+    build_config,
+    decode,
     derive_seed,
     flatten_space,
     global_seed,
@@ -106,17 +107,10 @@ class HEBOSearch(ModelBasedSearcher):
         self._opt.observe(pd.DataFrame([params]), np.array([[loss]]))
 
     def _to_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for path, const in self._constants.items():
-            assign_path(config, path, const)
-        for name, (path, d) in self._domains.items():
-            v = params[name]
-            if isinstance(d, Categorical):
-                v = d.categories[int(v)]
-            elif isinstance(d, Integer):
-                v = int(v)
-            assign_path(config, path, v)
-        return config
+        return build_config(
+            self._constants,
+            ((path, decode(d, params[name], False)) for name, (path, d) in self._domains.items()),
+        )
 
 
 def _plain(value: Any) -> Any:

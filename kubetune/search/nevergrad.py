@@ -19,7 +19,7 @@ import copy
 from typing import Any
 
 from kubetune._util import flatten_dict
-from kubetune.search._model_based import ModelBasedSearcher, assign_path, flatten_space
+from kubetune.search._model_based import ModelBasedSearcher, build_config, decode, flatten_space
 from kubetune.search.errors import ConfigError
 from kubetune.search.sample import Categorical, Domain, Float, Integer
 
@@ -151,16 +151,7 @@ class NevergradSearch(ModelBasedSearcher):
         value = params["value"]
         if self._native:
             return dict(value) if isinstance(value, dict) else {"value": value}
-        config: dict[str, Any] = {}
-        for path, const in self._constants.items():
-            assign_path(config, path, const)
-        for name, (path, d) in self._domains.items():
-            v = value[name]
-            if isinstance(d, Categorical):
-                v = d.categories[int(v)]
-            elif isinstance(d, Integer):
-                v = int(d.clip(round(v)))
-            elif d.kind not in ("randn",):
-                v = d.clip(float(v))
-            assign_path(config, path, v)
-        return config
+        return build_config(
+            self._constants,
+            ((path, decode(d, value[name])) for name, (path, d) in self._domains.items()),
+        )

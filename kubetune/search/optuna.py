@@ -28,10 +28,10 @@ from typing import Any
 
 from kubetune._seed import fresh_seed
 from kubetune._util import flatten_dict
+from kubetune.search._model_based import build_config
 from kubetune.search.errors import ConfigError, check_mode
 from kubetune.search.sample import Categorical, Domain, Float, Function, Integer, is_grid_marker
 from kubetune.search.searcher import Searcher
-from kubetune.search.variant_generator import assign_value
 
 SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "nsga2", "random")
 _STATELESS = ("tpe", "gp", "random")
@@ -253,16 +253,20 @@ class OptunaSearch(Searcher):
         return out
 
     def _to_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for path, value in self._constants.items():
-            _assign(config, path, value)
-        for name, value in params.items():
+        def value_of(name: str, value: Any) -> Any:
             if name in self._cat_maps:
-                value = self._cat_maps[name][value]
-            elif name in self._round:
-                value = self._round[name].clip(value)
-            _assign(config, self._paths.get(name, tuple(name.split("/"))), value)
-        return config
+                return self._cat_maps[name][value]
+            if name in self._round:
+                return self._round[name].clip(value)
+            return value
+
+        return build_config(
+            self._constants,
+            (
+                (self._paths.get(name, tuple(name.split("/"))), value_of(name, value))
+                for name, value in params.items()
+            ),
+        )
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         self._ensure_study()
@@ -438,10 +442,3 @@ def _has_domains(config: Any) -> bool:
     if isinstance(config, dict):
         return any(_has_domains(v) for v in config.values())
     return False
-
-
-def _assign(config: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
-    node = config
-    for k in path[:-1]:
-        node = node.setdefault(k, {})
-    assign_value(node, (path[-1],), value)

@@ -20,7 +20,8 @@ from kubetune._util import flatten_dict
 from kubetune.search._model_based import (
     WAIT,
     ModelBasedSearcher,
-    assign_path,
+    build_config,
+    decode,
     derive_seed,
     flatten_space,
     global_seed,
@@ -160,14 +161,13 @@ class ZOOptSearch(ModelBasedSearcher):
             self._opt.complete(sol, value)
 
     def _to_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for path, const in self._constants.items():
-            assign_path(config, path, const)
-        for k, v in zip(self._keys, params["x"]):
-            d = self._domains.get(k)
-            if isinstance(d, Categorical):
-                v = d.categories[int(v)]
-            elif isinstance(d, Integer):
-                v = int(v)
-            assign_path(config, self._paths[k], v)
-        return config
+        return build_config(
+            self._constants,
+            (
+                (
+                    self._paths[k],
+                    v if k not in self._domains else decode(self._domains[k], v, False),
+                )
+                for k, v in zip(self._keys, params["x"])
+            ),
+        )

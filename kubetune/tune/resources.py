@@ -75,6 +75,15 @@ class PlacementGroupFactory:
         return not self._bundles[0]
 
     @property
+    def head_cpus(self) -> float:
+        """CPUs of the first bundle (Ray: what the trainable's own process gets)."""
+        return 0.0 if self.head_bundle_is_empty else float(self._bundles[0].get("CPU", 0.0))
+
+    @property
+    def head_gpus(self) -> float:
+        return 0.0 if self.head_bundle_is_empty else float(self._bundles[0].get("GPU", 0.0))
+
+    @property
     def required_resources(self) -> dict[str, float]:
         """All bundles summed: what the trial needs in total."""
         total: dict[str, float] = {}

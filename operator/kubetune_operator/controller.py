@@ -229,6 +229,8 @@ class ExperimentRuntime(Observing, WorkerTracking):
                 "checkpointIndexStart": self._next_checkpoint_index(action.trial_id),
                 "desiredState": "Running",
             }
+            if isinstance(action, ResumeTrial) and action.resources is not None:
+                tr.spec["resources"] = action.resources  # the next pod asks for them
             if not tr.spec.get("experiment"):
                 summary = self.engine.trial_summary(action.trial_id)
                 tr.spec.update(
@@ -236,7 +238,8 @@ class ExperimentRuntime(Observing, WorkerTracking):
                         self.name,
                         action.trial_id,
                         config,
-                        self.engine.config.resources,
+                        self.engine.trial_resources(action.trial_id)
+                        or self.engine.config.resources,
                         tr.spec["restoreFrom"],
                         tr.spec["decisionPoints"],
                         tr.spec["checkpointIndexStart"],

@@ -53,6 +53,8 @@ ONLY_KUBETUNE = [
         "spec.paramSpace.a",
     ),
     ("    metric: score", "    metric: score\n    metric: loss", "spec.tuneConfig.metric"),
+    # a stop value is a number or a boolean: the CRD cannot say "one of two types"
+    ("  runConfig:\n", "  runConfig:\n    stop: {x: 'yes'}\n", "spec.runConfig.stop.x"),
 ]
 
 
@@ -128,3 +130,18 @@ def test_both_accept_the_base_and_read_boolean_keys_alike(api, namespace, tmp_pa
         == server_keys
         == {"a", "lr", "false", "true"}
     )
+
+
+def test_both_accept_boolean_stop_criteria(api, namespace, tmp_path):
+    import json
+
+    text = edited("  runConfig:\n", "  runConfig:\n    stop: {done: true, training_iteration: 5}\n")
+    out = api.kubectl(
+        "apply", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-", input=text
+    )
+    assert json.loads(out.stdout)["spec"]["runConfig"]["stop"] == {
+        "done": True,
+        "training_iteration": 5,
+    }
+    ours = kubetune_validate(tmp_path, text)
+    assert ours.returncode == 0, ours.stderr

@@ -2,13 +2,17 @@
 ``setup_mlflow`` (a trainable logs by itself). Needs ``pip install 'kubetune[mlflow]'``.
 
 Any tracking URI MLflow accepts works: a server (``http://...``), ``sqlite:///...``, or a local
-directory (``file:///path/mlruns``). The callback runs in the process that called fit().
+directory (``/path/mlruns``, ``file:///path/mlruns``: MLflow 3 wants MLFLOW_ALLOW_FILE_STORE for
+those, which kubetune then sets, with a warning, unless it is set already). The callback runs in
+the process that called fit().
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from kubetune.air.integrations._util import flat_params, numeric_metrics, require
 from kubetune.tune.logger.logger import LoggerCallback
@@ -54,11 +58,34 @@ def _experiment_id(
     )
 
 
+def _is_file_store(uri: str) -> bool:
+    scheme = urlsplit(uri).scheme
+    return scheme == "file" or scheme == "" or (len(scheme) == 1 and os.name == "nt")
+
+
+def _allow_file_store(tracking_uri: str) -> None:
+    """MLflow 3 refuses a directory as its tracking store unless MLFLOW_ALLOW_FILE_STORE is
+    set; a tracking_uri that names a directory asks for one (Ray's examples pass
+    ``/tmp/mlruns``), so allow it for this process and its trials, and say so once."""
+    if not _is_file_store(tracking_uri) or "MLFLOW_ALLOW_FILE_STORE" in os.environ:
+        return
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    warnings.warn(
+        f"MLflow: tracking_uri {tracking_uri!r} is a directory, which MLflow 3 only accepts"
+        " with MLFLOW_ALLOW_FILE_STORE=true; kubetune set it for this run. Use a database"
+        " (tracking_uri='sqlite:///mlflow.db') or a tracking server to avoid MLflow's"
+        " deprecated file store, or set MLFLOW_ALLOW_FILE_STORE=false to be refused",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def _connect(tracking_uri: str | None, registry_uri: str | None, token: str | None) -> Any:
     mlflow = _mlflow("MLflow logging")
     if token:
         os.environ["MLFLOW_TRACKING_TOKEN"] = token
     if tracking_uri:
+        _allow_file_store(str(tracking_uri))
         mlflow.set_tracking_uri(tracking_uri)
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)

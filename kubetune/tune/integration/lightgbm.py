@@ -6,11 +6,9 @@ every ``frequency`` rounds and at the end. Needs lightgbm (``pip install 'kubetu
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable
 from typing import Any
 
-from kubetune.tune.integration._report import Metrics, report, select
+from kubetune.tune.integration._report import MetricsOnly, ReportCallback, report
 
 try:
     from lightgbm import Booster
@@ -22,26 +20,10 @@ except ImportError as exc:
 __all__ = ["TuneReportCallback", "TuneReportCheckpointCallback"]
 
 
-class TuneReportCheckpointCallback:
+class TuneReportCheckpointCallback(ReportCallback):
     CHECKPOINT_NAME = "model.txt"
     order = 20  # after LightGBM's own recording callbacks
     before_iteration = False
-
-    def __init__(
-        self,
-        metrics: Metrics = None,
-        filename: str = CHECKPOINT_NAME,
-        frequency: int = 0,
-        checkpoint_at_end: bool = True,
-        results_postprocessing_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> None:
-        if not isinstance(frequency, int) or frequency < 0:
-            raise ValueError(f"frequency must be an integer >= 0, got {frequency!r}")
-        self._metrics = metrics
-        self._filename = filename
-        self._frequency = frequency
-        self._checkpoint_at_end = checkpoint_at_end
-        self._postprocess = results_postprocessing_fn
 
     @classmethod
     def get_model(cls, checkpoint: Any, filename: str = CHECKPOINT_NAME) -> Booster:
@@ -52,7 +34,7 @@ class TuneReportCheckpointCallback:
         available = {
             f"{entry[0]}-{entry[1]}": entry[2] for entry in env.evaluation_result_list or []
         }
-        metrics = select(available, self._metrics, self._postprocess)
+        metrics = self._select(available)
         round_number = env.iteration + 1
         is_last = env.iteration == env.end_iteration - 1
         due = bool(self._frequency) and round_number % self._frequency == 0
@@ -63,22 +45,5 @@ class TuneReportCheckpointCallback:
             report(metrics, None)
 
 
-class TuneReportCallback(TuneReportCheckpointCallback):
+class TuneReportCallback(MetricsOnly, TuneReportCheckpointCallback):
     """Metrics only, no checkpoints (Ray deprecated it for TuneReportCheckpointCallback)."""
-
-    def __init__(
-        self,
-        metrics: Metrics = None,
-        results_postprocessing_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> None:
-        warnings.warn(
-            "TuneReportCallback is deprecated; use TuneReportCheckpointCallback",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        super().__init__(
-            metrics,
-            frequency=0,
-            checkpoint_at_end=False,
-            results_postprocessing_fn=results_postprocessing_fn,
-        )

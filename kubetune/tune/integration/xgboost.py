@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from kubetune._util import flatten_dict
-from kubetune.tune.integration._report import Metrics, report, select
+from kubetune.tune.integration._report import MetricsOnly, ReportCallback, report
 
 try:
     from xgboost import Booster
@@ -23,27 +22,10 @@ except ImportError as exc:
 __all__ = ["TuneReportCallback", "TuneReportCheckpointCallback"]
 
 
-class TuneReportCheckpointCallback(TrainingCallback):
+class TuneReportCheckpointCallback(ReportCallback, TrainingCallback):
     CHECKPOINT_NAME = "model.ubj"
-
-    def __init__(
-        self,
-        metrics: Metrics = None,
-        filename: str = CHECKPOINT_NAME,
-        frequency: int = 0,
-        checkpoint_at_end: bool = True,
-        results_postprocessing_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__()
-        if not isinstance(frequency, int) or frequency < 0:
-            raise ValueError(f"frequency must be an integer >= 0, got {frequency!r}")
-        self._metrics = metrics
-        self._filename = filename
-        self._frequency = frequency
-        self._checkpoint_at_end = checkpoint_at_end
-        self._postprocess = results_postprocessing_fn
-        self._evals_log: Any = None
-        self._last_checkpoint: int | None = None
+    _evals_log: Any = None
+    _last_checkpoint: int | None = None
 
     @classmethod
     def get_model(cls, checkpoint: Any, filename: str = CHECKPOINT_NAME) -> Booster:
@@ -54,8 +36,9 @@ class TuneReportCheckpointCallback(TrainingCallback):
             return booster
 
     def _metrics_of(self, evals_log: Any) -> dict[str, Any]:
-        last = {k: v[-1] for k, v in flatten_dict(evals_log or {}, delimiter="-").items()}
-        return select(last, self._metrics, self._postprocess)
+        return self._select(
+            {k: v[-1] for k, v in flatten_dict(evals_log or {}, delimiter="-").items()}
+        )
 
     def _save(self, model: Booster) -> Callable[[str], None]:
         return lambda path: model.save_model(os.path.join(path, self._filename))
@@ -82,22 +65,5 @@ class TuneReportCheckpointCallback(TrainingCallback):
         return model
 
 
-class TuneReportCallback(TuneReportCheckpointCallback):
+class TuneReportCallback(MetricsOnly, TuneReportCheckpointCallback):
     """Metrics only, no checkpoints (Ray deprecated it for TuneReportCheckpointCallback)."""
-
-    def __init__(
-        self,
-        metrics: Metrics = None,
-        results_postprocessing_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> None:
-        warnings.warn(
-            "TuneReportCallback is deprecated; use TuneReportCheckpointCallback",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        super().__init__(
-            metrics,
-            frequency=0,
-            checkpoint_at_end=False,
-            results_postprocessing_fn=results_postprocessing_fn,
-        )

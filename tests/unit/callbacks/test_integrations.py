@@ -60,6 +60,33 @@ def test_mlflow_logger_callback_logs_each_trial_as_a_run(tmp_path):
         assert "result.json" in artifacts
 
 
+def test_mlflow_a_directory_as_tracking_uri_works_as_in_rays_example(tmp_path, monkeypatch):
+    """Ray's mlflow_example passes a plain directory; MLflow 3 refuses it unless
+    MLFLOW_ALLOW_FILE_STORE is set, so kubetune sets it (and warns) when the user has not."""
+    pytest.importorskip("mlflow", reason="needs kubetune[mlflow]")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from kubetune.air.integrations.mlflow import MLflowLoggerCallback
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+    uri = str(tmp_path / "mlruns")
+    with pytest.warns(UserWarning, match="MLFLOW_ALLOW_FILE_STORE=true"):
+        MLflowLoggerCallback(tracking_uri=uri, experiment_name="plain-dir").setup()
+    assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true"
+    assert MlflowClient(tracking_uri=uri).get_experiment_by_name("plain-dir") is not None
+    # the user's own word wins: set to false, MLflow refuses as it would without kubetune
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")
+    with pytest.raises(MlflowException, match="MLFLOW_ALLOW_FILE_STORE"):
+        MLflowLoggerCallback(tracking_uri=str(tmp_path / "other"), experiment_name="x").setup()
+    # a database store needs no switch
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+    MLflowLoggerCallback(
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="db"
+    ).setup()
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ
+
+
 def test_mlflow_marks_a_failed_trial_failed(tmp_path):
     pytest.importorskip("mlflow", reason="needs kubetune[mlflow]")
     from mlflow.tracking import MlflowClient
@@ -242,6 +269,22 @@ def test_lightgbm_reports_each_round_and_checkpoints_at_the_end():
     assert [bool(r.get("checkpoint_dir_name")) for r in history] == [False] * 4 + [True]
     booster = TuneReportCheckpointCallback.get_model(grid[0].checkpoint)
     assert booster.current_iteration() == 5
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_the_deprecated_tune_report_callback_reports_metrics_only(library):
+    pytest.importorskip(library, reason=f"needs kubetune[{library}]")
+    import importlib
+
+    module = importlib.import_module(f"kubetune.tune.integration.{library}")
+    with pytest.warns(DeprecationWarning, match="TuneReportCheckpointCallback"):
+        callback = module.TuneReportCallback({"loss": "eval-logloss"})
+    assert isinstance(callback, module.TuneReportCheckpointCallback)
+    assert (callback._frequency, callback._checkpoint_at_end) == (0, False)
+    assert callback._filename == module.TuneReportCheckpointCallback.CHECKPOINT_NAME
+    assert callback._select({"eval-logloss": 0.5, "eval-error": 0.1}) == {"loss": 0.5}
+    with pytest.raises(ValueError, match="frequency"):
+        module.TuneReportCheckpointCallback(frequency=-1)
 
 
 def test_a_missing_library_names_the_extra_to_install():

@@ -141,7 +141,7 @@ def test_every_tune_config_field_round_trips():
 def test_every_run_config_field_round_trips():
     rc = lambda: air.RunConfig(  # noqa: E731
         name="tr",
-        stop={"training_iteration": 20, "acc": 0.98},
+        stop={"training_iteration": 20, "acc": 0.98, "done": True},
         checkpoint_config=air.CheckpointConfig(
             num_to_keep=2,
             checkpoint_score_attribute="acc",
@@ -154,7 +154,7 @@ def test_every_run_config_field_round_trips():
     assert_same_engine(lambda: make(metric="acc", mode="max", seed=1, run_config=rc()))
     doc = doc_of(make(run_config=rc()))
     assert doc["spec"]["runConfig"] == {
-        "stop": {"training_iteration": 20, "acc": 0.98},
+        "stop": {"training_iteration": 20, "acc": 0.98, "done": True},
         "checkpointConfig": {
             "numToKeep": 2,
             "checkpointScoreAttribute": "acc",

@@ -102,15 +102,50 @@ def test_resource_changing_forwards_decisions_and_records_allocations() -> None:
     rcs.set_search_properties("m", "max")
     for tid in ("a", "b"):
         rcs.on_trial_add(tid, {})
-    assert rcs.on_trial_result("a", {"training_iteration": 1, "m": 1.0}) == "CONTINUE"
-    assert rcs.resources_for("a") == {"CPU": 4.0}  # 8 CPUs shared by 2 live trials
+    # new resources pause the trial (Ray); it starts again with them
+    assert rcs.on_trial_result("a", {"training_iteration": 1, "m": 1.0}) == "PAUSE"
+    four = {"bundles": [{"CPU": 4.0}], "strategy": "PACK"}  # 8 CPUs shared by 2 live trials
+    assert rcs.resources_for("a") == four
+    assert rcs.on_trial_result("a", {"training_iteration": 2, "m": 1.0}) == "CONTINUE"  # same
     state = json.loads(json.dumps(rcs.get_state()))
     again = ResourceChangingScheduler(
         HyperBandScheduler(metric="m", mode="max", max_t=9, reduction_factor=3)
     )
     again.set_state(state)
-    assert again.resources_for("a") == {"CPU": 4.0}
+    assert again.resources_for("a") == four
     assert ResourceChangingScheduler().on_trial_result("x", {}) == FIFOScheduler.CONTINUE
+
+
+def test_resource_changing_calls_ray_style_allocation_functions() -> None:
+    """The function of Ray's xgboost_dynamic_resources example: it reads private Ray names."""
+    from kubetune.tune.resources import PlacementGroupFactory
+
+    seen: list[Any] = []
+
+    def allocate(tune_controller, trial, result, scheduler):
+        base = scheduler._base_trial_resources or PlacementGroupFactory([{"CPU": 1}])
+        total = tune_controller._resource_updater.get_num_cpus()
+        seen.append((trial.trial_id, trial.placement_group_factory, total))
+        cpus = max(
+            base.required_resources.get("CPU", 0), total // len(tune_controller.get_live_trials())
+        )
+        return PlacementGroupFactory([{"CPU": cpus, "GPU": 0}])
+
+    rcs = ResourceChangingScheduler(resources_allocation_function=allocate)
+    rcs.context.resource_totals = {"CPU": 6.0}  # type: ignore[attr-defined]
+    for tid in ("a", "b", "c"):
+        rcs.on_trial_add(tid, {"x": tid})
+    assert rcs.on_trial_result("a", {"training_iteration": 1}) == "PAUSE"
+    assert rcs.resources_for("a") == {"bundles": [{"CPU": 2.0}], "strategy": "PACK"}
+    assert seen == [("a", None, 6.0)]
+    rcs.context.statuses["c"] = "TERMINATED"  # type: ignore[attr-defined]
+    assert rcs.on_trial_result("a", {"training_iteration": 2}) == "PAUSE"  # 6 // 2 live
+    assert rcs.resources_for("a") == {"bundles": [{"CPU": 3.0}], "strategy": "PACK"}
+    assert seen[-1][1] == PlacementGroupFactory([{"CPU": 2.0}])
+    with pytest.raises(ConfigError, match="resources_allocation_function"):
+        ResourceChangingScheduler(resources_allocation_function=lambda *a: "lots").on_trial_result(
+            "a", {}
+        )
 
 
 def test_pbt_replay_follows_the_policy_file(tmp_path: Any) -> None:

@@ -157,3 +157,26 @@ class CountsSteps(tune.Trainable):
         with open(os.path.join(checkpoint_dir, "n.txt")) as f:
             self.n = int(f.read())
         self.restored_from = self.n
+
+
+def flags_when_done(config):
+    """Reports a boolean ``finished`` that turns true at iteration config["at"]."""
+    for i in range(1, 50):
+        session.report({"score": i, "finished": i >= config["at"]})
+
+
+def reports_its_cpus(config):
+    """Checkpoints every step and reports the CPUs its trial was given (Ray's head_cpus)."""
+    from kubetune.tune import get_context
+
+    step = 0
+    loaded = session.get_checkpoint()
+    if loaded:
+        step = loaded.to_dict()["step"]
+    cpus = get_context().get_trial_resources().head_cpus
+    while step < config["steps"]:
+        step += 1
+        time.sleep(config.get("sleep", 0.05))
+        session.report(
+            {"step": step, "cpus": cpus}, checkpoint=Checkpoint.from_dict({"step": step})
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -303,3 +304,29 @@ def test_quiet_run_with_every_trial_failed_prints_the_failures(tmp_path):
     assert out.returncode == 1
     assert "2 of 2 trials errored" in out.stderr, out.stderr
     assert "error.txt" in out.stderr
+
+
+# -- runConfig.stop: numbers and booleans, as local mode takes them --------------------------
+def test_boolean_stop_criteria_are_read_and_stop_on_the_first_true_result(tmp_path):
+    text = (
+        BASE.replace("always_fails", "flags_when_done")
+        .replace("    a: {uniform: {lower: 0, upper: 1}}\n", "    at: {constant: 3}\n")
+        .replace("  runConfig:\n", "  runConfig:\n    stop: {finished: true}\n")
+    )
+    plan = plan_from_manifest(Manifest(text, "exp.yaml"))
+    assert plan.run_config.stop == {"finished": True}
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    out = _cli("run", str(path), "--storage-path", str(tmp_path / "r"), "-q")
+    assert out.returncode == 0, out.stderr
+    results = sorted((tmp_path / "r" / "exp").glob("*/result.json"))
+    assert len(results) == 2
+    for result in results:
+        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        assert [r["finished"] for r in rows] == [False, False, True]
+
+
+@pytest.mark.parametrize("value", ["'yes'", "[1]", "{a: 1}", "null"])
+def test_stop_criteria_other_than_numbers_and_booleans_are_refused(value):
+    message = refusal(edited("  runConfig:\n", f"  runConfig:\n    stop: {{x: {value}}}\n"))
+    assert "exp.yaml:17: spec.runConfig.stop.x: must be a number or a boolean" in message

@@ -273,3 +273,23 @@ def test_the_snapshot_is_written_in_segments_and_read_back_whole(tmp_path):
     assert segments == head["engine"]["segments"] and len(sealed) == 2 * SEGMENT_TRIALS
     again = restore_engine(exp, state)
     assert again.counts() == rt.engine.counts() and again.best_trial() == rt.engine.best_trial()
+
+
+def test_resources_a_resume_carries_go_to_the_trials_next_pod(runtime):
+    """ResourceChangingScheduler's reallocation (ResumeTrial.resources): the TuneTrial's spec,
+    which the pod builder reads, asks for the new resources from the next attempt on."""
+    from kubetune.engine import ResumeTrial
+
+    rt, api = runtime
+    rt.step(Observed({}, {}), 1.0)
+    name = next(iter(api.trials))
+    tr = rt.tracks[rt.by_object[name]]
+    first = tr.pod_name
+    new = {"bundles": [{"CPU": 3.0}], "strategy": "PACK"}
+    rt.pending.append(ResumeTrial(tr.trial_id, tr.spec["config"], None, resources=new))
+    rt.step(Observed({}, {first: pod(api, first, "Running")}), 2.0)
+    assert tr.spec["resources"] == new
+    rt.step(Observed({}, {first: pod(api, first, "Failed", 143)}), 3.0)
+    assert tr.pod_name == f"{name}-2"
+    patches = [p for k, (n, p) in ((k, v) for k, v in api.calls if k == "patch_trial") if n == name]
+    assert patches[-1]["spec"]["resources"] == new

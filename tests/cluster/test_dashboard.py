@@ -404,7 +404,7 @@ def dashboard_identity(cp: Any, namespace: str, tmp_path: Any) -> Any:
 
 
 def test_operator_experiment_pages_with_pods_events_and_log(
-    operator_experiment, control_plane, namespace, driver, shots, monkeypatch, tmp_path
+    shots, operator_experiment, control_plane, namespace, driver, monkeypatch, tmp_path
 ):
     """The dashboard as the chart runs it: with its ServiceAccount's token (read-only RBAC in
     the served namespace), against an experiment the real operator ran."""

@@ -24,6 +24,7 @@ from array import array
 from typing import Any
 
 from kubetune._util import flatten_dict
+from kubetune.local.stored_state import operator_trial_dirname
 from kubetune.storage import Storage, StorageError
 from kubetune.storage.base import join_key
 
@@ -263,6 +264,9 @@ class ExperimentView:
         state = json.loads(self.storage.get_bytes(join_key(self.key, STATE_FILE)))
         engine = state.get("engine") if isinstance(state.get("engine"), dict) else state
         summaries = {t["trial_id"]: t for t in state.get("trials", []) if "dirname" in t}
+        # the operator's snapshot ({"engine": head, "experiment": name}) has no summaries: its
+        # trials' folders are their TuneTrials' names, as ResultGrid reads them
+        operator_experiment = state.get("experiment") if not summaries else None
         records = {}
         for seg in engine.get("segments") or []:
             if seg not in self._segments:  # segments never change once written
@@ -284,7 +288,10 @@ class ExperimentView:
             if trial is None:
                 trial = self.trials[trial_id] = TrialView(trial_id)
                 changed.add(trial_id)
-            if trial.update_record(rec, summaries.get(trial_id, {})):
+            summary = summaries.get(trial_id) or {}
+            if not summary and isinstance(operator_experiment, str):
+                summary = {"dirname": operator_trial_dirname(operator_experiment, trial_id)}
+            if trial.update_record(rec, summary):
                 changed.add(trial_id)
         self.order = sorted(self.trials, key=lambda t: self.trials[t].index)
 

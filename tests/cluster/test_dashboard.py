@@ -305,6 +305,13 @@ def test_thousand_trials_first_paint(tmp_path, driver, serve, shots):
     print(f"1000 trials x 100 results: table painted {first_paint:.0f} ms, curves {charts:.0f} ms")
     assert js(driver, "document.querySelectorAll('tr.trial-row').length") == 1000
     assert js(driver, "document.querySelectorAll('tr.best').length") == 1
+    # 73,250 points of the other trials: thinned, and the page says so
+    points = js(driver, "window.kubetune.curvePoints")
+    assert points["total"] > 70000 and points["drawn"] <= 20000 + 2 * 1000, points
+    note = js(driver, "document.getElementById('curves-note').textContent")
+    assert f"{points['drawn']:,} of {points['total']:,} points drawn" in note, note
+    preview = js(driver, "window.kubetune.previewPaint")
+    print(f"1000 trials x 100 results: curves preview {preview} ms, plotly chart {charts:.0f} ms")
     driver.save_screenshot(os.path.join(shots, "thousand.png"))
     assert first_paint < 2000, f"first paint took {first_paint:.0f} ms"
 
@@ -404,7 +411,7 @@ def dashboard_identity(cp: Any, namespace: str, tmp_path: Any) -> Any:
 
 
 def test_operator_experiment_pages_with_pods_events_and_log(
-    operator_experiment, control_plane, namespace, driver, shots, monkeypatch, tmp_path
+    shots, operator_experiment, control_plane, namespace, driver, monkeypatch, tmp_path
 ):
     """The dashboard as the chart runs it: with its ServiceAccount's token (read-only RBAC in
     the served namespace), against an experiment the real operator ran."""

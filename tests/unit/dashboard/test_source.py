@@ -89,7 +89,11 @@ def test_experiments_are_found_under_a_root(tmp_path):
 
 
 def test_operator_snapshot_with_segments_is_read(tmp_path):
-    """The engine's own head + segments (what the operator stores) reads like local mode's."""
+    """What the operator stores reads like local mode's: its head ``{"engine": head,
+    "experiment": name}`` with sealed segments, and each trial's folder named after its
+    TuneTrial (``dns_name(experiment, trial_id)``), not after the trial."""
+    from kubetune.local.stored_state import operator_trial_dirname
+
     root = tmp_path / "exp"
     exp = SyntheticExperiment(str(root), trials=3)
     for i in range(3):
@@ -97,6 +101,8 @@ def test_operator_snapshot_with_segments_is_read(tmp_path):
     exp.write_state()
     state = json.loads((root / "experiment_state.json").read_text())
     records = state["engine"]["trials"]
+    for rec in records:
+        os.rename(root / rec["name"], root / operator_trial_dirname("exp", rec["trial_id"]))
     (root / "experiment_state").mkdir()
     (root / "experiment_state" / "trials-000000.json").write_text(
         json.dumps({"trials": records[:2]})
@@ -106,10 +112,11 @@ def test_operator_snapshot_with_segments_is_read(tmp_path):
         "trials": records[2:],
         "segments": ["experiment_state/trials-000000.json"],
     }
-    (root / "experiment_state.json").write_text(json.dumps(head))
+    (root / "experiment_state.json").write_text(json.dumps({"engine": head, "experiment": "exp"}))
     view = _view(tmp_path)
     assert view.order == ["synth_00000", "synth_00001", "synth_00002"]
     assert all(view.trials[t].n == 4 for t in view.order)
+    assert view.trials["synth_00000"].name == "train_synth_00000"  # the trial's own name
 
 
 def test_pbt_lineage_names_each_exploits_donor(tmp_path):

@@ -313,7 +313,8 @@ def test_thousand_trials_first_paint(tmp_path, driver, serve, shots):
     preview = js(driver, "window.kubetune.previewPaint")
     print(f"1000 trials x 100 results: curves preview {preview} ms, plotly chart {charts:.0f} ms")
     driver.save_screenshot(os.path.join(shots, "thousand.png"))
-    assert first_paint < 2000, f"first paint took {first_paint:.0f} ms"
+    # how fast is bench/bench_dashboard.py's to measure (the printed figures above are for the
+    # log); a wall-clock bound here would fail on a loaded machine, not on a slow dashboard
 
 
 # -- an operator experiment on the real control plane ------------------------------------------

@@ -89,6 +89,7 @@ __all__ = sorted(_LAZY)
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from kubetune.air.checkpoint import Checkpoint as Checkpoint
     from kubetune.air.session import get_checkpoint as get_checkpoint
+    from kubetune.air.session import is_stopping as is_stopping
     from kubetune.air.session import report as report
     from kubetune.tune.helpers import with_parameters as with_parameters
     from kubetune.tune.helpers import with_resources as with_resources

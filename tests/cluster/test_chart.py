@@ -179,6 +179,20 @@ def test_service_monitor_without_its_api_fails_with_a_clear_message(control_plan
     assert "monitoring.coreos.com/v1 ServiceMonitor API" in proc.stderr
 
 
+def test_a_shared_gpu_resource_without_its_replicas_fails_with_a_clear_message(control_plane):
+    proc = helm(
+        control_plane,
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "trial.sharedGpuResourceName=nvidia.com/gpu.shared",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "trial.sharedGpuReplicas must be the device plugin's replicas" in proc.stderr
+
+
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
 def test_rendered_set_passes_server_side_dry_run(crds, namespace, extra_namespaces, values):
     release = release_name()
@@ -238,6 +252,12 @@ def test_rendered_set_passes_server_side_dry_run(crds, namespace, extra_namespac
         assert by_kind(docs, "Service") and by_kind(docs, "ServiceMonitor")
     if "pdb" in values.name or "ha" in values.name:
         assert by_kind(docs, "PodDisruptionBudget")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    if "fractional-gpu" in values.name:
+        assert env["KUBETUNE_SHARED_GPU_RESOURCE"] == "nvidia.com/gpu.shared"
+        assert env["KUBETUNE_SHARED_GPU_REPLICAS"] == "4"
+    else:  # not configured: the operator refuses shares of a GPU
+        assert "KUBETUNE_SHARED_GPU_RESOURCE" not in env
 
 
 def test_notes_show_a_valid_sample_experiment_and_the_crd_upgrade_step(crds, namespace):

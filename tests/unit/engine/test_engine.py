@@ -351,3 +351,38 @@ def test_restart_errored_from_scratch_forgets_the_old_checkpoints_for_its_retrie
     # not from the errored run's checkpoint
     retry = [a for a in e.on_trial_error(tid, "boom again", 5.0) if isinstance(a, ResumeTrial)]
     assert len(retry) == 1 and retry[0].restore_from is None
+
+
+def test_preemptions_retry_from_the_latest_checkpoint_without_using_up_max_failures() -> None:
+    eng = engine(num_samples=1, max_failures=0)
+    (create,) = eng.start(0.0)
+    tid = create.trial_id
+    eng.on_trial_started(tid, 1.0)
+    eng.on_result(tid, {"acc": 0.1, "training_iteration": 1, "checkpoint_dir_name": "c1"}, 2.0)
+    for i in range(3):  # more preemptions than max_failures allows failures
+        (resume,) = [a for a in eng.on_trial_preempted(tid, "PreemptionByScheduler", 3.0 + i)]
+        assert resume.type == "ResumeTrial" and resume.reason == "preempted"
+        assert resume.restore_from is not None
+        assert resume.restore_from.checkpoint_dir_name == "c1"
+        eng.on_trial_started(tid, 3.5 + i)
+    summary = eng.trial_summary(tid)
+    assert summary["num_failures"] == 0 and summary["num_preemptions"] == 3
+    assert summary["last_disruption"] == "PreemptionByScheduler"
+    assert eng.num_preemptions() == 3 and eng.trial_status(tid) == "RUNNING"
+    # the counters survive a snapshot; an older snapshot without them reads as none
+    again = ExperimentEngine.from_json(eng.to_json())
+    assert again.num_preemptions() == 3
+    assert again.trial_summary(tid)["num_preemptions"] == 3
+    state = json.loads(eng.to_json())
+    del state["preemptions"]
+    for rec in state["trials"]:
+        del rec["num_preemptions"], rec["last_disruption"]
+    old = ExperimentEngine.from_json(state)
+    assert old.num_preemptions() == 0 and old.trial_summary(tid)["num_preemptions"] == 0
+    # a real failure still counts, and with max_failures=0 ends the trial
+    eng.on_trial_error(tid, "boom", 10.0)
+    assert eng.trial_status(tid) == "ERROR"
+    late = eng.on_trial_preempted(tid, "late", 11.0)
+    assert not any(a.type == "ResumeTrial" for a in late)
+    assert eng.trial_status(tid) == "ERROR"
+    assert eng.trial_summary(tid)["num_preemptions"] == 3  # a finished trial is left alone

@@ -406,3 +406,32 @@ def test_kueue_preempts_a_running_group_for_a_higher_priority_one_whole(
     finally:
         for name in (f"low-{suffix}", f"high-{suffix}"):
             cp.request("DELETE", f"/apis/kueue.x-k8s.io/v1beta2/workloadpriorityclasses/{name}")
+
+
+def test_pods_of_a_trial_still_waiting_for_admission_go_when_deleted(
+    control_plane, kube_api, kueue, kueue_namespace, kueue_queue
+):
+    """Stopping a trial that Kueue has not admitted (suspend, the experiment's end) deletes
+    its pods: Kueue's finalizer must not keep them (a single pod and a group)."""
+    cp = control_plane
+    queue = kueue_queue(gpus=0)  # nothing is ever admitted
+    pods = group_pods("wait-1", kueue_namespace, queue, 2) + group_pods(
+        "solo-1", kueue_namespace, queue, 1
+    )
+    create_pods(kube_api, pods)
+    names = [p["metadata"]["name"] for p in pods]
+
+    def all_gated_with_workloads() -> bool:
+        found, by_pod = snapshot(cp, kueue_namespace)
+        return len(found) == 3 and all(kq.gated(p) for p in found) and set(by_pod) >= set(names)
+
+    wait_for(all_gated_with_workloads, 30, "three gated pods with their Workloads")
+    for name in names:
+        status, body = cp.request("DELETE", f"/api/v1/namespaces/{kueue_namespace}/pods/{name}")
+        assert status == 200, body
+
+    def gone() -> bool:
+        status, body = cp.request("GET", f"/api/v1/namespaces/{kueue_namespace}/pods")
+        return status == 200 and not body["items"]
+
+    wait_for(gone, 30, "the deleted pods to go (Kueue dropping its finalizer)")

@@ -33,7 +33,8 @@ unit: $(VENV)/.dev
 
 # The control plane (etcd, kube-*, kubectl, helm), the real node (containerd, kubelet, the
 # fake GPU plugin) and Kueue's controller manager from the Go module proxy, cached in
-# ~/.cache/kubetune/testenv; a no-op once built. The real node's Debian packages (runc, CNI plugins, buildah, ...) by apt-get as root.
+# ~/.cache/kubetune/testenv; a no-op once built. The real node's Debian packages (runc, CNI
+# plugins, buildah, ...) by apt-get as root.
 testenv: $(VENV)/.dev
 	$(BIN)/python -m tests.testenv.debian
 	$(BIN)/python -m tests.testenv.build

@@ -31,10 +31,11 @@ lint: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest tests/unit
 
-# The control plane (etcd, kube-*, kubectl, helm) and the real node (containerd, kubelet, the
-# fake GPU plugin) from the Go module proxy, cached in ~/.cache/kubetune/testenv; a no-op once
-# built. The real node's Debian packages (runc, CNI plugins, buildah, ...) by apt-get and its
-# images by buildah (cached in /var/lib/containers), as root; the build runs these in parallel.
+# The control plane (etcd, kube-*, kubectl, helm), the real node (containerd, kubelet, the
+# fake GPU plugin) and Kueue's controller manager from the Go module proxy, cached in
+# ~/.cache/kubetune/testenv; a no-op once built. The real node's Debian packages (runc, CNI
+# plugins, buildah, ...) by apt-get and its images by buildah (cached in /var/lib/containers),
+# as root; the build runs these in parallel.
 testenv: $(VENV)/.dev
 	$(BIN)/python -m tests.testenv.debian
 	$(BIN)/python -m tests.testenv.build

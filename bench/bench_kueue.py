@@ -113,6 +113,7 @@ def main() -> int:
 
     from tests.testenv.controlplane import ControlPlane
     from tests.testenv.kubelet import NodeSpec, TestKubelet
+    from tests.testenv.kubelet_emulated import EmulatedExit
     from tests.testenv.kueue import NAMESPACE_LABEL, Kueue, queue_objects
 
     cp = ControlPlane.start()
@@ -133,7 +134,7 @@ def main() -> int:
             cp.kubelet_kubeconfig,
             nodes=[NodeSpec(gpus=args.workers * 2, cpu="64", memory="256Gi")],
             mode="emulated",
-            behaviour=lambda pod: None,  # runs until deleted
+            behaviour=lambda pod: EmulatedExit(0, 3600.0),  # runs until deleted
         ).start()
         time.sleep(2)  # the LocalQueue Active, the namespace label in Kueue's cache
         queued = [

@@ -304,9 +304,6 @@ OPERATOR_NEEDS = [
     ("create", "roles.rbac.authorization.k8s.io"),
     ("get", "rolebindings.rbac.authorization.k8s.io"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
-    # Kueue's Workloads, read for why a trial is not admitted (rbac.readKueueWorkloads)
-    ("get", "workloads.kueue.x-k8s.io"),
-    ("list", "workloads.kueue.x-k8s.io"),
 ]
 # What it must never be able to do, even where it serves.
 OPERATOR_MUST_NOT = [
@@ -324,9 +321,33 @@ OPERATOR_MUST_NOT = [
     ("bind", "roles.rbac.authorization.k8s.io"),
     ("delete", "roles.rbac.authorization.k8s.io"),
     ("create", "deployments.apps"),
-    ("patch", "workloads.kueue.x-k8s.io"),
-    ("delete", "workloads.kueue.x-k8s.io"),
 ]
+
+
+# Kueue's Workloads, read for why a trial is not admitted (rbac.readKueueWorkloads): asked by
+# SubjectAccessReview, since `kubectl auth can-i` cannot name a resource whose CRD is absent.
+KUEUE_NEEDS = [("get", "workloads"), ("list", "workloads")]
+KUEUE_MUST_NOT = [("watch", "workloads"), ("patch", "workloads"), ("delete", "workloads")]
+
+
+def can_kueue(cp: Any, user: str, verb: str, resource: str, namespace: str) -> bool:
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {
+                "group": "kueue.x-k8s.io",
+                "resource": resource,
+                "verb": verb,
+                "namespace": namespace,
+            },
+        },
+    }
+    status, body = cp.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+    assert status == 201, body
+    return bool(body["status"].get("allowed"))
 
 
 def can_i(cp: Any, user: str, verb: str, resource: str, namespace: str | None) -> bool:
@@ -369,6 +390,9 @@ def test_namespaced_release_grants_what_the_operator_needs_and_nothing_else(
     assert not missing, f"the chart does not grant {missing} in the served namespace"
     extra = [p for p in OPERATOR_MUST_NOT if can_i(crds, user, *p, served)]
     assert not extra, f"the chart grants {extra}"
+    assert all(can_kueue(crds, user, *p, served) for p in KUEUE_NEEDS)
+    assert not any(can_kueue(crds, user, *p, served) for p in KUEUE_MUST_NOT)
+    assert not any(can_kueue(crds, user, *p, other) for p in KUEUE_NEEDS)
     leaked = [p for p in OPERATOR_NEEDS if can_i(crds, user, *p, other)]
     assert not leaked, f"namespaced mode grants {leaked} in a namespace it does not serve"
     assert not can_i(crds, user, "get", "secrets", namespace)  # not even its own namespace

@@ -371,6 +371,7 @@ def _pid_alive(pid: int) -> bool:
         "containerd-shim-runc-v2",
         "ctr",
         "kubetune-fakegpu",
+        "kueue-manager",
     ],
 )
 def test_every_binary_is_built_at_its_pin(control_plane: ControlPlane, binary: str) -> None:

@@ -296,6 +296,62 @@ def test_a_trial_kueue_has_not_admitted_waits_pending_with_kueues_reason(
     assert final is not None and final["status"] == "True"
 
 
+class History:
+    """Every version of some pods and of the namespace's Workloads, from watches (a condition
+    that lives for a moment before the next write replaces it is still seen)."""
+
+    def __init__(self, kube_api: Any, namespace: str, selector: str) -> None:
+        import threading
+
+        from kubernetes import client, watch
+
+        self.ended = ""
+        self.pods: dict[str, list[dict[str, Any]]] = {}
+        self.workloads: dict[str, list[dict[str, Any]]] = {}
+        self.watches = [watch.Watch(), watch.Watch()]
+        core, custom = client.CoreV1Api(kube_api), client.CustomObjectsApi(kube_api)
+        streams = [
+            (
+                self.pods,
+                self.watches[0],
+                lambda w: w.stream(
+                    core.list_namespaced_pod,
+                    namespace,
+                    label_selector=selector,
+                    timeout_seconds=180,
+                ),
+            ),
+            (
+                self.workloads,
+                self.watches[1],
+                lambda w: w.stream(
+                    custom.list_namespaced_custom_object,
+                    "kueue.x-k8s.io",
+                    "v1beta2",
+                    namespace,
+                    "workloads",
+                    timeout_seconds=180,
+                ),
+            ),
+        ]
+        self.threads = [threading.Thread(target=self._follow, args=s, daemon=True) for s in streams]
+        for t in self.threads:
+            t.start()
+
+    def _follow(self, into: dict[str, list[dict[str, Any]]], w: Any, stream: Any) -> None:
+        try:
+            for event in stream(w):
+                obj = event.get("raw_object") or event["object"]
+                if isinstance(obj, dict) and obj.get("metadata"):
+                    into.setdefault(obj["metadata"]["name"], []).append(obj)
+        except Exception as exc:  # the stream ends with the test (or the server): what it saw
+            self.ended = repr(exc)  # is what the test asserts on
+
+    def stop(self) -> None:
+        for w in self.watches:
+            w.stop()
+
+
 def test_kueue_preempts_a_running_group_for_a_higher_priority_one_whole(
     control_plane, kube_api, kueue, kueue_namespace, kueue_queue, kubelet_factory
 ):
@@ -323,6 +379,7 @@ def test_kueue_preempts_a_running_group_for_a_higher_priority_one_whole(
         low = group_pods(
             "low", kueue_namespace, queue, 2, {"kueue.x-k8s.io/priority-class": f"low-{suffix}"}
         )
+        history = History(kube_api, kueue_namespace, "kubetune.test/group=low")
         create_pods(kube_api, low)
         watch = GroupWatch(cp, kueue_namespace, {"low": 2, "high": 2})
         watch.until("the low group running", lambda: "low" in watch.all_running_at, 60)
@@ -330,31 +387,51 @@ def test_kueue_preempts_a_running_group_for_a_higher_priority_one_whole(
             "high", kueue_namespace, queue, 2, {"kueue.x-k8s.io/priority-class": f"high-{suffix}"}
         )
         create_pods(kube_api, high)
-        seen_low: dict[str, dict[str, Any]] = {}
-
-        def low_pods_seen() -> bool:
-            _, body = cp.request(
-                "GET",
-                f"/api/v1/namespaces/{kueue_namespace}/pods?labelSelector=kubetune.test/group%3Dlow",
+        watch.until("the high group to run and finish", lambda: "high" in watch.finished_at, 120)
+        history.stop()
+        # the low group was stopped long before its 120 s: preempted, and ended by Kueue itself
+        # (a TerminationTarget condition, reason WorkloadEvictedDueToPreempted, on each pod, then
+        # a delete: Kueue 0.17's pod integration sets no DisruptionTarget)
+        for name in ("low-0", "low-1"):
+            versions = history.pods.get(name) or []
+            marked = [condition(v, "TerminationTarget") for v in versions]
+            assert any(c and c["reason"] == "WorkloadEvictedDueToPreempted" for c in marked), (
+                name,
+                {(c["reason"], c.get("message")) for c in marked if c},
             )
-            for pod in body.get("items") or []:
-                seen_low[pod["metadata"]["name"]] = pod
-            return "high" in watch.finished_at
-
-        watch.until("the high group to run and finish", low_pods_seen, 120)
-        # Kueue ends a preempted plain pod itself: a TerminationTarget condition, then a delete
-        for pod in seen_low.values():
-            cond = condition(pod, "TerminationTarget")
-            if cond is not None:
-                assert cond["reason"] == "WorkloadEvicted", cond
-        workloads = kueue_get(cp, f"/namespaces/{kueue_namespace}/workloads")["items"]
-        low_wl = kq.workloads_by_pod(workloads).get("low-0")
-        if low_wl is not None:  # it may be gone with its pods
-            evicted = condition(low_wl, "Evicted") or condition(low_wl, "Preempted") or {}
-            assert evicted.get("status") == "True" and "Preempted" in evicted.get("reason", ""), (
-                low_wl["status"]
-            )
+            assert any(v["metadata"].get("deletionTimestamp") for v in versions), name
+        evictions = [condition(v, "Evicted") for v in history.workloads.get("low") or []]
+        assert any(c and c["status"] == "True" and c["reason"] == "Preempted" for c in evictions)
         assert watch.admitted_at["high"] > watch.admitted_at["low"]
     finally:
         for name in (f"low-{suffix}", f"high-{suffix}"):
             cp.request("DELETE", f"/apis/kueue.x-k8s.io/v1beta2/workloadpriorityclasses/{name}")
+
+
+def test_pods_of_a_trial_still_waiting_for_admission_go_when_deleted(
+    control_plane, kube_api, kueue, kueue_namespace, kueue_queue
+):
+    """Stopping a trial that Kueue has not admitted (suspend, the experiment's end) deletes
+    its pods: Kueue's finalizer must not keep them (a single pod and a group)."""
+    cp = control_plane
+    queue = kueue_queue(gpus=0)  # nothing is ever admitted
+    pods = group_pods("wait-1", kueue_namespace, queue, 2) + group_pods(
+        "solo-1", kueue_namespace, queue, 1
+    )
+    create_pods(kube_api, pods)
+    names = [p["metadata"]["name"] for p in pods]
+
+    def all_gated_with_workloads() -> bool:
+        found, by_pod = snapshot(cp, kueue_namespace)
+        return len(found) == 3 and all(kq.gated(p) for p in found) and set(by_pod) >= set(names)
+
+    wait_for(all_gated_with_workloads, 30, "three gated pods with their Workloads")
+    for name in names:
+        status, body = cp.request("DELETE", f"/api/v1/namespaces/{kueue_namespace}/pods/{name}")
+        assert status == 200, body
+
+    def gone() -> bool:
+        status, body = cp.request("GET", f"/api/v1/namespaces/{kueue_namespace}/pods")
+        return status == 200 and not body["items"]
+
+    wait_for(gone, 30, "the deleted pods to go (Kueue dropping its finalizer)")

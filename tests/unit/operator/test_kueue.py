@@ -191,9 +191,7 @@ def test_a_gated_trial_waits_pending_with_kueues_reason_and_the_experiment_says_
     rt, api = queued
     first, second = sorted(api.pods)
     api.workloads = [
-        workload(
-            "w1", [first], {"type": "Admitted", "status": "True", "reason": "Admitted"}
-        ),
+        workload("w1", [first], {"type": "Admitted", "status": "True", "reason": "Admitted"}),
         workload("w2", [second], PENDING),
     ]
     pods = {first: queued_pod(api, first, False, "Running"), second: queued_pod(api, second, True)}

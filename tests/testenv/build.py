@@ -17,10 +17,11 @@ Binaries land in ``$KUBETUNE_TESTENV_CACHE/<kubernetes version>/bin`` (default
 which version each binary was built at; a binary that exists with a matching stamp is never
 rebuilt, so a warm run costs a few milliseconds.
 
-A cold build runs three lanes at once, each under its own lock: the control plane's binaries;
+A cold build runs four lanes at once, each under its own lock: the control plane's binaries;
 the real node's (containerd's module first, which shares little with Kubernetes', then the
 kubelet and the device plugin once the control plane's lane has compiled the Kubernetes
-packages they share, so none is compiled twice at the same time); and, as root with buildah,
+packages they share, so none is compiled twice at the same time); Kueue's controller manager
+(its own module); and, as root with buildah,
 the real node's images (tests.testenv.images: mostly downloads and disk, little CPU). The
 wrapper modules are checked first, one at a time.
 """
@@ -505,6 +506,8 @@ def build(
                 _build_group("node", lambda b: b.module in shares)
 
         lanes["node"] = node_lane
+    if "kueue" in groups:  # its own module (k8s.io libraries, not k8s.io/kubernetes)
+        lanes["kueue"] = lambda: _build_group("kueue")
     if images and _can_build_images():
         lanes["images"] = _build_images
     errors: list[BaseException] = []

@@ -11,9 +11,8 @@ from typing import Any
 from kubetune.engine import Action
 from kubetune.engine import trial as states
 from kubetune.storage import StorageError
-from kubetune_operator import objects
-from kubetune_operator.disruption import NODE_LOST, Disruptions, disruption_of
 from kubetune_operator.admission import Admitting
+from kubetune_operator.disruption import NODE_LOST, Disruptions, disruption_of
 from kubetune_operator.runtime_core import (
     PHASE_BY_STATE,
     RESULT_FILE,

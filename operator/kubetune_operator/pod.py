@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune_operator.gpu_share import SharedGpu, gpu_limit
 from kubetune_operator import kueue
+from kubetune_operator.gpu_share import SharedGpu, gpu_limit
 from kubetune_operator.shipped import CODE_DIR, shipped_code_spec
 
 GROUP = "kubetune.io"

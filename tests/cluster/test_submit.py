@@ -784,3 +784,16 @@ def test_without_an_image_the_trials_run_the_trial_base_image(
     for pod in pods:
         images = {c.image for c in [*pod.spec.init_containers, *pod.spec.containers]}
         assert images == {trial_base_image}, images
+
+
+def test_a_submission_the_operator_refuses_fails_with_its_reason(cluster_env, tmp_path):
+    """No image given and none configured on the operator: the experiment stalls, and fit()
+    raises with the operator's message (not an empty result)."""
+    env = {k: v for k, v in cluster_env.items() if k != "KUBETUNE_IMAGE"}
+    script = write(
+        tmp_path / "stall" / "tune_stall.py",
+        README_EXAMPLE.replace('name="readme"', 'name="stalled"'),
+    )
+    proc = submit(script, env)
+    assert proc.returncode != 0
+    assert "the operator did not run" in proc.stderr and "spec.trainable.image" in proc.stderr

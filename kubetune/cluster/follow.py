@@ -168,7 +168,9 @@ class ClusterView:
         is stored and end the callbacks' experiment."""
         state = self._read()
         deadline = time.monotonic() + FINAL_WAIT_S
-        while final and not (state or {}).get("finished") and time.monotonic() < deadline:
+        while final and state is not None and not state.get("finished"):
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.5)
             state = self._read() or state
         if state is None:

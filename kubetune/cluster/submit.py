@@ -176,7 +176,14 @@ class ClusterRun:
 
     def results(self, uri: str, status: dict[str, Any]) -> Any:
         from kubetune.local.result_grid import ResultGrid, TuneError
+        from kubetune.storage import open_storage
 
+        if status.get("phase") == "Failed" and not open_storage(uri).exists(
+            "experiment_state.json"
+        ):  # stopped before its first snapshot: a spec the operator refused (Stalled)
+            raise TuneError(
+                f"the operator did not run {uri}: {status.get('message') or 'no reason given'}"
+            )
         grid = ResultGrid.from_path(uri)
         self._say(
             f"kubetune: {status.get('phase')}: {len(grid)} trials, {grid.num_terminated}"

@@ -754,3 +754,46 @@ def test_code_from_outside_the_storage_stalls_naming_the_field(
     )["items"]
     assert trials == []
     assert client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items == []
+
+
+# -- no image anywhere: the trials run the trial base image the operator names ---------------
+@pytest.fixture
+def trial_base_image(monkeypatch: Any) -> str:
+    """The operator's trial base image (the chart's trial.sidecarImage), set before the
+    operator starts."""
+    monkeypatch.setenv("KUBETUNE_SIDECAR_IMAGE", "kubetune/trial:base")
+    return "kubetune/trial:base"
+
+
+def test_without_an_image_the_trials_run_the_trial_base_image(
+    trial_base_image, cluster_env, tmp_path, kube_api, namespace
+):
+    from kubernetes import client
+
+    env = {k: v for k, v in cluster_env.items() if k != "KUBETUNE_IMAGE"}
+    script = write(
+        tmp_path / "noimage" / "tune_noimage.py",
+        README_EXAMPLE.replace('name="readme"', 'name="noimage"') + REPORT_BEST,
+    )
+    theirs = best_of(submit(script, env))
+    assert theirs["n"] == 6
+    spec = get_experiment(kube_api, namespace, "noimage")["spec"]
+    assert "image" not in spec["trainable"] and spec["trainable"]["codeFrom"]
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
+    assert pods
+    for pod in pods:
+        images = {c.image for c in [*pod.spec.init_containers, *pod.spec.containers]}
+        assert images == {trial_base_image}, images
+
+
+def test_a_submission_the_operator_refuses_fails_with_its_reason(cluster_env, tmp_path):
+    """No image given and none configured on the operator: the experiment stalls, and fit()
+    raises with the operator's message (not an empty result)."""
+    env = {k: v for k, v in cluster_env.items() if k != "KUBETUNE_IMAGE"}
+    script = write(
+        tmp_path / "stall" / "tune_stall.py",
+        README_EXAMPLE.replace('name="readme"', 'name="stalled"'),
+    )
+    proc = submit(script, env)
+    assert proc.returncode != 0
+    assert "the operator did not run" in proc.stderr and "spec.trainable.image" in proc.stderr

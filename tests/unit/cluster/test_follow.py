@@ -192,3 +192,27 @@ def test_ctrl_c_during_the_hooks_is_raised_after_them():
         os.kill(os.getpid(), signal.SIGINT)
         ran.append("after the signal")
     assert ran == ["after the signal"]
+
+
+def test_the_stored_state_gives_the_table_local_mode_draws_from_its_engine(tmp_path):
+    """The same snapshot (counts, best trial, rows) from the operator's stored state as local
+    mode's Progress takes from its engine: one table, two sources."""
+    from kubetune.local.progress import snapshot, snapshot_of_summaries
+    from kubetune.local.stored_state import operator_state
+
+    op = FakeOperator(open_storage(str(tmp_path / NAME)))
+    a, b = op.ids
+    op.report(a, 1)
+    op.report(a, 2)
+    op.complete(a)
+    op.report(b, 1)
+
+    class Backend:
+        engine = op.engine
+        results_seen = 3
+
+    local = snapshot(Backend, "score", "max")  # type: ignore[arg-type]
+    head = {"engine": json.loads(op.engine.to_json()), "experiment": NAME}
+    stored = operator_state(head, lambda key: b"", NAME)
+    assert snapshot_of_summaries(stored["trials"], "score", "max") == local
+    assert local["best"]["value"] == 21 and local["counts"]["TERMINATED"] == 1

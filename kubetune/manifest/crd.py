@@ -245,7 +245,11 @@ def tune_trial_crd() -> dict[str, Any]:
                 {
                     "attempt": integer("The attempt these workers belong to.", minimum=0),
                     "total": integer("Workers of the trial.", minimum=1),
-                    "running": integer("Workers whose pods run.", minimum=0),
+                    "running": integer(
+                        "Workers whose pods run (updated when rank 0's address is known and"
+                        " when all or no longer all run).",
+                        minimum=0,
+                    ),
                     "ready": string("running/total, e.g. 3/3."),
                     "masterAddr": string(
                         "Rank 0's pod IP: the MASTER_ADDR the other workers' sidecars hand on."

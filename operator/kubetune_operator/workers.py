@@ -257,12 +257,15 @@ class WorkerTracking(RuntimeCore):
         rank0: dict[str, Any] | None,
         views: dict[str, dict[str, Any] | None],
     ) -> None:
-        """status.workers: how many run, and rank 0's address for the others' sidecars."""
+        """status.workers: how many run, and rank 0's address for the others' sidecars.
+        Written when the address becomes known, when every worker runs or no longer does,
+        and when a worker cannot be scheduled: not at every pod that starts (a few writes
+        per attempt, whatever its size)."""
         pods = [rank0, *views.values()]
         running = sum(1 for v in pods if v and v["phase"] == "Running" and not v["deleting"])
         addr = (rank0 or {}).get("podIP") if rank0 and not rank0["deleting"] else None
         waiting = next((v["unschedulable"] for v in pods if v and v.get("unschedulable")), None)
-        state = (gang.attempt, running, addr, waiting)
+        state = (gang.attempt, running == gang.total, addr, waiting)
         if state == gang.published:
             return
         gang.published = state

@@ -190,6 +190,9 @@ def test_an_attempt_is_created_as_all_its_pods_and_publishes_rank_0s_address(gan
         "masterAddr": "10.0.0.7",
         "message": None,
     }
+    pods[names[1]] = _view(api, names[1], "Running", ip="10.0.0.7")
+    rt.step(Observed({}, pods), 2.5)
+    assert len(_workers_status(api)) == 1  # 2 of 3 running: nothing new to say
     pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
     rt.step(Observed({}, pods), 3.0)
     assert _workers_status(api)[-1]["ready"] == "3/3"

@@ -41,6 +41,8 @@ from kubetune.train._context import (
     rendezvous_env,
 )
 from kubetune.tune.resources import DEFAULT_RESOURCES, worker_bundles
+from kubetune_operator import kueue
+from kubetune_operator.disruption import disruption_of
 from kubetune_operator.pod import (
     LABEL_ATTEMPT,
     LABEL_TRIAL,
@@ -49,6 +51,7 @@ from kubetune_operator.pod import (
     TRIAL_CONTAINER,
     PodSettings,
     build_trial_pod,
+    pod_name,
 )
 from kubetune_operator.runtime_core import PHASE_BY_STATE, Observed, RuntimeCore, TrialTrack
 from kubetune_operator.views import LIVE, pod_failure_message
@@ -91,6 +94,10 @@ def build_trial_pods(
         _as_worker(pod, rank, world, resources, master_port)
         _place(pod, strategy, trial["metadata"]["name"], attempt)
         pods.append(pod)
+    # one Kueue pod group per attempt: admitted whole or not at all
+    kueue.mark_attempt(
+        pods, kueue.queue_name(experiment, settings.queue_name), pod_name(trial, attempt)
+    )
     return pods
 
 
@@ -236,11 +243,15 @@ class WorkerTracking(RuntimeCore):
         self._publish(tr, gang, rank0, views)
         if tr.stopping or gang.cleaned or self.suspended:
             return []
+        if self.engine.trial_status(tr.trial_id) not in (states.RUNNING, states.PENDING):
+            return []
+        # a worker the cluster preempted restarts the gang too, but is not a failure
+        disrupted = _worker_disruption(gang, views, getattr(observed, "gone", None) or {})
+        if disrupted is not None:
+            name, reason = disrupted
+            return self._preempted(tr, name, reason, "was preempted (a worker)", now, observed)
         failure = _worker_failure(gang, views)
-        if failure is None or self.engine.trial_status(tr.trial_id) not in (
-            states.RUNNING,
-            states.PENDING,
-        ):
+        if failure is None:
             return []
         self._post(f"{tr.obj_name}: {failure}", "TrialAttemptFailed", warning=True)
         out = self.engine.on_trial_error(tr.trial_id, failure, now)
@@ -249,6 +260,17 @@ class WorkerTracking(RuntimeCore):
             patch = {"reason": "AttemptFailed", "message": failure}
             self._set_trial_status(tr, {"phase": PHASE_BY_STATE[status], **patch})
         return out
+
+    def _preempted(
+        self,
+        tr: TrialTrack,
+        pod_name: str,
+        reason: str,
+        detail: str,
+        now: float,
+        observed: Any = None,
+    ) -> list[Action]:
+        raise NotImplementedError  # disruption.Disruptions'
 
     def _publish(
         self,
@@ -278,6 +300,19 @@ class WorkerTracking(RuntimeCore):
             "message": f"a worker cannot be scheduled: {waiting}" if waiting else None,
         }
         self._set_trial_status(tr, {"workers": workers})
+
+
+def _worker_disruption(
+    gang: Gang, views: dict[str, dict[str, Any] | None], gone: dict[str, str]
+) -> tuple[str, str] | None:
+    """(pod, reason) of the first worker the cluster marked for termination (disruption.py):
+    still there with the condition, or gone with its reason remembered."""
+    for name in gang.workers:
+        view = views.get(name)
+        reason = disruption_of(view) if view is not None else gone.get(name)
+        if reason and (view is not None or name in gang.seen):
+            return name, reason
+    return None
 
 
 def _worker_failure(gang: Gang, views: dict[str, dict[str, Any] | None]) -> str | None:

@@ -248,6 +248,49 @@ def test_a_vanished_worker_fails_the_attempt(gang):
     assert ("event", "TrialAttemptFailed") in api.calls
 
 
+def test_a_preempted_worker_restarts_every_pod_without_a_failure(gang):
+    rt, api = gang
+    (tr,) = rt.tracks.values()
+    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
+    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
+    rt.step(Observed({}, pods), 2.0)
+    body = json.loads(json.dumps(api.pods[names[2]]))
+    body["status"] = {
+        "phase": "Running",
+        "containerStatuses": [{"name": "trial", "state": {"running": {}}}],
+        "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}
+        ],
+    }
+    body["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    pods[names[2]] = pod_view(body)
+    rt.step(Observed({}, pods), 3.0)
+    summary = rt.engine.trial_summary(tr.trial_id)
+    assert summary["num_failures"] == 0 and summary["num_preemptions"] == 1
+    assert ("event", "TrialPreempted") in api.calls
+    assert ("event", "TrialAttemptFailed") not in api.calls
+    deleted = {n for k, n in api.calls if k == "delete_pod"}
+    assert {names[0], names[1]} <= deleted  # the whole gang goes; the next attempt restarts it
+
+
+def test_an_attempts_pods_are_one_kueue_pod_group():
+    from kubetune_operator import kueue
+
+    exp = copy.deepcopy(EXPERIMENT)
+    exp["spec"]["queueName"] = "team-a"
+    resources = {"bundles": [{}, {"CPU": 1}, {"CPU": 1}], "strategy": "SPREAD", "workers": 2}
+    pods = build_trial_pods(exp, _trial(resources), 3, PodSettings())
+    groups = {p["metadata"]["labels"].get(kueue.GROUP_NAME_LABEL) for p in pods}
+    assert len(pods) == 2 and len(groups) == 1 and None not in groups
+    for p in pods:
+        assert p["metadata"]["labels"][kueue.QUEUE_LABEL] == "team-a"
+        assert p["metadata"]["annotations"][kueue.GROUP_COUNT_ANNOTATION] == "2"
+    # a one-pod trial is its own Workload: queued, no group
+    (single,) = build_trial_pods(exp, _trial({"bundles": [{"CPU": 1}]}), 3, PodSettings())
+    assert kueue.GROUP_NAME_LABEL not in single["metadata"]["labels"]
+    assert single["metadata"]["labels"][kueue.QUEUE_LABEL] == "team-a"
+
+
 def test_a_restarted_operator_adopts_the_workers_of_the_running_attempt(gang, tmp_path):
     rt, api = gang
     (tr,) = rt.tracks.values()

@@ -198,3 +198,40 @@ def test_zoopt_needs_a_budget() -> None:
 
     with pytest.raises(ConfigError, match="budget"):
         ZOOptSearch()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_bohb_with_a_concurrency_limiter_finishes_whatever_the_order_of_results(seed: int) -> None:
+    """Ray's bohb_example: TuneBOHB behind ConcurrencyLimiter(4), HyperBandForBOHB pausing
+    trials at its milestones, 32 samples, room for 8. The limiter counts paused trials, so
+    brackets that cannot fill must be halved with what they have, or nothing runs again."""
+    pytest.importorskip("hpbandster", reason="needs kubetune[bohb]")
+    import math
+    import random
+
+    from kubetune.engine import EngineConfig, ExperimentEngine
+    from kubetune.schedulers import HyperBandForBOHB
+    from kubetune.search import ConcurrencyLimiter
+    from kubetune.search.bohb import TuneBOHB
+    from tests.unit.engine.sim import Sim
+
+    class ShuffledSim(Sim):
+        def run_round(self) -> None:
+            rng.shuffle(self.order)  # trials report in a different order each round
+            super().run_round()
+
+    def curve(config: dict[str, Any], tid: str, it: int) -> dict[str, Any]:
+        return {"reward": math.tanh(it / max(config["width"], 1e-3)) * config["height"]}
+
+    rng = random.Random(seed)
+    space = {"width": tune.uniform(0, 20), "height": tune.uniform(-100, 100)}
+    engine = ExperimentEngine(
+        EngineConfig(param_space=space, metric="reward", mode="max", num_samples=32),
+        search_alg=ConcurrencyLimiter(TuneBOHB(seed=seed), max_concurrent=4),
+        scheduler=HyperBandForBOHB(max_t=10, reduction_factor=2, stop_last_trials=False),
+        stopper={"training_iteration": 10},
+        seed=seed,
+    )
+    sim = ShuffledSim(engine, curve, max_iter=10, max_rounds=400, capacity=8, checkpoint_every=1)
+    sim.run()  # asserts that the experiment finished
+    assert len(sim.order) == 32 and sim.max_active_seen <= 4

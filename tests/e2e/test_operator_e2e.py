@@ -246,7 +246,7 @@ fields = open("/proc/1/stat").read().rsplit(")", 1)[1].split()
 started_ticks = int(fields[19])  # starttime: clock ticks after boot
 uptime = float(open("/proc/uptime").read().split()[0])
 hz = os.sysconf("SC_CLK_TCK")
-argv = open("/proc/1/cmdline").read().split("\0")
+argv = open("/proc/1/cmdline").read().split(chr(0))
 print(json.dumps({
     "pid1": [a for a in argv if a],
     "pid1_started": time.time() - uptime + started_ticks / hz,

@@ -314,28 +314,39 @@ class ProcessPodRunner:
             return
         finally:
             os.close(status_w)
-        with os.fdopen(status_r, "rb") as status:  # EOF at the container command's exec
-            error = status.read().decode("utf-8", "replace")
-        if error:
-            proc.wait()
-            run.running(f"kubetune-test://{self.uid[:8]}-{name}-failed-{gen}")
-            self.events.put(("exit", name, gen, 128, 0, "StartError", error))
-            return
+        # Running from here, as the kubelet says once the runtime started the container; the
+        # waiter hears from the mount wrapper whether the command itself could be started.
         self.procs[name] = proc
         run.running(f"kubetune-test://{self.uid[:8]}-{name}-{proc.pid}")
+        execd = threading.Event()
         probe = self.containers[name].get("startupProbe")
         if probe and run.kind in (SIDECAR, REGULAR):
             threading.Thread(
-                target=self._probe_worker, args=(name, gen, probe), daemon=True
+                target=self._probe_worker, args=(name, gen, probe, execd), daemon=True
             ).start()
         else:
             run.started = True
             run.ready = True
-        threading.Thread(target=self._wait_proc, args=(name, gen, proc), daemon=True).start()
+        threading.Thread(
+            target=self._wait_proc, args=(name, gen, proc, status_r, execd), daemon=True
+        ).start()
 
-    def _wait_proc(self, name: str, gen: int, proc: subprocess.Popen[bytes]) -> None:
+    def _wait_proc(
+        self,
+        name: str,
+        gen: int,
+        proc: subprocess.Popen[bytes],
+        status_fd: int,
+        execd: threading.Event,
+    ) -> None:
+        with os.fdopen(status_fd, "rb") as status:  # EOF at the container command's exec
+            error = status.read().decode("utf-8", "replace")
+        execd.set()
         rc = proc.wait()
-        self.events.put(("exit", name, gen, rc, proc.pid, "", ""))
+        if error:
+            self.events.put(("exit", name, gen, 128, proc.pid, "StartError", error))
+        else:
+            self.events.put(("exit", name, gen, rc, proc.pid, "", ""))
 
     def _signal(self, name: str, sig: int) -> None:
         proc = self.procs.get(name)
@@ -408,8 +419,11 @@ class ProcessPodRunner:
         return max(0.0, min(min(times) - time.monotonic(), 5.0))
 
     # -- probes ---------------------------------------------------------------------------
-    def _probe_worker(self, name: str, gen: int, probe: JSON) -> None:
+    def _probe_worker(self, name: str, gen: int, probe: JSON, execd: threading.Event) -> None:
         period = max(1, int(probe.get("periodSeconds", 10)))
+        while not execd.wait(0.1):  # probes run in the container's mounts: once it has them
+            if self._stop_probes.is_set() or self.gen[name] != gen:
+                return
         if self._stop_probes.wait(float(probe.get("initialDelaySeconds", 0))):
             return
         while self.gen[name] == gen and not self._stop_probes.is_set():

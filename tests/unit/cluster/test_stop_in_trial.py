@@ -85,7 +85,6 @@ def test_the_shipped_stop_function_stops_the_trial_inside_it(tmp_path):
         )
     )
     env = {**os.environ, "KUBETUNE_TRIAL_SPEC": str(spec_file)}
-    env.pop("KUBETUNE_PATH_MAP", None)
     proc = subprocess.run(
         [sys.executable, "-m", "kubetune.cluster.bootstrap", str(code)],
         env=env,

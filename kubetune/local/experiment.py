@@ -9,7 +9,8 @@ from typing import Any
 
 from kubetune.engine import EngineConfig, ExperimentEngine, ExperimentFinished
 from kubetune.engine import trial as trial_states
-from kubetune.local.backend import LocalBackend, TrialTemplate
+from kubetune.local.backend import LocalBackend
+from kubetune.local.backend_trial import TrialTemplate
 from kubetune.local.callbacks import as_engine, attach_callbacks, finish_callbacks
 from kubetune.local.common import (
     INTERNAL_DIR,

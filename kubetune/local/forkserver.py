@@ -52,7 +52,7 @@ def serve(fd: int) -> None:
 
     import kubetune.trial.runner
     import kubetune.tune.trainable  # noqa: F401
-    from kubetune.trial.runner import _die_with_parent
+    from kubetune.trial.ending import _die_with_parent
 
     _die_with_parent()
     children: set[int] = set()

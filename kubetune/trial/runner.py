@@ -4,27 +4,29 @@ The runner is the same in local mode (a subprocess of the driver) and in a pod (
 container). It evaluates the stop criteria itself, and at the scheduler's decision points it
 waits for a verdict through the gate (see ``kubetune.trial.gate``), so a trial never runs past a
 milestone while the scheduler decides.
+
+Its parts: ``loading`` (the trainable), ``decisions`` (stop criteria, the gate's verdicts),
+``ending`` (``TrialExit``, signals, error.txt and the done marker).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import json
 import os
 import signal
-import sys
 import traceback
-from types import FrameType
 from typing import Any
 
-from kubetune._util import unflattened_lookup
 from kubetune.air import session as _session
 from kubetune.air.checkpoint import Checkpoint
 from kubetune.train._context import current_place, load_rendezvous
 from kubetune.trial import exit_codes
+from kubetune.trial.decisions import RunnerDecisions
+from kubetune.trial.ending import RunnerEnding, TrialExit, _die_with_parent
 from kubetune.trial.gate import DecisionTracker, Gate, open_gate
+from kubetune.trial.loading import TrainableLoadError, load_trainable
 from kubetune.trial.output import OutputWriter, encode_result, json_safe
 from kubetune.trial.spec import TrialSpec
 from kubetune.trial.stopping import STOP_NOW_SIGNAL, StopWindow, stop_window_s
@@ -34,66 +36,6 @@ from kubetune.tune.helpers import PARAMS_ENV
 from kubetune.tune.resources import DEFAULT_RESOURCES, PlacementGroupFactory
 from kubetune.tune.result import CHECKPOINT_DIR_NAME, DONE, EXPERIMENT_TAG, SHOULD_CHECKPOINT
 from kubetune.tune.trainable import TRIAL_META_FILE, Trainable, TrialInfo
-
-
-class TrialExit(BaseException):
-    """Unwinds user code when the trial must end (stop, pause, SIGTERM).
-
-    A BaseException so that a user's ``except Exception`` does not swallow it.
-    """
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class TrainableLoadError(RuntimeError):
-    """The trainable named in the spec cannot be imported or unpickled."""
-
-
-class StopCriterionError(KeyError):
-    """A stop criterion names a metric the result does not have."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def load_trainable(spec: TrialSpec) -> Any:
-    for entry in reversed(spec.python_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    if spec.trainable_pickle is not None:
-        try:
-            import cloudpickle
-
-            with open(spec.trainable_pickle, "rb") as f:
-                return cloudpickle.load(f)
-        except Exception as exc:
-            raise TrainableLoadError(
-                f"cannot unpickle the trainable from {spec.trainable_pickle}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-    assert spec.trainable is not None
-    module_name, _, attr = spec.trainable.partition(":")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        raise TrainableLoadError(
-            f"cannot import the trainable {spec.trainable!r}: module {module_name!r} failed"
-            f" to import: {type(exc).__name__}: {exc}"
-        ) from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise TrainableLoadError(
-                f"cannot import the trainable {spec.trainable!r}: module {module_name!r} has no"
-                f" attribute {attr!r}"
-            ) from None
-    return obj
 
 
 class _FunctionSession:
@@ -121,7 +63,7 @@ class _FunctionSession:
         return self._runner.stopping
 
 
-class TrialRunner:
+class TrialRunner(RunnerDecisions, RunnerEnding):
     def __init__(
         self, spec: TrialSpec, gate: Gate | None = None, reused: Trainable | None = None
     ) -> None:
@@ -386,141 +328,6 @@ class TrialRunner:
             self.last_checkpoint = name
         finally:
             self._in_write = False
-
-    # -- decisions --------------------------------------------------------------------------
-    def _should_stop(self, result: dict[str, Any]) -> str | None:
-        for key, threshold in (self.spec.stop or {}).items():
-            try:
-                value = unflattened_lookup(key, result)
-            except KeyError:
-                raise StopCriterionError(
-                    f"stop criterion {key!r} is not in the reported result (keys:"
-                    f" {', '.join(sorted(k for k in result if k != 'config'))})"
-                ) from None
-            if value is not None and value >= threshold:
-                return f"{key} >= {threshold}"
-        if self.stopper is not None and self.stopper(self.spec.trial_id, result):
-            return "stopper"
-        return None
-
-    def _maybe_ask(self, result: dict[str, Any], due: bool | None = None) -> None:
-        if due is None:
-            due = self.points.due(result)
-        if not due or self.gate is None:
-            return
-        self.seq += 1
-        self._at_gate = True
-        try:
-            verdict = self.gate.ask(
-                {
-                    "seq": self.seq,
-                    "trial_id": self.spec.trial_id,
-                    "training_iteration": result["training_iteration"],
-                    "time_attr": self.points.time_attr,
-                    "value": result.get(self.points.time_attr),
-                }
-            )
-        finally:
-            self._at_gate = False
-        action = verdict["action"]
-        reason = str(verdict.get("reason") or f"scheduler: {action}")
-        if action == "stop":
-            raise TrialExit(exit_codes.STOPPED, reason)
-        if action == "pause":
-            raise TrialExit(exit_codes.PAUSED, reason)
-        if action == "restart":
-            raise TrialExit(exit_codes.RESTART, reason)
-
-    # -- signals and the end ----------------------------------------------------------------
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM (a preemption, an eviction, a stop): see ``kubetune.trial.stopping``."""
-        first = not self.stopping
-        self.stopping = True
-        if self._in_write:
-            self._term_pending = True  # finish the write, then exit
-            return
-        if first and not self._at_gate and self._window_s > 0:
-            # go on to the next checkpoint; the window's deadline signals again
-            self._term_pending = True
-            self._window = StopWindow(self._window_s)
-            self._window.open()
-            return
-        raise TrialExit(exit_codes.TERMINATED, "SIGTERM")
-
-    def _on_stop_now(self, signum: int, frame: FrameType | None) -> None:
-        """Local mode's own stop (the engine's verdict, the driver's end): at once."""
-        self.stopping = self._stop_now = True
-        if self._in_write:
-            self._term_pending = True
-            return
-        raise TrialExit(exit_codes.TERMINATED, "stopped by the driver")
-
-    def _saves_on_stop(self) -> bool:
-        """A stop is under way that should leave a checkpoint behind (SIGTERM, with time)."""
-        return self.stopping and not self._stop_now and self._window_s > 0
-
-    def _record_error(self, text: str) -> None:
-        """error.txt; on a full disk the driver still gets the error, through the gate pipe."""
-        try:
-            self.writer.write_error(text)
-            return
-        except OSError as exc:
-            text = f"{text}\n(error.txt could not be written: {exc})\n"
-        notify = getattr(self.gate, "notify", None)
-        if notify is not None:
-            notify({"event": "error", "text": text})
-        try:
-            sys.stderr.write(text)
-        except OSError:
-            pass
-
-    def _finish(self, code: int) -> None:
-        self.writer.close()
-        try:
-            self._write_done_marker(code)
-        except OSError as exc:  # a full disk: the exit code still says how the trial ended
-            notify = getattr(self.gate, "notify", None)
-            if notify is not None and code != exit_codes.ERRORED:
-                notify({"event": "error", "text": f"cannot write the done marker: {exc}"})
-            try:
-                sys.stderr.write(f"kubetune.trial: cannot write the done marker: {exc}\n")
-            except OSError:
-                pass
-
-    def _write_done_marker(self, code: int) -> None:
-        if self.spec.done_marker:
-            status = {
-                "exit_code": code,
-                "status": exit_codes.NAMES.get(code, "unknown"),
-                "reason": self.stop_reason,
-                "training_iteration": self.filler.iteration,
-                "last_checkpoint": self.last_checkpoint,
-            }
-            tmp = f"{self.spec.done_marker}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(status, f)
-            os.replace(tmp, self.spec.done_marker)
-
-
-PARENT_ENV = "KUBETUNE_PARENT_PID"
-
-
-def _die_with_parent() -> None:
-    """In local mode a trial must not outlive its driver (kill -9 of the driver included):
-    ask Linux to signal it when the parent dies, and exit if it is already gone."""
-    expected = os.environ.get(PARENT_ENV)
-    if not expected or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        # the stop-now signal: no time is spent reaching a checkpoint for a driver that is gone
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, STOP_NOW_SIGNAL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(expected):
-        raise TrialExit(exit_codes.TERMINATED, "the driver exited before the trial started")
 
 
 def _checkpointable(trainable: Trainable) -> bool:

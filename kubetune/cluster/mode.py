@@ -20,6 +20,7 @@ ENV = {
     "storage": "KUBETUNE_STORAGE",
     "storage_secret": "KUBETUNE_STORAGE_SECRET",
     "storage_endpoint": "KUBETUNE_S3_ENDPOINT_URL",
+    "pod_storage_endpoint": "KUBETUNE_POD_S3_ENDPOINT_URL",
     "image": "KUBETUNE_IMAGE",
     "working_dir": "KUBETUNE_WORKING_DIR",
     "requirements": "KUBETUNE_REQUIREMENTS",
@@ -33,6 +34,9 @@ class ClusterSettings:
     storage: str | None = None  # s3://bucket/prefix; None: the operator's default storage
     storage_secret: str | None = None  # Secret (in the namespace) the trial sidecars use
     storage_endpoint: str | None = None
+    # the endpoint as the trial pods reach it, when not as this machine does (a port-forward
+    # here, the in-cluster Service there); None: storage_endpoint
+    pod_storage_endpoint: str | None = None
     image: str | None = None  # None: the trial base image the operator is configured with
     working_dir: str | None = None
     requirements: str | None = None

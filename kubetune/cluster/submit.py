@@ -50,7 +50,11 @@ def storage_spec(
     spec: dict[str, Any] = {"bucket": bucket}
     if prefix.strip("/"):
         spec["prefix"] = prefix.strip("/")
-    endpoint = settings.storage_endpoint or os.environ.get("KUBETUNE_S3_ENDPOINT_URL")
+    endpoint = (
+        settings.pod_storage_endpoint
+        or settings.storage_endpoint
+        or os.environ.get("KUBETUNE_S3_ENDPOINT_URL")
+    )
     if endpoint:
         spec["endpoint"] = endpoint
     if os.environ.get("KUBETUNE_S3_REGION"):

@@ -65,3 +65,18 @@ def test_the_storage_is_the_settings_or_an_s3_storage_path(monkeypatch):
     assert root == "s3://other/runs" and spec["bucket"] == "other"
     with pytest.raises(ValueError, match="KUBETUNE_STORAGE"):
         storage_spec(ClusterSettings(), "~/kubetune_results")
+
+
+def test_the_pods_endpoint_may_differ_from_this_machines(monkeypatch):
+    """A port-forward here, the in-cluster Service in the pods: spec.storage gets the pods'."""
+    monkeypatch.setenv("KUBETUNE_MODE", "cluster")
+    monkeypatch.setenv("KUBETUNE_STORAGE", "s3://b/p")
+    monkeypatch.setenv("KUBETUNE_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("KUBETUNE_POD_S3_ENDPOINT_URL", "http://minio.minio.svc:9000")
+    from kubetune.cluster.submit import storage_spec
+
+    settings = mode.settings()
+    assert settings is not None
+    assert settings.storage_endpoint == "http://127.0.0.1:9000"
+    _, spec = storage_spec(settings)
+    assert spec["endpoint"] == "http://minio.minio.svc:9000"

@@ -266,6 +266,9 @@ def test_live_update_while_a_run_goes_on(tmp_path, driver, serve, shots):
             driver, "[...document.querySelectorAll('tr.trial-row')].map(r => r.textContent)"
         )
         assert rows_after != rows_before
+        # the updates replaced the changed rows and redrew the running trials' trace only
+        updates = js(driver, f"window.kubetune.updates.filter(u => u.seq > {seq} && u.changed > 0)")
+        assert all(u["table"] != "full" and u["chart"] == "live" for u in updates), updates
         # only the first request asked for everything; later ones sent a cursor
         since = js(
             driver,
@@ -285,6 +288,25 @@ def test_live_update_while_a_run_goes_on(tmp_path, driver, serve, shots):
         for tid, c in delta["curves"].items():  # only the rows after the cursor
             assert c["start"] == seen.get(tid, 0) and c["x"][0] == seen.get(tid, 0) + 1
         driver.save_screenshot(os.path.join(shots, "live.png"))
+        # once the run has ended, the table updated row by row reads as one built whole (a
+        # sort there and back builds it whole) and the curves hold every point once
+        assert proc.wait(120) == 0
+        browser.wait_js(
+            driver, "document.getElementById('live').textContent.startsWith('finished')", 60
+        )
+        browser.wait_js(
+            driver,
+            f"window.kubetune.seq === {served.api('experiment', exp='live', since=0)['seq']}",
+            30,
+        )
+        updated = js(driver, "[...document.querySelectorAll('tr.trial-row')].map(r => r.outerHTML)")
+        driver.execute_script("document.querySelector('th[data-key=index]').click()")
+        driver.execute_script("document.querySelector('th[data-key=index]').click()")
+        rebuilt = js(driver, "[...document.querySelectorAll('tr.trial-row')].map(r => r.outerHTML)")
+        assert len(updated) == 2 and updated == rebuilt
+        points = js(driver, "window.kubetune.curvePoints")
+        assert points["stride"] == 1 and points["total"] == 40, points  # the other trial's 40
+        assert points["total"] <= points["drawn"] <= points["total"] + 1, points  # + a joint
     finally:
         proc.terminate()
         proc.wait(60)

@@ -157,7 +157,7 @@ function experimentPage(key) {
     const sig = JSON.stringify([cols, st.sortKey, st.sortDir, st.filter]);
     const rows = visibleRows(cols);
     const tbody = table.querySelector("tbody");
-    if (!changed || sig !== tbl.sig || st.maxIter !== tbl.maxIter) { // the early-stopped column depends on maxIter
+    if (!changed || sig !== tbl.sig) {
       table.querySelector("thead").innerHTML = "<tr>" + cols.map(([k, label]) =>
         `<th data-key="${esc(k)}" class="${st.sortKey === k ? (st.sortDir > 0 ? "sorted-asc" : "sorted-desc") : ""}">${esc(label)}</th>`).join("") + "</tr>";
       tbody.innerHTML = rows.map((r) => rowHtml(r, cols)).join("");
@@ -166,6 +166,12 @@ function experimentPage(key) {
     } else {
       const ids = new Set(changed);
       if (tbl.bestId !== st.bestId) { ids.add(tbl.bestId); ids.add(st.bestId); tbl.bestId = st.bestId; }
+      if (tbl.maxIter !== st.maxIter) { // the rows whose "stopped early" changed with the longest trial
+        for (const r of st.trials.values()) {
+          if (r.stopped_by_scheduler && (r.iterations < tbl.maxIter) !== (r.iterations < st.maxIter)) ids.add(r.id);
+        }
+        tbl.maxIter = st.maxIter;
+      }
       for (const id of ids) { const tr = tbl.rows.get(id); if (tr) { tr.remove(); tbl.rows.delete(id); } }
       let cur = tbody.firstElementChild;
       for (const r of rows) {
@@ -255,15 +261,17 @@ function experimentPage(key) {
   }
 
   // Two traces share the other trials' curves: a static one, built (thinned) once, of the
-  // trials that had ended when it was built, and a live one of the running trials and of the
-  // points that ended trials got since (drawn on from their last static point). An update
-  // rebuilds only the live one; the whole chart is built again on a new metric or best trial,
-  // or once the live trace holds enough to be worth thinning with the rest.
-  let chart = null; // {bestId, stride, ids: Map(id -> points in the static trace), xs, ys, drawn}
+  // trials that had ended when it was built, and a live one of the running trials, of the
+  // points that ended trials got since (drawn on from their last static point) and of a best
+  // trial that lost its place. An update rebuilds only the live one (Plotly still lays out
+  // every trace: what it saves is the thinning and copying of all curves); the whole chart is
+  // built again on a new metric, on a rewritten curve, or once the live trace holds enough to
+  // be worth thinning with the rest.
+  let chart = null; // {stride, ids: Map(id -> points in the static trace), xs, ys, drawn}
   const ENDED = new Set(["TERMINATED", "ERROR"]);
   function buildStatic(total) {
     const stride = total > CURVE_POINTS ? Math.ceil((2 * total) / CURVE_POINTS) : 1;
-    const c = { bestId: st.bestId, stride, ids: new Map(), xs: [], ys: [], drawn: 0 };
+    const c = { stride, ids: new Map(), xs: [], ys: [], drawn: 0 };
     for (const [id, cur] of st.curves) {
       const row = st.trials.get(id);
       if (id === st.bestId || !row || !ENDED.has(row.status) || !cur.x.length) continue;
@@ -294,7 +302,7 @@ function experimentPage(key) {
     let total = 0;
     for (const [id, c] of st.curves) if (id !== st.bestId) total += c.x.length;
     let how = "live";
-    if (!chart || chart.bestId !== st.bestId) { chart = buildStatic(total); how = "full"; }
+    if (!chart) { chart = buildStatic(total); how = "full"; }
     let lv = liveTrace(chart);
     // rebuilt whole when the live trace holds many ended trials' points, or when the chart
     // would draw far more than its budget because the trials grew since it was thinned

@@ -85,15 +85,18 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
                 for i in range(grow):
                     exp.grow(running[(u * grow + i) % len(running)], 1)
                 exp.write_state()
-                browser.wait_js(
-                    driver,
-                    f"window.kubetune.updates.slice({before}).some(x => x.changed >= {grow})",
-                    60,
-                    "the update",
+                # the update painted: the first poll by which all of its trials came (a
+                # poll in the middle of the writes takes some, the next one the rest)
+                done = (
+                    f"(() => {{ let n = 0; for (const x of window.kubetune.updates.slice({before}))"
+                    f" {{ n += x.changed; if (n >= {grow}) return x; }} return null; }})()"
                 )
-                entry = driver.execute_script(
-                    f"return window.kubetune.updates.slice({before}).find(x => x.changed >= {grow})"
-                )
+                try:
+                    entry = browser.wait_js(driver, done, 60, "the update")
+                except AssertionError:
+                    page = "[document.getElementById('live').textContent, window.kubetune.updates]"
+                    print("the page:", driver.execute_script(f"return {page}"), file=sys.stderr)
+                    raise
                 end_to_end.append(entry["at"] / 1000 - written)
                 handled.append(entry["ms"])
                 for part, values in parts.items():
@@ -105,6 +108,7 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
         split = ", ".join(
             f"{part} {statistics.median(values):.0f}" for part, values in parts.items() if values
         )
+        redrawn = ", ".join(sorted(set(kinds)))
         print(
             f"{trials} trials x {results} results: server ready {ready:.2f} s;"
             f" first paint (table) {paint:.0f} ms, curves preview {_ms(preview)}, chart"
@@ -115,7 +119,7 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
             f" {len(delta) / 1e3:.1f} kB; update written->painted median"
             f" {statistics.median(end_to_end) * 1000:.0f} ms (max {max(end_to_end) * 1000:.0f}),"
             f" request+render median {statistics.median(handled):.0f} ms"
-            f" ({split}; chart/table redrawn: {', '.join(sorted(set(kinds)))});"
+            f" ({split}{'; ' if split else ''}chart/table redrawn: {redrawn});"
             f" server VmRSS {mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f})",
             flush=True,
         )

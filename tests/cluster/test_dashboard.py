@@ -335,6 +335,26 @@ def test_thousand_trials_first_paint(tmp_path, driver, serve, shots):
     preview = js(driver, "window.kubetune.previewPaint")
     print(f"1000 trials x 100 results: curves preview {preview} ms, plotly chart {charts:.0f} ms")
     driver.save_screenshot(os.path.join(shots, "thousand.png"))
+    # three trials stopped at a low rung go on: an update redraws their rows and the curves'
+    # live trace, where their new points continue from the static trace's
+    seq = js(driver, "window.kubetune.seq")
+    going = ["synth_00001", "synth_00004", "synth_00007"]
+    for i in (1, 4, 7):
+        exp.status[i], exp.stop_reason[i] = "RUNNING", None
+        exp.grow(i, 5)
+    exp.write_state()
+    rows = " && ".join(
+        f"document.querySelector('tr[data-id={t}] td.status-RUNNING') !== null" for t in going
+    )
+    browser.wait_js(driver, rows, 60, "the three trials' rows updated")
+    browser.wait_js(driver, f"window.kubetune.curvePoints.total === {points['total'] + 15}", 30)
+    updates = js(driver, f"window.kubetune.updates.filter(u => u.seq > {seq})")
+    assert updates and all(u["table"] != "full" and u["chart"] == "live" for u in updates), updates
+    after = js(driver, "window.kubetune.curvePoints")
+    assert after["stride"] == points["stride"] and after["live"] > 0, after
+    assert after["drawn"] == points["drawn"] + after["live"], (points, after)
+    assert js(driver, "document.querySelectorAll('tr.trial-row').length") == 1000
+    assert js(driver, "document.querySelectorAll('tr.best').length") == 1
     # how fast is bench/bench_dashboard.py's to measure (the printed figures above are for the
     # log); a wall-clock bound here would fail on a loaded machine, not on a slow dashboard
 

@@ -304,9 +304,9 @@ function experimentPage(key) {
     let how = "live";
     if (!chart) { chart = buildStatic(total); how = "full"; }
     let lv = liveTrace(chart);
-    // rebuilt whole when the live trace holds many ended trials' points, or when the chart
-    // would draw far more than its budget because the trials grew since it was thinned
-    if (how === "live" && (lv.ended > CURVE_POINTS / 4 || chart.drawn + lv.drawn > 1.5 * CURVE_POINTS)) {
+    // rebuilt whole when the live trace holds many ended trials' points, or when it grew so
+    // that the chart draws far more than its budget (the curves grew since they were thinned)
+    if (how === "live" && (lv.ended > CURVE_POINTS / 4 || lv.drawn > CURVE_POINTS / 2 && chart.drawn + lv.drawn > 1.5 * CURVE_POINTS)) {
       chart = buildStatic(total); lv = liveTrace(chart); how = "full";
     }
     const stride = chart.stride, drawn = chart.drawn + lv.drawn;

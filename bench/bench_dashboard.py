@@ -7,7 +7,9 @@ incremental API answer, the latency from new rows written to them painted (end t
 includes the page's 1 s poll, and the request + render part alone), and the server's memory
 (VmRSS / VmHWM). "plotly.js ready" is when the page could first call Plotly (the bundle
 downloaded, compiled and run: on a fresh profile most of the curves' time); "preview" is when
-the canvas drawing of the same curves that stands in until then was painted.
+the canvas drawing of the same curves that stands in until then was painted. "chart/table
+redrawn" says how the updates were drawn: the curves "full" or only their "live" trace, the
+table "full" or only "N rows" (the changed ones and the best trial's).
 Run: ``.venv/bin/python -m bench.bench_dashboard [--trials 100 1000]``.
 """
 
@@ -47,7 +49,12 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
     root = tempfile.mkdtemp(prefix="bench-dashboard-")
     exp = SyntheticExperiment(os.path.join(root, "big"), trials)
     exp.fill(results)
-    exp.write_state()  # still running: the page keeps polling
+    # still running: the trials that get rows during the updates are ones below the last rung
+    # (as ASHA's running trials are), the others ended; the page keeps polling
+    running = [i for i in range(trials) if i % 3 == 1][: updates * grow]
+    for i in running:
+        exp.status[i], exp.stop_reason[i] = "RUNNING", None
+    exp.write_state()
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubetune.cli", "dashboard", root, "--port", "0"],
@@ -70,26 +77,38 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
             plotly_at = driver.execute_script("return window.kubetune.plotlyAt")
             preview = driver.execute_script("return window.kubetune.previewPaint")
             points = driver.execute_script("return window.kubetune.curvePoints") or {}
-            end_to_end, handled = [], []
+            end_to_end, handled, kinds = [], [], []
+            parts: dict[str, list[float]] = {"request": [], "table": [], "chart": []}
             for u in range(updates):
                 before = driver.execute_script("return window.kubetune.updates.length")
                 written = time.time()
                 for i in range(grow):
-                    exp.grow((u * grow + i) % trials, 1)
+                    exp.grow(running[(u * grow + i) % len(running)], 1)
                 exp.write_state()
-                browser.wait_js(
-                    driver,
-                    f"window.kubetune.updates.slice({before}).some(x => x.changed >= {grow})",
-                    60,
-                    "the update",
+                # the update painted: the first poll by which all of its trials came (a
+                # poll in the middle of the writes takes some, the next one the rest)
+                done = (
+                    f"(() => {{ let n = 0; for (const x of window.kubetune.updates.slice({before}))"
+                    f" {{ n += x.changed; if (n >= {grow}) return x; }} return null; }})()"
                 )
-                entry = driver.execute_script(
-                    f"return window.kubetune.updates.slice({before}).find(x => x.changed >= {grow})"
-                )
+                try:
+                    entry = browser.wait_js(driver, done, 60, "the update")
+                except AssertionError:
+                    page = "[document.getElementById('live').textContent, window.kubetune.updates]"
+                    print("the page:", driver.execute_script(f"return {page}"), file=sys.stderr)
+                    raise
                 end_to_end.append(entry["at"] / 1000 - written)
                 handled.append(entry["ms"])
+                for part, values in parts.items():
+                    if f"{part}_ms" in entry:
+                        values.append(entry[f"{part}_ms"])
+                kinds.append(f"{entry.get('chart', 'full')}/{entry.get('table', 'full')}")
             delta = get(url + f"api/experiment?exp=big&since={seq}")
             mem = memory_kib(proc.pid)
+        split = ", ".join(
+            f"{part} {statistics.median(values):.0f}" for part, values in parts.items() if values
+        )
+        redrawn = ", ".join(sorted(set(kinds)))
         print(
             f"{trials} trials x {results} results: server ready {ready:.2f} s;"
             f" first paint (table) {paint:.0f} ms, curves preview {_ms(preview)}, chart"
@@ -99,7 +118,8 @@ def bench(trials: int, results: int, updates: int, grow: int) -> None:
             f" full answer {len(full) / 1e6:.2f} MB, after {updates} updates of {grow} trials"
             f" {len(delta) / 1e3:.1f} kB; update written->painted median"
             f" {statistics.median(end_to_end) * 1000:.0f} ms (max {max(end_to_end) * 1000:.0f}),"
-            f" request+render median {statistics.median(handled):.0f} ms;"
+            f" request+render median {statistics.median(handled):.0f} ms"
+            f" ({split}{'; ' if split else ''}chart/table redrawn: {redrawn});"
             f" server VmRSS {mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f})",
             flush=True,
         )

@@ -266,6 +266,9 @@ def test_live_update_while_a_run_goes_on(tmp_path, driver, serve, shots):
             driver, "[...document.querySelectorAll('tr.trial-row')].map(r => r.textContent)"
         )
         assert rows_after != rows_before
+        # the updates replaced the changed rows and redrew the running trials' trace only
+        updates = js(driver, f"window.kubetune.updates.filter(u => u.seq > {seq} && u.changed > 0)")
+        assert all(u["table"] != "full" and u["chart"] == "live" for u in updates), updates
         # only the first request asked for everything; later ones sent a cursor
         since = js(
             driver,
@@ -285,6 +288,25 @@ def test_live_update_while_a_run_goes_on(tmp_path, driver, serve, shots):
         for tid, c in delta["curves"].items():  # only the rows after the cursor
             assert c["start"] == seen.get(tid, 0) and c["x"][0] == seen.get(tid, 0) + 1
         driver.save_screenshot(os.path.join(shots, "live.png"))
+        # once the run has ended, the table updated row by row reads as one built whole (a
+        # sort there and back builds it whole) and the curves hold every point once
+        assert proc.wait(120) == 0
+        browser.wait_js(
+            driver, "document.getElementById('live').textContent.startsWith('finished')", 60
+        )
+        browser.wait_js(
+            driver,
+            f"window.kubetune.seq === {served.api('experiment', exp='live', since=0)['seq']}",
+            30,
+        )
+        updated = js(driver, "[...document.querySelectorAll('tr.trial-row')].map(r => r.outerHTML)")
+        driver.execute_script("document.querySelector('th[data-key=index]').click()")
+        driver.execute_script("document.querySelector('th[data-key=index]').click()")
+        rebuilt = js(driver, "[...document.querySelectorAll('tr.trial-row')].map(r => r.outerHTML)")
+        assert len(updated) == 2 and updated == rebuilt
+        points = js(driver, "window.kubetune.curvePoints")
+        assert points["stride"] == 1 and points["total"] == 40, points  # the other trial's 40
+        assert points["total"] <= points["drawn"] <= points["total"] + 1, points  # + a joint
     finally:
         proc.terminate()
         proc.wait(60)
@@ -313,6 +335,26 @@ def test_thousand_trials_first_paint(tmp_path, driver, serve, shots):
     preview = js(driver, "window.kubetune.previewPaint")
     print(f"1000 trials x 100 results: curves preview {preview} ms, plotly chart {charts:.0f} ms")
     driver.save_screenshot(os.path.join(shots, "thousand.png"))
+    # three trials stopped at a low rung go on: an update redraws their rows and the curves'
+    # live trace, where their new points continue from the static trace's
+    seq = js(driver, "window.kubetune.seq")
+    going = ["synth_00001", "synth_00004", "synth_00007"]
+    for i in (1, 4, 7):
+        exp.status[i], exp.stop_reason[i] = "RUNNING", None
+        exp.grow(i, 5)
+    exp.write_state()
+    rows = " && ".join(
+        f"document.querySelector('tr[data-id={t}] td.status-RUNNING') !== null" for t in going
+    )
+    browser.wait_js(driver, rows, 60, "the three trials' rows updated")
+    browser.wait_js(driver, f"window.kubetune.curvePoints.total === {points['total'] + 15}", 30)
+    updates = js(driver, f"window.kubetune.updates.filter(u => u.seq > {seq})")
+    assert updates and all(u["table"] != "full" and u["chart"] == "live" for u in updates), updates
+    after = js(driver, "window.kubetune.curvePoints")
+    assert after["stride"] == points["stride"] and after["live"] > 0, after
+    assert after["drawn"] == points["drawn"] + after["live"], (points, after)
+    assert js(driver, "document.querySelectorAll('tr.trial-row').length") == 1000
+    assert js(driver, "document.querySelectorAll('tr.best').length") == 1
     # how fast is bench/bench_dashboard.py's to measure (the printed figures above are for the
     # log); a wall-clock bound here would fail on a loaded machine, not on a slow dashboard
 

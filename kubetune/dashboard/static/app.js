@@ -80,7 +80,7 @@ function experimentPage(key) {
   const table = document.getElementById("trial-table");
   document.getElementById("filter").addEventListener("input", (e) => { st.filter = e.target.value; renderTable(); });
   document.getElementById("metric").addEventListener("change", (e) => {
-    st.metric = e.target.value; st.since = 0; st.curves.clear(); st.trials.clear(); st.lastSide = 0; poll();
+    st.metric = e.target.value; st.since = 0; st.curves.clear(); st.trials.clear(); st.lastSide = 0; chart = null; poll();
   });
   table.querySelector("thead").addEventListener("click", (e) => {
     const k = e.target.dataset && e.target.dataset.key;
@@ -97,6 +97,7 @@ function experimentPage(key) {
     for (const [id, c] of Object.entries(data.curves)) {
       let cur = st.curves.get(id);
       if (!cur || c.start === 0) { cur = { x: [], y: [] }; st.curves.set(id, cur); }
+      if (chart && chart.ids.has(id) && c.start < chart.ids.get(id)) chart = null; // rewritten: the static trace is stale
       cur.x.length = c.start; cur.y.length = c.start;
       for (let i = 0; i < c.x.length; i++) { cur.x.push(c.x[i]); cur.y.push(c.y[i]); }
     }
@@ -118,10 +119,12 @@ function experimentPage(key) {
   // the scheduler also ends the trials that reach its max_t: only those cut short are early
   function earlyStopped(row) { return row.stopped_by_scheduler && row.iterations < st.maxIter; }
 
-  function renderTable() {
-    const cols = columns();
-    table.querySelector("thead").innerHTML = "<tr>" + cols.map(([k, label]) =>
-      `<th data-key="${esc(k)}" class="${st.sortKey === k ? (st.sortDir > 0 ? "sorted-asc" : "sorted-desc") : ""}">${esc(label)}</th>`).join("") + "</tr>";
+  // The table is built whole on the first paint, a sort, a filter or a new column; an update
+  // replaces only the rows of the trials that changed (and moves rows only where the sort
+  // order asks), so 1,000 rows are not parsed and laid out again every second.
+  const tbl = { rows: new Map(), sig: null, maxIter: 0, bestId: null };
+  const tpl = document.createElement("template");
+  function visibleRows(cols) {
     let rows = [...st.trials.values()];
     const f = st.filter.trim().toLowerCase();
     if (f) {
@@ -137,14 +140,50 @@ function experimentPage(key) {
       if (y === null || y === undefined || y === "") return -1;
       return (typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y))) * d;
     });
-    const html = rows.map((r) => `<tr class="trial-row${r.id === st.bestId ? " best" : ""}" data-id="${esc(r.id)}">` + cols.map(([c]) => {
+    return rows;
+  }
+  function rowHtml(r, cols) {
+    return `<tr class="trial-row${r.id === st.bestId ? " best" : ""}" data-id="${esc(r.id)}">` + cols.map(([c]) => {
       let v = cell(r, c);
       if (c === "name") return `<td>${link(expHash(key) + "/trial/" + encodeURIComponent(r.id), v)}</td>`;
       if (c === "status") return `<td class="status-${esc(v)}">${esc(v)}</td>`;
       if (c === "error") return `<td class="err" title="${esc(v)}">${esc(String(v || "").slice(0, 60))}</td>`;
       return `<td class="${typeof v === "number" ? "num" : ""}">${esc(fmt(v))}</td>`;
-    }).join("") + "</tr>").join("");
-    table.querySelector("tbody").innerHTML = html;
+    }).join("") + "</tr>";
+  }
+  // changed: the ids of the trials whose rows changed; none: build the table whole
+  function renderTable(changed) {
+    const cols = columns();
+    const sig = JSON.stringify([cols, st.sortKey, st.sortDir, st.filter]);
+    const rows = visibleRows(cols);
+    const tbody = table.querySelector("tbody");
+    if (!changed || sig !== tbl.sig) {
+      table.querySelector("thead").innerHTML = "<tr>" + cols.map(([k, label]) =>
+        `<th data-key="${esc(k)}" class="${st.sortKey === k ? (st.sortDir > 0 ? "sorted-asc" : "sorted-desc") : ""}">${esc(label)}</th>`).join("") + "</tr>";
+      tbody.innerHTML = rows.map((r) => rowHtml(r, cols)).join("");
+      tbl.rows = new Map([...tbody.children].map((tr) => [tr.dataset.id, tr]));
+      Object.assign(tbl, { sig, maxIter: st.maxIter, bestId: st.bestId, last: "full" });
+    } else {
+      const ids = new Set(changed);
+      if (tbl.bestId !== st.bestId) { ids.add(tbl.bestId); ids.add(st.bestId); tbl.bestId = st.bestId; }
+      if (tbl.maxIter !== st.maxIter) { // the rows whose "stopped early" changed with the longest trial
+        for (const r of st.trials.values()) {
+          if (r.stopped_by_scheduler && (r.iterations < tbl.maxIter) !== (r.iterations < st.maxIter)) ids.add(r.id);
+        }
+        tbl.maxIter = st.maxIter;
+      }
+      for (const id of ids) { const tr = tbl.rows.get(id); if (tr) { tr.remove(); tbl.rows.delete(id); } }
+      let cur = tbody.firstElementChild;
+      for (const r of rows) {
+        let tr = tbl.rows.get(r.id);
+        if (!tr) {
+          tpl.innerHTML = rowHtml(r, cols); tr = tpl.content.firstElementChild; tbl.rows.set(r.id, tr);
+        }
+        if (tr === cur) { cur = cur.nextElementSibling; continue; }
+        tbody.insertBefore(tr, cur);
+      }
+      tbl.last = `${ids.size} rows`;
+    }
     document.getElementById("shown").textContent = `${rows.length} of ${st.trials.size} trials`;
   }
 
@@ -221,17 +260,56 @@ function experimentPage(key) {
     return true;
   }
 
+  // Two traces share the other trials' curves: a static one, built (thinned) once, of the
+  // trials that had ended when it was built, and a live one of the running trials, of the
+  // points that ended trials got since (drawn on from their last static point) and of a best
+  // trial that lost its place. An update rebuilds only the live one (Plotly still lays out
+  // every trace: what it saves is the thinning and copying of all curves); the whole chart is
+  // built again on a new metric, on a rewritten curve, or once the live trace holds enough to
+  // be worth thinning with the rest.
+  let chart = null; // {stride, ids: Map(id -> points in the static trace), xs, ys, drawn}
+  const ENDED = new Set(["TERMINATED", "ERROR"]);
+  function buildStatic(total) {
+    const stride = total > CURVE_POINTS ? Math.ceil((2 * total) / CURVE_POINTS) : 1;
+    const c = { stride, ids: new Map(), xs: [], ys: [], drawn: 0 };
+    for (const [id, cur] of st.curves) {
+      const row = st.trials.get(id);
+      if (id === st.bestId || !row || !ENDED.has(row.status) || !cur.x.length) continue;
+      c.drawn += thin(cur, stride, c.xs, c.ys);
+      c.xs.push(null); c.ys.push(null);
+      c.ids.set(id, cur.x.length);
+    }
+    return c;
+  }
+  function liveTrace(c) {
+    const xs = [], ys = [];
+    let drawn = 0, ended = 0;
+    for (const [id, cur] of st.curves) {
+      if (id === st.bestId || !cur.x.length) continue;
+      const from = c.ids.has(id) ? c.ids.get(id) - 1 : 0; // from the static trace's last point on
+      if (from >= cur.x.length - 1 && c.ids.has(id)) continue;
+      const n = thin(from ? { x: cur.x.slice(from), y: cur.y.slice(from) } : cur, c.stride, xs, ys);
+      xs.push(null); ys.push(null);
+      drawn += n;
+      const row = st.trials.get(id);
+      if (row && ENDED.has(row.status)) ended += n;
+    }
+    return { xs, ys, drawn, ended };
+  }
+
   async function renderCurves() {
-    const xs = [], ys = [], stopX = [], stopY = [], stopText = [];
+    const stopX = [], stopY = [], stopText = [];
     let total = 0;
     for (const [id, c] of st.curves) if (id !== st.bestId) total += c.x.length;
-    const stride = total > CURVE_POINTS ? Math.ceil((2 * total) / CURVE_POINTS) : 1;
-    let drawn = 0;
-    for (const [id, c] of st.curves) {
-      if (id === st.bestId) continue;
-      drawn += thin(c, stride, xs, ys);
-      xs.push(null); ys.push(null);
+    let how = "live";
+    if (!chart) { chart = buildStatic(total); how = "full"; }
+    let lv = liveTrace(chart);
+    // rebuilt whole when the live trace holds many ended trials' points, or when it grew so
+    // that the chart draws far more than its budget (the curves grew since they were thinned)
+    if (how === "live" && (lv.ended > CURVE_POINTS / 4 || lv.drawn > CURVE_POINTS / 2 && chart.drawn + lv.drawn > 1.5 * CURVE_POINTS)) {
+      chart = buildStatic(total); lv = liveTrace(chart); how = "full";
     }
+    const stride = chart.stride, drawn = chart.drawn + lv.drawn;
     for (const [id, row] of st.trials) {
       const c = st.curves.get(id);
       if (!earlyStopped(row) || !c) continue;
@@ -241,13 +319,16 @@ function experimentPage(key) {
     }
     document.getElementById("curves-note").textContent = stride > 1
       ? `${drawn.toLocaleString()} of ${total.toLocaleString()} points drawn (each curve's low and high of every ${stride}; a trial's page has all)` : "";
-    window.kubetune.curvePoints = { total, drawn, stride };
+    window.kubetune.curvePoints = { total, drawn, stride, live: lv.drawn };
+    window.kubetune.chartUpdate = how;
     const best = st.curves.get(st.bestId) || { x: [], y: [] };
     const bestName = st.trials.has(st.bestId) ? st.trials.get(st.bestId).name : "";
+    const line = { color: "rgba(70,100,160,0.35)", width: 1 };
     const traces = [
-      { x: xs, y: ys, mode: "lines", name: "trials", line: { color: "rgba(70,100,160,0.35)", width: 1 }, hoverinfo: "x+y" },
+      { x: chart.xs, y: chart.ys, mode: "lines", name: "trials", legendgroup: "trials", line, hoverinfo: "x+y" },
       { x: stopX, y: stopY, text: stopText, mode: "markers", name: "stopped by scheduler", marker: { symbol: "x", size: 7, color: "#e53935" } },
-      { x: best.x, y: best.y, mode: "lines+markers", name: "best: " + bestName, line: { color: "#ff9800", width: 3 }, marker: { size: 4 } },
+      { x: best.x.slice(), y: best.y.slice(), mode: "lines+markers", name: "best: " + bestName, line: { color: "#ff9800", width: 3 }, marker: { size: 4 } },
+      { x: lv.xs, y: lv.ys, mode: "lines", name: "trials (running)", legendgroup: "trials", showlegend: false, line, hoverinfo: "x+y" },
     ];
     const layout = { margin: { l: 50, r: 10, t: 10, b: 40 }, xaxis: { title: { text: "training_iteration" } },
       yaxis: { title: { text: st.metric || "" } }, legend: { orientation: "h", y: 1.12 }, uirevision: st.metric };
@@ -306,6 +387,7 @@ function experimentPage(key) {
     try {
       const data = await getJSON("experiment", { exp: key, since: st.since, metric: st.metric || "" });
       if (stopped) return;
+      const t1 = performance.now();
       const changed = data.changed.length > 0 || first;
       merge(data);
       if (changed) {
@@ -315,13 +397,16 @@ function experimentPage(key) {
         const sel = document.getElementById("metric");
         if (sel.options.length !== data.metrics.length) sel.innerHTML = data.metrics.map((m) => `<option>${esc(m)}</option>`).join("");
         sel.value = st.metric || "";
-        renderTable();
+        renderTable(first ? null : data.changed.map((r) => r.id));
         await frame();
-        if (first) window.kubetune.firstPaint = performance.now();
+        const t2 = performance.now();
+        if (first) window.kubetune.firstPaint = t2;
         await renderCurves();
         await frame();
+        const t3 = performance.now();
         if (first) { window.kubetune.chartsPaint = performance.now(); first = false; }
-        window.kubetune.updates.push({ seq: data.seq, changed: data.changed.length, ms: performance.now() - t0, at: Date.now() });
+        window.kubetune.updates.push({ seq: data.seq, changed: data.changed.length, ms: t3 - t0, at: Date.now(),
+          request_ms: t1 - t0, table_ms: t2 - t1, chart_ms: t3 - t2, table: tbl.last, chart: window.kubetune.chartUpdate });
         const now = Date.now();
         if (now - st.lastSide > 10000 || data.state === "FINISHED" && st.lastSide < now - 3000) {
           st.lastSide = now; renderParcoords(); renderSide();

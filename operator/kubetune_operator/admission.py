@@ -7,6 +7,12 @@ gets ``Admitted=False`` with Kueue's reason and message, read from the attempt's
 LIST of the namespace's Workloads every few seconds while some trial is gated, none otherwise);
 the experiment gets ``TrialsAdmitted=False`` naming the first of them. Where Workloads cannot be
 read (Kueue absent, or no RBAC for them), the pod's scheduling gate is the reason.
+
+A multi-pod attempt is read from its rank 0 pod alone (``tr.pod_name``), and that is enough:
+the attempt is one Kueue pod group with one Workload, which every pod of the group owns, and
+Kueue lifts the gates of the group's pods only once that Workload is admitted (one pod after
+the other, within moments: tests/cluster/test_kueue_operator.py sees no half-ungated group
+last). An evicted group is not gated again: Kueue deletes its pods (disruption.py).
 """
 
 from __future__ import annotations

@@ -154,9 +154,20 @@ class Observing(Disruptions, Admitting):
             if pod.get("unschedulable") != tr.unschedulable or admission:
                 tr.unschedulable = pod.get("unschedulable")
                 self._set_trial_status(tr, {"conditions": self._trial_conditions(tr)})
-            if pod.get("started") and status == states.PENDING:
+            # an attempt we are ending (a worker failed or was preempted, PBT restarts the
+            # trial) does not make the trial, PENDING for its next attempt, RUNNING again
+            if pod.get("started") and status == states.PENDING and not tr.stopping:
                 self._set_trial_status(tr, {"phase": "RUNNING"})
                 return self.engine.on_trial_started(tr.trial_id, now)
+            if (
+                pod.get("started")
+                and status == states.RUNNING
+                and tr.phase == "PENDING"
+                and not tr.stopping
+            ):
+                # the engine took late results of the attempt being replaced (RUNNING already):
+                # the TuneTrial still says PENDING, and now the new attempt runs
+                self._set_trial_status(tr, {"phase": "RUNNING"})
             if pod["deleting"]:
                 return self._observe_deleting(tr, pod, active, now)
             return []

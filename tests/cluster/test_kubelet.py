@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from tests.testenv.kubelet import EmulatedExit, EmulatedPod, NodeSpec, TestKubelet
-from tests.testenv.kubelet_api import ApiError, KubeRest, pod_path
+from tests.testenv.kubelet_api import STRATEGIC_MERGE_PATCH, ApiError, KubeRest, pod_path
 from tests.testenv.kubelet_fixtures import KubeletFactory
+from tests.testenv.kubelet_status import now_rfc3339
 
 pytestmark = pytest.mark.cluster
 
@@ -957,3 +958,35 @@ def test_http_and_tcp_startup_probes_gate_the_main_container(
     kubelet.api.create(pod_path(namespace), pod(name, [client], initContainers=[server]))
     done = kubelet.wait_for_phase(namespace, name, timeout=30)
     assert done["status"]["phase"] == "Succeeded", kubelet.logs(namespace, name, "main")
+
+
+@pytest.mark.parametrize("mode", ["process", "emulated"])
+def test_conditions_others_set_survive_the_kubelets_status_writes(
+    mode: str, kubelet_factory: KubeletFactory, namespace: str
+) -> None:
+    """As a real kubelet: a condition set by someone else (Kueue's TerminationTarget, the
+    scheduler's DisruptionTarget) is kept when the kubelet writes the pod's status after it,
+    here the status of the pod's end."""
+    kwargs: dict[str, Any] = {"mode": mode}
+    if mode == "emulated":
+        kwargs["behaviour"] = lambda p: EmulatedExit(exit_code=0, duration=1.5)
+    kl = kubelet_factory(**kwargs)
+    kl.api.create(pod_path(namespace), pod("marked", [py("main", "import time; time.sleep(1.5)")]))
+    wait_pod(kl.api, namespace, "marked", phase_in("Running"))
+    mark = {
+        "type": "TerminationTarget",
+        "status": "True",
+        "reason": "StoppedByKueue",
+        "message": "set by the test, as Kueue does",
+        "lastTransitionTime": now_rfc3339(),
+    }
+    kl.api.call(
+        "PATCH",
+        pod_path(namespace, "marked", "status"),
+        body={"status": {"conditions": [mark]}},
+        content_type=STRATEGIC_MERGE_PATCH,
+    )
+    done = wait_pod(kl.api, namespace, "marked", phase_in("Succeeded", "Failed"))
+    assert done["status"]["phase"] == "Succeeded"
+    assert condition(done, "TerminationTarget")["reason"] == "StoppedByKueue"
+    assert condition(done, "Ready")["status"] == "False"  # the kubelet's own, written after

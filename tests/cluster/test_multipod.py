@@ -5,6 +5,7 @@ a worker's pod restarts every worker from the trial's latest checkpoint."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.cluster.test_operator import (
     create_experiment,
     experiment,
     get_experiment,
+    phase_of,
     stored_results,
     trial_objects,
     wait_succeeded,
@@ -160,3 +162,78 @@ def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
     assert rows[restart]["restored_total"] == 3 * rows[restart]["restored_from"]
     assert rows[restart]["step"] == rows[restart]["restored_from"] + 1
     assert {r["restored_from"] for r in rows[restart:]} == {rows[restart]["restored_from"]}
+
+
+def test_a_worker_evicted_through_the_eviction_api_restarts_every_worker_without_a_failure(
+    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+):
+    """An eviction (kubectl drain, the autoscaler) of rank 1 is the cluster's doing: the whole
+    trial restarts from its latest checkpoint and ``failures`` stays 0 (maxFailures 0 here:
+    a failure would end the trial)."""
+    from kubernetes import client
+
+    kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
+    s3_secret(kube_api, namespace, s3_server)
+    body = allreduce_experiment(
+        "evict",
+        s3_bucket,
+        s3_server.endpoint_url,
+        "SPREAD",
+        steps={"constant": 12},
+        sleep={"constant": 0.5},
+    )
+    body["spec"]["runConfig"] = {"failureConfig": {"maxFailures": 0}}
+    create_experiment(kube_api, namespace, body)
+    operator_process()
+    core = client.CoreV1Api(kube_api)
+
+    def reported(n: int) -> bool:
+        trials = trial_objects(kube_api, namespace)
+        report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
+        return (report.get("iteration") or 0) >= n
+
+    wait_for(lambda: reported(3), 90, "three results of the first attempt")
+    (trial,) = trial_objects(kube_api, namespace)
+    name = trial["metadata"]["name"]
+    worker = f"{name}-1-w1"
+    core.create_namespaced_pod_eviction(
+        worker,
+        namespace,
+        client.V1Eviction(metadata=client.V1ObjectMeta(name=worker, namespace=namespace)),
+    )
+    # the trial's phase as it goes: the second attempt must show RUNNING while it runs
+    phases: list[tuple[Any, Any]] = []
+    deadline = time.monotonic() + 180
+    while phase_of(kube_api, namespace, "evict") != "Succeeded":
+        assert time.monotonic() < deadline, f"not Succeeded; trial phases: {phases}"
+        (trial,) = trial_objects(kube_api, namespace)
+        seen = (
+            (trial.get("status") or {}).get("phase"),
+            (trial.get("status") or {}).get("attempts"),
+        )
+        if not phases or phases[-1] != seen:
+            phases.append(seen)
+        time.sleep(0.2)
+    assert ("RUNNING", 2) in phases, phases
+    # the trial's last write may follow the experiment's
+    wait_for(
+        lambda: trial_objects(kube_api, namespace)[0]["status"].get("phase") == "TERMINATED",
+        10,
+        "the trial TERMINATED",
+    )
+    (trial,) = trial_objects(kube_api, namespace)
+    status = trial["status"]
+    assert status["phase"] == "TERMINATED", status
+    assert status["attempts"] == 2 and status["failures"] == 0, status
+    assert status["preemptions"] == 1, status
+    assert status["lastPreemption"]["reason"] == "EvictionByEvictionAPI", status
+    assert status["lastPreemption"]["pod"] == worker, status
+    rows = stored_results(s3_server, s3_bucket, f"evict/{name}/result.json")
+    assert rows[-1]["step"] == 12 and {r["sum"] for r in rows} == {60.0}
+    restart = next(i for i, r in enumerate(rows) if r["restored_from"] > 0)
+    # every worker resumed from the first attempt's checkpoint
+    assert rows[restart]["restored_from"] >= 3
+    assert rows[restart]["restored_total"] == 3 * rows[restart]["restored_from"]
+    events = core.list_namespaced_event(namespace).items
+    preempted = [e for e in events if e.reason == "TrialPreempted"]
+    assert len(preempted) == 1 and worker in preempted[0].message, [e.message for e in events]

@@ -126,6 +126,11 @@ class KubeRest:
     def merge_patch(self, path: str, body: JSON) -> JSON:
         return self.call("PATCH", path, body=body, content_type=MERGE_PATCH)
 
+    def status_patch(self, path: str, body: JSON) -> JSON:
+        """A pod status patch as the kubelet sends it: strategic merge, so the conditions in
+        BODY merge by type with the ones others set instead of replacing the list."""
+        return self.call("PATCH", path, body=body, content_type=STRATEGIC_MERGE_PATCH)
+
     def delete(self, path: str, body: JSON | None = None, **query: Any) -> JSON:
         return self.call("DELETE", path, body=body, query=query)
 

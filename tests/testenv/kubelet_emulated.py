@@ -224,7 +224,7 @@ class EmulatedPodRunner:
             previous=self.conditions,
         )
         try:
-            self.kl.api.merge_patch(
+            self.kl.api.status_patch(
                 pod_path(self.namespace, self.name, "status"),
                 {"metadata": {"uid": self.uid}, "status": status},
             )

@@ -651,7 +651,7 @@ class ProcessPodRunner:
         if status == self._last_status:
             return
         try:
-            self.kl.api.merge_patch(
+            self.kl.api.status_patch(
                 pod_path(self.namespace, self.name, "status"),
                 {"metadata": {"uid": self.uid}, "status": status},
             )

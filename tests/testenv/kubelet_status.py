@@ -184,14 +184,19 @@ def build_status(
     reason: str = "",
     previous: dict[str, JSON] | None = None,
 ) -> JSON:
-    """The complete ``status`` the kubelet owns, ready to be merge-patched.
+    """The complete ``status`` the kubelet owns, ready to be *strategic*-merge-patched
+    (``KubeletApi.status_patch``): its ``conditions`` are the kubelet's own only, and the
+    patch merges them by type, so conditions others set (DisruptionTarget from the scheduler
+    or the Eviction API, Kueue's TerminationTarget) stay as a real kubelet keeps them, even
+    ones set after the kubelet last read the pod.
 
     ``previous`` are the kubelet's own conditions as last written (for stable transition
     times); by default they are read from the pod."""
     old = pod.get("status") or {}
     if previous is None:
-        previous = {c.get("type"): c for c in old.get("conditions") or []}
-    foreign = [c for c in old.get("conditions") or [] if c.get("type") not in OWN_CONDITIONS]
+        previous = {
+            c.get("type"): c for c in old.get("conditions") or [] if c.get("type") in OWN_CONDITIONS
+        }
     inits = [r for r in runs if r.kind in (INIT, SIDECAR)]
     regular = [r for r in runs if r.kind == REGULAR]
     not_initialized = [
@@ -223,7 +228,7 @@ def build_status(
             c["observedGeneration"] = generation
     status: JSON = {
         "phase": phase,
-        "conditions": foreign + conditions,
+        "conditions": conditions,
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
         "podIP": POD_IP,

@@ -17,7 +17,7 @@ from kubetune_operator.workers import build_trial_pods
 from kubetune.air.config import ScalingConfig
 from kubetune.tune.resources import PlacementGroupFactory, worker_bundles
 
-from .test_controller import RecordingApi, experiment
+from .test_controller import RecordingApi, experiment, report
 from .test_pod import EXPERIMENT, TRIAL
 
 
@@ -271,6 +271,48 @@ def test_a_preempted_worker_restarts_every_pod_without_a_failure(gang):
     assert ("event", "TrialAttemptFailed") not in api.calls
     deleted = {n for k, n in api.calls if k == "delete_pod"}
     assert {names[0], names[1]} <= deleted  # the whole gang goes; the next attempt restarts it
+
+
+def test_the_next_attempt_after_a_preempted_worker_shows_running_not_the_ending_one(gang):
+    """While the preempted attempt's pods are being deleted the trial waits (PENDING) for
+    its next attempt: the old rank 0, still running, must not make it RUNNING (then the
+    next attempt's start would never say so, and the trial stayed PENDING while it ran), nor
+    must a late result of it that makes the engine RUNNING keep the next attempt from saying
+    RUNNING."""
+    rt, api = gang
+    (tr,) = rt.tracks.values()
+    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
+    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
+    rt.step(Observed({}, pods), 2.0)
+    body = json.loads(json.dumps(api.pods[names[1]]))
+    body["status"] = {
+        "phase": "Running",
+        "containerStatuses": [{"name": "trial", "state": {"running": {}}}],
+        "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+        ],
+    }
+    body["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    pods[names[1]] = pod_view(body)
+    rt.step(Observed({}, pods), 3.0)
+    rt.step(Observed({}, pods), 4.0)  # the old gang still there, being deleted
+    assert rt.engine.trial_status(tr.trial_id) == "PENDING"
+    # a result rank 0 reported before it stopped reaches the engine late (it is RUNNING then)
+    late = report(tr.obj_name, 1, [{"training_iteration": 1, "loss": 0.5}])
+    rt.step(Observed({tr.obj_name: late}, pods), 4.5)
+    assert rt.engine.trial_status(tr.trial_id) == "RUNNING"
+    rt.step(Observed({}, {}), 5.0)  # gone: the next attempt's pods are made
+    assert tr.attempt == 2
+    mark = len(api.calls)
+    second = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
+    rt.step(Observed({}, {n: _view(api, n, "Running", ip="10.0.0.8") for n in second}), 6.0)
+    phases = [
+        p["status"]["phase"]
+        for k, (n, p) in ((k, v) for k, v in api.calls[mark:] if k == "patch_trial_status")
+        if "phase" in p["status"]
+    ]
+    assert phases == ["RUNNING"]
+    assert rt.engine.trial_summary(tr.trial_id)["num_failures"] == 0
 
 
 def test_an_attempts_pods_are_one_kueue_pod_group():

@@ -228,15 +228,22 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     if not args.cluster:
         if not args.path:
             raise ValueError("kubetune dashboard needs a PATH, s3://... or --cluster")
-        if args.namespace or args.all_namespaces:
-            raise ValueError("-n/--namespace and --all-namespaces go with --cluster")
+        if args.namespace or args.all_namespaces or args.s3_endpoint:
+            raise ValueError("-n/--namespace, --all-namespaces and --s3-endpoint go with --cluster")
         return serve(args.path, args.host, args.port)
     from urllib.parse import quote
 
     from kubetune.dashboard.cluster import make_cluster_server
 
     def make(target: str, host: str, port: int) -> Any:
-        return make_cluster_server(args.path, args.namespace or [], args.all_namespaces, host, port)
+        return make_cluster_server(
+            args.path,
+            args.namespace or [],
+            args.all_namespaces,
+            host,
+            port,
+            s3_endpoint=args.s3_endpoint,
+        )
 
     page = ""
     if args.path and "/" in args.path:
@@ -313,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     dash.add_argument(
         "--all-namespaces", action="store_true", help="with --cluster: every namespace"
+    )
+    dash.add_argument(
+        "--s3-endpoint",
+        help="with --cluster: the S3 endpoint as this machine reaches it, when the experiments"
+        " name one only their pods reach (an in-cluster Service; here a port-forward)",
     )
     dash.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     dash.add_argument("--port", type=int, default=8765, help="port (0: any free one)")

@@ -50,9 +50,13 @@ class ClusterDashboard(Dashboard):
         namespaces: list[str] | None,
         only: str | None = None,
         min_interval_s: float = 1.5,
+        s3_endpoint: str | None = None,
     ) -> None:
         super().__init__(None, min_interval_s)
         self.cluster = cluster
+        # the S3 endpoint as this machine reaches it, over the one each experiment names for
+        # its pods (an in-cluster Service name that only resolves in the cluster)
+        self.s3_endpoint = s3_endpoint
         if namespaces is not None and not namespaces:
             namespaces = [cluster.namespace]
         self.namespaces = namespaces
@@ -123,8 +127,9 @@ class ClusterDashboard(Dashboard):
     def _storage(self, root: str, obj: dict[str, Any]) -> Storage:
         spec = (obj.get("spec") or {}).get("storage") or {}
         options: dict[str, Any] = {}
-        if spec.get("endpoint"):
-            options["endpoint_url"] = spec["endpoint"]
+        endpoint = self.s3_endpoint or spec.get("endpoint")
+        if endpoint:
+            options["endpoint_url"] = endpoint
         if spec.get("region"):
             options["region"] = spec["region"]
         if spec.get("addressingStyle"):
@@ -238,6 +243,7 @@ def make_cluster_server(
     host: str,
     port: int,
     context: str | None = None,
+    s3_endpoint: str | None = None,
 ) -> Any:
     """The server of ``kubetune dashboard --cluster``."""
     from kubetune.cluster.kube import Cluster
@@ -251,6 +257,6 @@ def make_cluster_server(
     else:
         chosen_ns = chosen
     cluster = Cluster(context=context, namespace=chosen[0] if chosen else None)
-    dashboard = ClusterDashboard(cluster, chosen_ns, only)
+    dashboard = ClusterDashboard(cluster, chosen_ns, only, s3_endpoint=s3_endpoint)
     dashboard.find_keys()  # fail now (no access, no such experiment), not in the browser
     return serve_dashboard(dashboard, host, port)

@@ -2,7 +2,8 @@
 whose trials run in real containers of the trial base image the chart names (no image built
 by the user), with a helper module from the working dir, S3 reached by this machine on
 loopback and by the pods under an in-cluster name; the ResultGrid it returns has local mode's
-best config for the same seed."""
+best config for the same seed. ``kubetune dashboard --cluster`` then shows the trial's pod and
+the tail of its container's log, which only a real kubelet serves."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from helpers import score
 
 def trainable(config):
     for step in range(4):
+        print(f"trial a={config['a']} at step {step}", flush=True)
         session.report({"score": score(config["a"], config["b"], step)})
 
 
@@ -132,3 +137,42 @@ def test_a_submitted_script_runs_its_trials_in_the_trial_base_image(
         assert images == {e2e_images.trial}, images
         (main,) = [c for c in pod["status"]["containerStatuses"] if c["name"] == "trial"]
         assert main["state"]["terminated"]["exitCode"] == 0, main
+
+    # the dashboard on this machine: pods and the real kubelet's log tail of a trial
+    dashboard_log_tail(control_plane, operator_ns, s3_server, pods)
+
+
+def dashboard_log_tail(cp: Any, ns: str, s3_server: Any, pods: list[dict[str, Any]]) -> None:
+    from kubetune.dashboard.cluster import make_cluster_server
+
+    saved = dict(os.environ)
+    os.environ.update(
+        KUBECONFIG=str(cp.kubeconfig),
+        AWS_ACCESS_KEY_ID=s3_server.access_key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+        KUBETUNE_S3_REGION=s3_server.region,
+        KUBETUNE_S3_ADDRESSING_STYLE="path",
+    )
+    try:
+        server = make_cluster_server(
+            f"{ns}/notebook", [], False, "127.0.0.1", 0, s3_endpoint=s3_server.endpoint_url
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/api/"
+    try:
+        tunetrial = pods[0]["metadata"]["labels"]["kubetune.io/trial"]
+        listing = json.loads(cp.kubectl("get", "ttr", "-n", ns, tunetrial, "-o", "json").stdout)
+        trial_id = listing["spec"]["trialId"]
+        query = urllib.parse.urlencode({"exp": f"{ns}/notebook", "id": trial_id})
+        with urllib.request.urlopen(f"{url}trial?{query}", timeout=60) as r:
+            detail = json.load(r)
+        cluster = detail["cluster"]
+        assert cluster.get("pods") and cluster["pods"][0]["phase"] == "Succeeded", cluster
+        text = cluster["log"]["text"]
+        assert "at step 3" in text, text[-2000:]
+    finally:
+        server.shutdown()
+        server.server_close()

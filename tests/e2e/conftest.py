@@ -12,10 +12,12 @@ reason, except under CI, where they fail.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +29,9 @@ from tests.cluster.conftest import (  # noqa: F401  (fixtures)
     s3_bucket,
     s3_server,
 )
+from tests.e2e.chart import CHART, helm, operator_ready
 from tests.testenv import build, images
+from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.node import RealNode
 
 
@@ -91,3 +95,61 @@ def real_node(
         yield node
     finally:
         node.stop()
+
+
+# -- the chart, installed once for every e2e module (its ClusterRoles are cluster-wide: a
+# second release of the same name in another namespace would collide with them) ----------
+@pytest.fixture(scope="session")
+def operator_ns(
+    control_plane: Any,  # noqa: F811
+    kube_api: Any,  # noqa: F811
+    real_node: RealNode,
+    e2e_images: E2EImages,
+    s3_server: Any,  # noqa: F811
+) -> Iterator[str]:
+    """A namespace with the chart installed (operator serving it) and the S3 Secret."""
+    registry, _, _ = e2e_images.operator.partition("/")
+    ns = f"e2e-{secrets.token_hex(3)}"
+    control_plane.kubectl("create", "namespace", ns)
+    wait_for(
+        lambda: (
+            control_plane.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0
+        ),
+        30,
+        "the namespace's default ServiceAccount",
+    )
+    s3_secret(kube_api, ns, s3_server, name="s3-credentials")
+    try:
+        helm(
+            control_plane,
+            "install",
+            "kubetune",
+            str(CHART),
+            "-n",
+            ns,
+            "--set",
+            f"image.repository={registry}/kubetune/operator",
+            "--set",
+            "image.tag=test",
+            "--set",
+            f"trial.sidecarImage.repository={registry}/kubetune/trial",
+            "--set",
+            "trial.sidecarImage.tag=test",
+            "--set",
+            f"watchNamespaces={{{ns}}}",
+        )
+        try:
+            wait_for(lambda: operator_ready(control_plane, ns), 300, "the operator pod Ready", 1)
+        except AssertionError:
+            logs = control_plane.kubectl("logs", "-n", ns, "deploy/kubetune", check=False)
+            raise AssertionError(f"operator not ready:\n{logs.stdout}{logs.stderr}") from None
+        yield ns
+    finally:
+        control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_server: Any) -> str:  # noqa: F811
+    name = f"e2e-{secrets.token_hex(4)}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name

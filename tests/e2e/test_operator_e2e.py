@@ -6,8 +6,6 @@ the trial container has no credentials or token while its sidecar has them."""
 from __future__ import annotations
 
 import json
-import secrets
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,24 +14,8 @@ import pytest
 import yaml
 
 from kubetune.trial import exit_codes
-from tests.testenv.helpers import s3_secret, wait_for
-
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "kubetune"
-
-
-def helm(cp: Any, *args: str) -> str:
-    import os
-
-    proc = subprocess.run(
-        [str(cp.helm_path), *args],
-        env={**os.environ, **cp.env()},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+from tests.e2e.chart import REPO, operator_ready
+from tests.testenv.helpers import wait_for
 
 
 def local_best(tmp_path: Path) -> tuple[float, float]:
@@ -56,68 +38,6 @@ def local_best(tmp_path: Path) -> tuple[float, float]:
         return float(best.config["x"]), float(best.metrics["loss"])
     finally:
         sys.path.remove(str(REPO / "examples"))
-
-
-@pytest.fixture(scope="module")
-def operator_ns(control_plane, kube_api, real_node, e2e_images, s3_server):
-    """A namespace with the chart installed (operator serving it) and the S3 Secret."""
-    registry, _, _ = e2e_images.operator.partition("/")
-    ns = f"e2e-{secrets.token_hex(3)}"
-    control_plane.kubectl("create", "namespace", ns)
-    wait_for(
-        lambda: (
-            control_plane.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0
-        ),
-        30,
-        "the namespace's default ServiceAccount",
-    )
-    s3_secret(kube_api, ns, s3_server, name="s3-credentials")
-    try:
-        helm(
-            control_plane,
-            "install",
-            "kubetune",
-            str(CHART),
-            "-n",
-            ns,
-            "--set",
-            f"image.repository={registry}/kubetune/operator",
-            "--set",
-            "image.tag=test",
-            "--set",
-            f"trial.sidecarImage.repository={registry}/kubetune/trial",
-            "--set",
-            "trial.sidecarImage.tag=test",
-            "--set",
-            f"watchNamespaces={{{ns}}}",
-        )
-        try:
-            wait_for(lambda: operator_ready(control_plane, ns), 300, "the operator pod Ready", 1)
-        except AssertionError:
-            logs = control_plane.kubectl("logs", "-n", ns, "deploy/kubetune", check=False)
-            raise AssertionError(f"operator not ready:\n{logs.stdout}{logs.stderr}") from None
-        yield ns
-    finally:
-        control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-
-
-def operator_ready(cp: Any, ns: str) -> bool:
-    out = cp.kubectl("get", "pods", "-n", ns, "-o", "json").stdout
-    return any(
-        p["metadata"]["name"].startswith("kubetune-")
-        and any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in p["status"].get("conditions", [])
-        )
-        for p in json.loads(out)["items"]
-    )
-
-
-@pytest.fixture(scope="module")
-def bucket(s3_server):
-    name = f"e2e-{secrets.token_hex(4)}"
-    s3_server.client().create_bucket(Bucket=name)
-    return name
 
 
 def experiment(

@@ -18,8 +18,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_operator_e2e import bucket, operator_ns  # noqa: F401  (fixtures)
-
 SCRIPT = """
 from kubetune import air, tune
 from kubetune.air import session
@@ -68,11 +66,11 @@ def _best(proc: Any) -> dict[str, Any]:
 
 def test_a_submitted_script_runs_its_trials_in_the_trial_base_image(
     control_plane,
-    operator_ns,  # noqa: F811
+    operator_ns,
     real_node,
     e2e_images,
     s3_server,
-    bucket,  # noqa: F811
+    bucket,
     tmp_path,
 ):
     script = _script(tmp_path)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -143,7 +144,7 @@ def test_a_submitted_script_runs_its_trials_in_the_trial_base_image(
 def dashboard_log_tail(cp: Any, ns: str, s3_server: Any, pods: list[dict[str, Any]]) -> None:
     from kubetune.dashboard.cluster import make_cluster_server
 
-    saved = dict(os.environ)
+    saved = dict(os.environ)  # the user's environment while the dashboard serves
     os.environ.update(
         KUBECONFIG=str(cp.kubeconfig),
         AWS_ACCESS_KEY_ID=s3_server.access_key,
@@ -151,26 +152,29 @@ def dashboard_log_tail(cp: Any, ns: str, s3_server: Any, pods: list[dict[str, An
         KUBETUNE_S3_REGION=s3_server.region,
         KUBETUNE_S3_ADDRESSING_STYLE="path",
     )
+    server = None
     try:
         server = make_cluster_server(
             f"{ns}/notebook", [], False, "127.0.0.1", 0, s3_endpoint=s3_server.endpoint_url
         )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/api/"
-    try:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_port}/api/"
         tunetrial = pods[0]["metadata"]["labels"]["kubetune.io/trial"]
         listing = json.loads(cp.kubectl("get", "ttr", "-n", ns, tunetrial, "-o", "json").stdout)
         trial_id = listing["spec"]["trialId"]
         query = urllib.parse.urlencode({"exp": f"{ns}/notebook", "id": trial_id})
-        with urllib.request.urlopen(f"{url}trial?{query}", timeout=60) as r:
-            detail = json.load(r)
+        try:
+            with urllib.request.urlopen(f"{url}trial?{query}", timeout=60) as r:
+                detail = json.load(r)
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{exc}: {exc.read()[:2000]!r}") from None
         cluster = detail["cluster"]
         assert cluster.get("pods") and cluster["pods"][0]["phase"] == "Succeeded", cluster
         text = cluster["log"]["text"]
         assert "at step 3" in text, text[-2000:]
     finally:
-        server.shutdown()
-        server.server_close()
+        os.environ.clear()
+        os.environ.update(saved)
+        if server is not None:
+            server.shutdown()
+            server.server_close()

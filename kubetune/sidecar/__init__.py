@@ -63,8 +63,9 @@ Environment (``KUBETUNE_SIDECAR_`` prefix unless noted)::
     REPORT_RESULTS      results in status.report.results (default 16)
     UPLOAD_INTERVAL_S   seconds between log uploads (default 5)
     POLL_INTERVAL_S     seconds between scans of ROOT (default 0.1)
-    GPUS                GPUs requested (0: none; >0 and none visible is reported loudly)
-    GPU_INTERVAL_S      GPU sampling period (default 10 when GPUS > 0, else off)
+    GPUS                GPUs requested (0: none); the trial container samples them into
+                        ROOT/out/gpu.json (kubetune.trial.telemetry)
+    GPU_INTERVAL_S      how often gpu.json is read (default 10 when GPUS > 0, else off)
     GRACE_S             the pod's termination grace period (default 30)
     DELETE_GRACE_S      delete a surplus checkpoint only after this long, re-reading the
                         pins first (default 5; a PBT exploit's pin arrives with a delay)

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kubetune.sidecar")
 
-GPU_FILE = "gpu.json"
 SPEC_FILE = "trial.json"
 FINISH_MARGIN_S = 2.0
 IDLE_WAIT_S = 1.0  # worker threads re-check at least this often; scan() wakes them sooner

@@ -1,6 +1,6 @@
 """The sidecar's reports and verdicts: ``status.report`` of its TuneTrial (rate-limited, at
 once for a gate request and at the end), the verdict a pending decision waits for, handed to
-the trial through the gate directory, and the GPU samples.
+the trial through the gate directory, and the trial's GPU samples.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 from kubetune.engine.checkpoints import best_checkpoint, lookup
 from kubetune.sidecar.base import (
-    GPU_FILE,
     IDLE_WAIT_S,
     Backoff,
     SidecarBase,
@@ -21,6 +20,9 @@ from kubetune.sidecar.base import (
     _now_rfc3339,
     log,
 )
+from kubetune.trial.telemetry import GPU_FILE
+
+GPU_FILE_MAX_BYTES = 64 * 1024  # a sample of 16 GPUs is ~3 KiB
 
 
 class ReportingMixin(SidecarBase):
@@ -155,15 +157,23 @@ class ReportingMixin(SidecarBase):
 
     # ------------------------------------------------------------------------------ gpu
     def _gpu_loop(self) -> None:
-        from kubetune.sidecar.gpu import sample_gpus
+        """The trial container samples its GPUs (kubetune.trial.telemetry: only it sees them)
+        into ROOT/out/gpu.json; the latest sample goes into status.report.gpu."""
+        while not self.stop_event.wait(self.cfg.gpu_interval_s):
+            self._read_gpu()
+        self._read_gpu()  # the last sample, for the final report
 
-        while not self.stop_event.is_set():
-            sample = sample_gpus(self.cfg.gpus)
-            path = os.path.join(self.out, GPU_FILE)
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump(sample, f)
-            os.replace(path + ".tmp", path)
+    def _read_gpu(self) -> None:
+        path = os.path.join(self.out, GPU_FILE)
+        try:
+            if os.path.getsize(path) > GPU_FILE_MAX_BYTES:  # the trial's code can write there
+                return
+            with open(path, encoding="utf-8") as f:
+                sample = json.load(f)
+        except (OSError, ValueError):
+            return
+        if isinstance(sample, dict) and isinstance(sample.get("gpus"), list):
             with self.lock:
-                self.gpu = sample
-                self.dirty = True
-            self.stop_event.wait(self.cfg.gpu_interval_s)
+                if sample != self.gpu:
+                    self.gpu = sample
+                    self.dirty = True

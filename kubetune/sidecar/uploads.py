@@ -11,8 +11,9 @@ import os
 import shutil
 import time
 
-from kubetune.sidecar.base import GPU_FILE, IDLE_WAIT_S, SidecarBase, _merge_csv
+from kubetune.sidecar.base import IDLE_WAIT_S, SidecarBase, _merge_csv
 from kubetune.trial.output import CHECKPOINT_RE, ERROR_FILE, PARAMS_FILE, PROGRESS_FILE, RESULT_FILE
+from kubetune.trial.telemetry import GPU_FILE
 
 
 class UploadsMixin(SidecarBase):

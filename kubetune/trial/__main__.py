@@ -29,10 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, json.JSONDecodeError) as exc:
         print(f"kubetune.trial: {exc}", file=sys.stderr)
         return exit_codes.INVALID_SPEC
+    from kubetune.trial import telemetry
     from kubetune.trial.devices import set_cuda_visible_devices
     from kubetune.trial.runner import run_spec
 
     set_cuda_visible_devices(os.environ)  # a pod's GPUs, as the device plugin gave them
+    telemetry.start_from_env(os.environ, spec.out_dir)  # when the pod asked for GPUs
     return run_spec(spec)
 
 

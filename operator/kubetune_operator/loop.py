@@ -152,8 +152,13 @@ def publish_status(
     if status["phase"] in ("Succeeded", "Failed"):
         status["completionTime"] = objects.now_iso()
     ns, name = experiment["metadata"]["namespace"], experiment["metadata"]["name"]
+    # A final phase is written after every write before it (each trial's own final status
+    # among them): whoever waits for Succeeded then reads every TuneTrial as it ended.
+    final = status["phase"] in ("Succeeded", "Failed")
     runtime.writes.submit(
-        "~status", lambda: runtime.api.patch_experiment_status(ns, name, {"status": status})
+        "~status",
+        lambda: runtime.api.patch_experiment_status(ns, name, {"status": status}),
+        after=runtime.writes.tails() if final else (),
     )
     runtime.last_status = comparable
     for state_name, count in status["trials"].items():

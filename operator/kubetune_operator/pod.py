@@ -257,6 +257,7 @@ def build_trial_pod(
     if gpus:
         side_env.append(_env("KUBETUNE_SIDECAR_GPUS", str(gpus)))
         side_env.append(_env("KUBETUNE_SIDECAR_GPU_INTERVAL_S", "10"))
+    side_env.append(_env("NVIDIA_VISIBLE_DEVICES", "void"))  # the sidecar needs no GPU
     if storage.get("endpoint"):
         side_env.append(_env("KUBETUNE_S3_ENDPOINT_URL", storage["endpoint"]))
     if storage.get("region"):
@@ -309,6 +310,13 @@ def build_trial_pod(
         *copy.deepcopy(trainable.get("env") or []),
         _env("KUBETUNE_TRIAL_SPEC", f"{ROOT}/trial.json"),
     ]
+    if gpus:  # only the container that requested the GPUs sees them: it samples them
+        trial_env.append(_env("KUBETUNE_TRIAL_GPUS", str(gpus)))
+        trial_env.append(_env("KUBETUNE_TRIAL_GPU_INTERVAL_S", "10"))
+    elif not any(e.get("name") == "NVIDIA_VISIBLE_DEVICES" for e in trial_env):
+        # a CUDA image sets NVIDIA_VISIBLE_DEVICES=all, and on a node whose default runtime
+        # is NVIDIA's a container that requested no GPU would then get every GPU of the node
+        trial_env.append(_env("NVIDIA_VISIBLE_DEVICES", "void"))
     container: dict[str, Any] = {
         "name": TRIAL_CONTAINER,
         "image": image,

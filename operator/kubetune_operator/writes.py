@@ -96,6 +96,12 @@ class WriteQueue:
             if self._pending == 0:
                 self._idle.notify_all()
 
+    def tails(self) -> list[Future[Any]]:
+        """The last write of every key still running or waiting: ``after=tails()`` makes a write
+        wait for everything submitted before it."""
+        with self._lock:
+            return list(self._tails.values())
+
     @property
     def pending(self) -> int:
         with self._lock:

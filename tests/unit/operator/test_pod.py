@@ -166,6 +166,7 @@ EXPECTED_POD: dict[str, Any] = {
                     _env("KUBETUNE_SIDECAR_DELETE_STORED", "0"),
                     _env("KUBETUNE_SIDECAR_SCORE_ATTRIBUTE", "acc"),
                     _env("KUBETUNE_SIDECAR_SCORE_ORDER", "max"),
+                    _env("NVIDIA_VISIBLE_DEVICES", "void"),  # the sidecar needs no GPU
                     _env("KUBETUNE_S3_ENDPOINT_URL", "http://s3:8333"),
                     _env("KUBETUNE_S3_ADDRESSING_STYLE", "path"),
                     _secret("AWS_ACCESS_KEY_ID"),
@@ -199,6 +200,8 @@ EXPECTED_POD: dict[str, Any] = {
                 "env": [
                     {"name": "EPOCHS", "value": "3"},
                     _env("KUBETUNE_TRIAL_SPEC", "/kubetune/trial.json"),
+                    # no GPU requested: none of the node's, whatever the image says
+                    _env("NVIDIA_VISIBLE_DEVICES", "void"),
                 ],
                 "volumeMounts": [{"name": "kubetune", "mountPath": "/kubetune"}],
                 "imagePullPolicy": "IfNotPresent",
@@ -293,6 +296,10 @@ def test_gpu_trial_restoring_with_template_and_no_secret() -> None:
     assert env["KUBETUNE_SIDECAR_RESTORE_FROM"]["value"].endswith("checkpoint_000004")
     assert env["KUBETUNE_SIDECAR_PARAMS_FROM"]["value"] == "s3://b/runs/mnist/_params"
     assert env["KUBETUNE_SIDECAR_GPUS"]["value"] == "2"
+    assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "void"
+    trial_env = {e["name"]: e.get("value") for e in main["env"]}
+    # the GPU container samples its own GPUs and leaves the device list to the plugin
+    assert trial_env["KUBETUNE_TRIAL_GPUS"] == "2" and "NVIDIA_VISIBLE_DEVICES" not in trial_env
     assert env["KUBETUNE_SIDECAR_GRACE_S"]["value"] == "120"
     assert env["KUBETUNE_SIDECAR_REPORT_INTERVAL_S"]["value"] == "0.25"
     assert env["KUBETUNE_S3_VERIFY"]["value"] == "/etc/kubetune/s3-ca/ca.crt"
@@ -345,3 +352,13 @@ def test_no_image_or_bucket_is_refused() -> None:
     del exp["spec"]["trainable"]["image"]
     with pytest.raises(ValueError, match="image"):
         build_trial_pod(exp, TRIAL, 0, PodSettings(default_storage={"bucket": "d"}))
+
+
+def test_a_device_list_the_user_sets_on_a_cpu_trial_is_kept() -> None:
+    trial = copy.deepcopy(TRIAL)
+    experiment = copy.deepcopy(EXPERIMENT)
+    experiment["spec"]["trainable"]["env"] = [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "none"}]
+    pod = build_trial_pod(experiment, trial, 0, PodSettings())
+    (main,) = pod["spec"]["containers"]
+    values = [e["value"] for e in main["env"] if e["name"] == "NVIDIA_VISIBLE_DEVICES"]
+    assert values == ["none"]

@@ -90,3 +90,20 @@ def test_inline_queue_runs_at_once() -> None:
     q.submit("a", lambda: ran.append(1))
     assert ran == [1]
     assert q.pending == 0
+
+
+def test_a_write_after_tails_waits_for_every_key_before_it(queue: WriteQueue) -> None:
+    """The experiment's final phase is written after each trial's final status
+    (loop.publish_status): whoever sees Succeeded reads every trial as it ended."""
+    order: list[str] = []
+    gates = {key: threading.Event() for key in ("trial-1", "trial-2")}
+    for key, gate in gates.items():
+        queue.submit(key, lambda key=key, gate=gate: (gate.wait(5), order.append(key)))
+    queue.submit("~status", lambda: order.append("Succeeded"), after=queue.tails())
+    gates["trial-2"].set()
+    time.sleep(0.05)
+    assert order == ["trial-2"]
+    gates["trial-1"].set()
+    assert queue.drain(10)
+    assert order == ["trial-2", "trial-1", "Succeeded"]
+    assert queue.tails() == []

@@ -91,8 +91,8 @@ class Pod:
             time.sleep(0.01)
         return self.sidecar
 
-    def start_trial(self) -> None:
-        env = {**os.environ, "PYTHONPATH": REPO}
+    def start_trial(self, env_extra: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "PYTHONPATH": REPO, **(env_extra or {})}
         self.trial = subprocess.Popen(
             [sys.executable, "-m", "kubetune.trial", str(self.root / "trial.json")],
             env=env,

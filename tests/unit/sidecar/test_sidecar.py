@@ -225,10 +225,12 @@ def test_parameters_are_restored_and_a_missing_checkpoint_fails_the_trial(
 
 
 def test_gpu_telemetry_from_a_stand_in_nvidia_smi(make_pod, tmp_path, monkeypatch) -> None:
+    """The trial container samples its GPUs (only it sees them) into gpu.json, which the
+    sidecar reports and uploads; the sidecar itself runs no nvidia-smi."""
     import os
     import stat
 
-    from kubetune.sidecar.gpu import sample_gpus
+    from kubetune.trial.telemetry import sample_gpus
 
     script = tmp_path / "bin" / "nvidia-smi"
     script.parent.mkdir()
@@ -238,10 +240,11 @@ def test_gpu_telemetry_from_a_stand_in_nvidia_smi(make_pod, tmp_path, monkeypatc
         ' Disabled, 40"\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
-    pod = make_pod(SCORED, {"n": 2}, gpus=1, gpu_interval_s=0.05)
+    pod = make_pod(SCORED, {"n": 4, "sleep": 0.2}, gpus=1, gpu_interval_s=0.05)
     pod.start_sidecar()
-    pod.start_trial()
+    # the sidecar's PATH has no nvidia-smi; the trial's has one
+    gpu_env = {"KUBETUNE_TRIAL_GPUS": "1", "KUBETUNE_TRIAL_GPU_INTERVAL_S": "0.05"}
+    pod.start_trial({"PATH": f"{script.parent}:{os.environ['PATH']}", **gpu_env})
     assert pod.wait() == 0
     gpu = json.loads((pod.storage_dir / "gpu.json").read_text())
     assert gpu["gpus"][0]["uuid"] == "GPU-aaaa" and gpu["gpus"][0]["memoryUsedMiB"] == 4000
@@ -250,3 +253,12 @@ def test_gpu_telemetry_from_a_stand_in_nvidia_smi(make_pod, tmp_path, monkeypatc
     assert "utilization" not in json.dumps(pod.stored_lines())  # user results untouched
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert "no GPU visible" in sample_gpus(requested=1)["error"]
+
+
+def test_a_trial_without_gpus_samples_nothing(make_pod) -> None:
+    pod = make_pod(SCORED, {"n": 2})
+    pod.start_sidecar()
+    pod.start_trial()
+    assert pod.wait() == 0
+    assert not (pod.storage_dir / "gpu.json").exists()
+    assert pod.api.last["gpu"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import time
@@ -160,6 +161,11 @@ class BackendFollow(BackendLaunch):
             self.apply(self.engine.on_trial_complete(trial.trial_id, now))
         elif kind in ("paused", "restart"):
             return  # only ever on the engine's word, handled above
+        elif kind == "disk_full":
+            # not the trial's failure: the experiment stops as for the driver's own full disk
+            # (saved, resumable), and this trial continues from its checkpoint on resume
+            where = self.trial_dir(trial)
+            raise OSError(errno.ENOSPC, f"No space left on device (trial {trial.trial_id})", where)
         elif kind == "terminated" and status.get("reason") == "SIGTERM":
             # someone else sent SIGTERM (as Kubernetes does to a preempted pod): the trial
             # reached a checkpoint if it could; retried from it, not counted as a failure

@@ -9,6 +9,7 @@ from typing import Any
 
 from kubetune.engine import EngineConfig, ExperimentEngine, ExperimentFinished
 from kubetune.engine import trial as trial_states
+from kubetune.local import earlier_runs
 from kubetune.local.backend import LocalBackend
 from kubetune.local.backend_trial import TrialTemplate
 from kubetune.local.callbacks import as_engine, attach_callbacks, finish_callbacks
@@ -104,6 +105,7 @@ class LocalExperiment:
             tuner.param_space, os.path.join(self.internal, "params")
         )
         self.metric, self.mode = tc.metric, tc.mode
+        self.trial_id_prefix: str | None = None  # a fresh one after an earlier run of this name
         # one driver per experiment, from here until close()
         self.lock = ExperimentLock(self.internal, self.uri)
         self.lock.acquire()
@@ -114,14 +116,21 @@ class LocalExperiment:
             raise
 
     def _check_fresh_directory(self) -> None:
-        """A new run starts in a directory no other run holds (checked under the lock)."""
+        """A new run starts in a directory no other driver holds (checked under the lock).
+        An earlier run's state is set aside and its trial folders kept (earlier_runs.py)."""
         if self.tuner._restore is not None:
             return
-        if os.path.exists(os.path.join(self.local_dir, STATE_FILE)):
-            raise FileExistsError(
-                f"{self.uri} already holds an experiment: continue it with"
-                f" Tuner.restore({self.uri!r}, trainable), or choose another RunConfig.name"
+        keys = earlier_runs.earlier_state_keys(self.local_dir, self.uri)
+        if keys:
+            self.trial_id_prefix = earlier_runs.fresh_prefix(self.name, self.local_dir)
+            kept = earlier_runs.set_aside(self.local_dir, self.uri, keys)
+            print(
+                f"kubetune: {self.uri} holds an earlier run named {self.name!r}: its state is"
+                f" kept in {kept}/ and its trial folders stay; this run's trials go beside them"
+                f" (as in Ray). Tuner.restore({self.uri!r}, trainable) continues this run.",
+                file=sys.stderr,
             )
+            return
         earlier = earlier_trial_dirs(self.local_dir)
         if earlier:
             raise FileExistsError(
@@ -180,7 +189,9 @@ class LocalExperiment:
         return path
 
     def _engine_config(self) -> EngineConfig:
-        return engine_config(self.tuner, self.name, self.param_space)
+        config = engine_config(self.tuner, self.name, self.param_space)
+        config.trial_id_prefix = self.trial_id_prefix
+        return config
 
     def _engine(self) -> tuple[ExperimentEngine, list[Any]]:
         tc, rc = self.tuner.tune_config, self.tuner.run_config

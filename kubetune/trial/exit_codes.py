@@ -10,6 +10,7 @@ PAUSED = 11  # the scheduler said PAUSE; the newest checkpoint holds the state
 RESTART = 12  # the scheduler said RESTART (PBT exploit): start again with a new config
 TERMINATED = 13  # SIGTERM: the write in progress was finished, then the runner exited
 RESET_REFUSED = 14  # reuse_actors: reset_config returned False; run the trial in a new process
+DISK_FULL = 15  # a write failed with ENOSPC/EDQUOT: the disk, not the trial, is at fault
 
 NAMES = {
     FINISHED: "finished",
@@ -20,4 +21,5 @@ NAMES = {
     RESTART: "restart",
     TERMINATED: "terminated",
     RESET_REFUSED: "reset_refused",
+    DISK_FULL: "disk_full",
 }

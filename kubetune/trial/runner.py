@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -109,6 +110,8 @@ class TrialRunner(RunnerDecisions, RunnerEnding):
             code = exit_codes.ERRORED
             if isinstance(exc, KeyboardInterrupt):
                 code = exit_codes.TERMINATED
+            elif _disk_full(exc):
+                code = exit_codes.DISK_FULL
         finally:
             if self._window is not None:
                 self._window.close()
@@ -354,6 +357,17 @@ def _write_trial_meta(directory: str, result: dict[str, Any]) -> None:
             },
             f,
         )
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether a full disk or quota caused ``exc`` (directly, or as its cause or context)."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def _format_error(trial_id: str, exc: BaseException) -> str:

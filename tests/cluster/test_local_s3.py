@@ -43,3 +43,36 @@ def test_experiment_is_stored_in_s3(s3_env, s3_bucket):
     lines = body.read().decode().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [0, 1, 2]
     assert tune.Tuner.can_restore(f"s3://{s3_bucket}/runs/s3exp")
+
+
+def test_a_second_run_under_the_same_name_sets_the_first_aside_in_the_bucket(
+    s3_env, s3_bucket, monkeypatch, tmp_path
+):
+    """From another machine (no staging copy here), a run under an earlier run's name: the
+    bucket's state of the first run is moved under .kubetune/earlier/, not overwritten, and
+    the first run's trial objects are left as they were."""
+    run = air.RunConfig(storage_path=f"s3://{s3_bucket}/runs", name="again", verbose=0)
+    first = tune.Tuner(T.train_func, param_space={"epochs": 2, "k": 1}, run_config=run).fit()
+    client = s3_env.client()
+
+    def objects() -> dict[str, bytes]:
+        listed = client.list_objects_v2(Bucket=s3_bucket, Prefix="runs/again/")["Contents"]
+        return {
+            o["Key"]: client.get_object(Bucket=s3_bucket, Key=o["Key"])["Body"].read()
+            for o in listed
+        }
+
+    before = objects()
+    monkeypatch.setenv("HOME", str(tmp_path / "other-machine"))
+    second = tune.Tuner(T.train_func, param_space={"epochs": 2, "k": 2}, run_config=run).fit()
+    after = objects()
+    assert [r.config["k"] for r in second] == [2]
+    assert second[0].path != first[0].path
+    for key, data in before.items():
+        if key != "runs/again/experiment_state.json":
+            assert after[key] == data, key  # the first run's trial objects, untouched
+    (kept,) = [k for k in after if k.endswith("/experiment_state.json") and "/earlier/" in k]
+    assert kept.startswith("runs/again/.kubetune/earlier/")
+    assert after[kept] == before["runs/again/experiment_state.json"]
+    restored = tune.Tuner.restore(f"s3://{s3_bucket}/runs/again", T.train_func).get_results()
+    assert [r.config["k"] for r in restored] == [2]

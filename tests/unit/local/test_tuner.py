@@ -172,18 +172,43 @@ def test_checkpoint_frequency_with_function_api_is_refused():
         )
 
 
-def test_same_name_twice_is_refused():
-    fit(
-        T.returns_final,
-        param_space={"a": 1, "b": 1},
-        run_config=air.RunConfig(name="twice", verbose=0),
-    )
-    with pytest.raises(FileExistsError, match="already holds an experiment"):
-        fit(
-            T.returns_final,
-            param_space={"a": 1, "b": 1},
-            run_config=air.RunConfig(name="twice", verbose=0),
-        )
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_same_name_twice_runs_beside_the_first_and_keeps_it(capfd):
+    """As in Ray (whose mlflow_example runs two Tuners under one name), the second run goes
+    into the same folder; unlike Ray, the first run's state is set aside, not overwritten,
+    and its trial folders are left as they were."""
+    run = air.RunConfig(name="twice", verbose=0)
+    first = fit(T.returns_final, param_space={"a": 1, "b": 1}, run_config=run)
+    exp = first.experiment_path
+    before = {
+        name: _read(os.path.join(exp, name, "result.json"))
+        for name in os.listdir(exp)
+        if os.path.isfile(os.path.join(exp, name, "result.json"))
+    }
+    state = _read(os.path.join(exp, "experiment_state.json"))
+    capfd.readouterr()
+    second = fit(T.returns_final, param_space={"a": 2, "b": 4}, run_config=run)
+    assert "holds an earlier run named 'twice'" in capfd.readouterr().err
+    assert second.experiment_path == exp
+    assert [r.config for r in second] == [{"a": 2, "b": 4}]  # this run's trials only
+    assert os.path.basename(second[0].path) not in before  # a trial folder of its own
+    for name, data in before.items():
+        assert _read(os.path.join(exp, name, "result.json")) == data
+    (kept,) = os.listdir(os.path.join(exp, ".kubetune", "earlier"))
+    earlier = os.path.join(exp, ".kubetune", "earlier", kept)
+    assert _read(os.path.join(earlier, "experiment_state.json")) == state
+    assert os.path.exists(os.path.join(earlier, "tuner.pkl"))
+    # restoring the folder continues the newest run
+    restored = tune.Tuner.restore(exp, T.returns_final).get_results()
+    assert [r.config for r in restored] == [{"a": 2, "b": 4}]
+    third = fit(T.returns_final, param_space={"a": 3, "b": 1}, run_config=run)
+    assert len(os.listdir(os.path.join(exp, ".kubetune", "earlier"))) == 2
+    trial_dirs = {os.path.basename(r.path) for r in (*first, *second, *third)}
+    assert len(trial_dirs) == 3
 
 
 def test_with_parameters_objects_are_stored_once():

@@ -70,18 +70,22 @@ def test_an_append_never_extends_a_torn_last_line(tmp_path):
 def test_a_resume_after_a_torn_line_continues_cleanly(tmp_path):
     storage, pids = tmp_path / "r", tmp_path / "p"
     pids.mkdir()
-    driver = H.start_driver(storage, "torn", "fresh", _cfg(pids))
+    steps = 100  # the kill comes long before either trial ends, even on a loaded machine
+    driver = H.start_driver(storage, "torn", "fresh", _cfg(pids, steps=steps))
     exp = storage / "torn"
     _kill_when(driver, lambda: len(list(exp.glob("*/checkpoint_000005"))) >= 2)
     H.orphans(pids, 10)
-    victim = H.trial_dirs(exp)[0]
+    # a torn line is the last write of a trial killed mid-run, never of one that finished
+    unfinished = [t for t in H.state_of(exp)["trials"] if t["status"] != "TERMINATED"]
+    assert unfinished, "both trials finished before the kill"
+    victim = exp / unfinished[0]["dirname"]
     with open(victim / "result.json", "a") as f:
-        f.write('{"step": 99, "torn')
-    done = _finish(storage, "torn", _cfg(pids))
+        f.write('{"step": 999, "torn')
+    done = _finish(storage, "torn", _cfg(pids, steps=steps))
     assert done.returncode == 0, done.stderr
-    assert H.account(exp, 2, STEPS) == (0, 0)
+    assert H.account(exp, 2, steps) == (0, 0)
     grid = ResultGrid.from_directory(str(exp))
-    assert grid.num_errors == 0 and all(r.metrics["step"] == STEPS - 1 for r in grid)
+    assert grid.num_errors == 0 and all(r.metrics["step"] == steps - 1 for r in grid)
 
 
 def test_a_corrupt_line_is_named_and_skipped_and_the_rest_stays_readable(tmp_path):

@@ -77,19 +77,21 @@ def start_from_env(env: Mapping[str, str], out_dir: str) -> threading.Event | No
     os.makedirs(out_dir, exist_ok=True)
     stop = threading.Event()
 
-    def loop() -> None:
-        reported = False
-        while True:
-            sample = sample_gpus(requested)
-            if "error" in sample and not reported:
-                log.error("%s", sample["error"])  # once in the trial's log, in every sample
-                reported = True
-            try:
-                write_sample(out_dir, sample)
-            except OSError as exc:
-                log.warning("kubetune.trial: cannot write %s: %s", GPU_FILE, exc)
-            if stop.wait(interval):
-                return
+    def take() -> None:
+        sample = sample_gpus(requested)
+        try:
+            write_sample(out_dir, sample)
+        except OSError as exc:
+            log.warning("kubetune.trial: cannot write %s: %s", GPU_FILE, exc)
+        if "error" in sample and not reported:
+            log.error("%s", sample["error"])  # once in the trial's log; in every sample
+            reported.append(True)
 
+    def loop() -> None:
+        while not stop.wait(interval):
+            take()
+
+    reported: list[bool] = []
+    take()  # the first sample before the trainable starts: a short trial has one too
     threading.Thread(target=loop, name="kubetune-gpu", daemon=True).start()
     return stop

@@ -378,3 +378,33 @@ def test_two_gpu_trial_sees_exactly_the_devices_the_plugin_allocated(
     (pod,) = trial_pods(control_plane, operator_ns, "gpus")
     (trial,) = [c for c in pod["spec"]["containers"] if c["name"] == "trial"]
     assert trial["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    # the trial container sampled its GPUs (only it sees them) and the sidecar uploaded the
+    # sample; the fake plugin's devices come with no nvidia-smi, which the sample says
+    (key,) = [k for k in results_of(s3_server, bucket, "gpus")]
+    body = s3_server.client().get_object(Bucket=bucket, Key=key.replace("result.json", "gpu.json"))
+    sample = json.loads(body["Body"].read())
+    assert sample["gpus"] == [] and "no GPU visible: 2 requested" in sample["error"], sample
+
+
+def test_a_cpu_trial_gets_no_gpu_whatever_its_image_says(
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+):
+    experiment(
+        control_plane,
+        operator_ns,
+        real_node,
+        e2e_images,
+        s3_server,
+        bucket,
+        name="nogpu",
+        trainable={"image": e2e_images.example, "entrypoint": "trainables:gpu_env"},
+        paramSpace={"x": {"choice": [1]}},
+        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+        resources={"bundles": [{"CPU": 0.2}]},
+    )
+    status = wait_experiment(control_plane, operator_ns, "nogpu", real_node)
+    assert status["phase"] == "Succeeded", status
+    (lines,) = results_of(s3_server, bucket, "nogpu").values()
+    # under NVIDIA's runtime, "void" hands the container no device even from a CUDA image
+    assert lines[-1]["nvidia_visible_devices"] == "void", lines[-1]
+    assert lines[-1]["cuda_visible_devices"] == "<unset>", lines[-1]

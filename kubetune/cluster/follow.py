@@ -57,17 +57,23 @@ def held_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def parse_rows(data: bytes) -> list[dict[str, Any]]:
-    """``result.json`` lines; a torn last line (an upload under way) is left for later."""
-    rows: list[dict[str, Any]] = []
-    for line in data.decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break
-    return rows
+class _Log:
+    """What was read of one trial's ``result.json``: its complete lines, and where they end."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.rows: list[dict[str, Any]] = []
+
+    def take(self, data: bytes) -> None:
+        end = data.rfind(b"\n") + 1  # a torn last line (an upload under way) waits
+        for line in data[:end].splitlines():
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                continue  # a damaged complete line: skipped, as ResultGrid skips it
+            if isinstance(row, dict):
+                self.rows.append(row)
+        self.offset += end
 
 
 class ClusterView:
@@ -88,6 +94,7 @@ class ClusterView:
             name,
         )
         self._dirnames: dict[str, str] = {}
+        self._logs: dict[str, _Log] = {}
         self._saved: str | None = None
         self._warned = False
         self.follower: Any = None
@@ -138,10 +145,12 @@ class ClusterView:
         )
 
     def _rows(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            return parse_rows(self.storage.get_bytes(f"{entry['dirname']}/result.json"))
-        except FileNotFoundError:
-            return []
+        """A trial's result rows, reading only the bytes its log gained since the last poll
+        (a ranged GET in S3): a log of 10,000 results is not fetched again every poll."""
+        log = self._logs.setdefault(entry["dirname"], _Log())
+        # the sidecar only ever appends to it (the stored bytes, then its attempt's lines)
+        log.take(self.storage.get_bytes_from(f"{entry['dirname']}/result.json", log.offset))
+        return log.rows
 
     def _save(self) -> None:
         cursor = json.dumps(self.follower.cursor(), sort_keys=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import os
 import threading
 import time
 from array import array
@@ -25,7 +24,7 @@ from typing import Any
 
 from kubetune._util import flatten_dict
 from kubetune.local.stored_state import operator_trial_dirname
-from kubetune.storage import Storage, StorageError
+from kubetune.storage import Storage
 from kubetune.storage.base import join_key
 
 STATE_FILE = "experiment_state.json"
@@ -33,64 +32,16 @@ RESULT_FILE = "result.json"
 FINISHED_STATES = ("TERMINATED", "ERROR")
 
 
-def read_from(storage: Storage, key: str, start: int) -> bytes:
-    """The bytes of ``key`` from offset ``start`` on (b"" when there are none)."""
-    if storage.is_local():
-        try:
-            with open(storage.local_path(key), "rb") as f:
-                f.seek(start)
-                return f.read()
-        except FileNotFoundError:
-            return b""
-    client = getattr(storage, "client", None)
-    if client is None:
-        return storage.get_bytes(key)[start:]
-    try:
-        response = client.get_object(
-            Bucket=storage.bucket,  # type: ignore[attr-defined]
-            Key=join_key(storage.prefix, key),  # type: ignore[attr-defined]
-            Range=f"bytes={start}-",
-        )
-        return bytes(response["Body"].read())
-    except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-        if code in ("InvalidRange", "NoSuchKey", "404", "416"):
-            return b""
-        raise StorageError(f"S3 read of {storage.uri(key)} failed: {exc}", code) from exc
-
-
 def result_sizes(storage: Storage, exp_key: str, dirnames: list[str]) -> dict[str, int]:
     """The size of each trial's result.json (absent ones left out): a stat per file locally,
     one listing of the experiment in S3."""
-    sizes: dict[str, int] = {}
-    if storage.is_local():
-        for dirname in dirnames:
-            try:
-                sizes[dirname] = os.stat(
-                    storage.local_path(join_key(exp_key, dirname, RESULT_FILE))
-                ).st_size
-            except FileNotFoundError:
-                pass
-        return sizes
-    client = getattr(storage, "client", None)
-    if client is None:
-        return {d: len(read_from(storage, join_key(exp_key, d, RESULT_FILE), 0)) for d in dirnames}
-    full = join_key(storage.prefix, exp_key)  # type: ignore[attr-defined]
-    start = f"{full}/" if full else ""
     wanted = set(dirnames)
-    try:
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=storage.bucket,  # type: ignore[attr-defined]
-            Prefix=start,
-        )
-        for page in pages:
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(start) :]
-                dirname, _, name = rel.rpartition("/")
-                if name == RESULT_FILE and dirname in wanted:
-                    sizes[dirname] = int(obj["Size"])
-    except Exception as exc:
-        raise StorageError(f"S3 listing of {storage.uri(exp_key)} failed: {exc}") from exc
+    sizes: dict[str, int] = {}
+    for key, size in storage.sizes(exp_key).items():
+        rel = key[len(exp_key) :].lstrip("/") if exp_key else key
+        dirname, _, name = rel.rpartition("/")
+        if name == RESULT_FILE and dirname in wanted:
+            sizes[dirname] = size
     return sizes
 
 
@@ -306,9 +257,8 @@ class ExperimentView:
                 changed.add(trial_id)
             if size <= trial.offset:
                 continue
-            data = read_from(
-                self.storage, join_key(self.key, trial.dirname, RESULT_FILE), trial.offset
-            )
+            key = join_key(self.key, trial.dirname, RESULT_FILE)
+            data = self.storage.get_bytes_from(key, trial.offset)
             if trial.ingest(data):
                 changed.add(trial_id)
 

@@ -52,6 +52,18 @@ class Storage(ABC):
     def delete_prefix(self, prefix: str) -> None:
         """Delete every object under ``prefix`` (a key or a "directory")."""
 
+    def get_bytes_from(self, key: str, start: int) -> bytes:
+        """The object's bytes from offset ``start`` on; b"" when it has none there (or no
+        object): how a reader follows a log that only grows without reading it again."""
+        try:
+            return self.get_bytes(key)[start:]
+        except FileNotFoundError:
+            return b""
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Every key under ``prefix`` with its size in bytes (one listing in S3)."""
+        return {key: len(self.get_bytes(key)) for key in self.list_keys(prefix)}
+
     def exists(self, key: str) -> bool:
         try:
             self.get_bytes(key)

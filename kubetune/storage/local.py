@@ -75,6 +75,23 @@ class LocalStorage(Storage):
                 keys.append(rel.replace(os.sep, "/"))
         return sorted(keys)
 
+    def get_bytes_from(self, key: str, start: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(start)
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return b""
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key in self.list_keys(prefix):
+            try:
+                out[key] = os.stat(self._path(key)).st_size
+            except FileNotFoundError:
+                pass  # deleted since the listing
+        return out
+
     def list_children(self, prefix: str = "") -> list[str]:
         try:
             return sorted(os.listdir(self._path(prefix)))

@@ -139,6 +139,37 @@ class S3Storage(Storage):
         except Exception as exc:
             raise self._wrap(exc, key) from exc
 
+    def get_bytes_from(self, key: str, start: int) -> bytes:
+        if start <= 0:
+            try:
+                return self.get_bytes(key)
+            except FileNotFoundError:
+                return b""
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-"
+            )
+            return bytes(response["Body"].read())
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("InvalidRange", "416", "NoSuchKey", "404", "NotFound"):
+                return b""  # nothing past start (or no object)
+            raise self._wrap(exc, key) from exc
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        full = self._key(prefix)
+        out: dict[str, int] = {}
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    k = obj["Key"]
+                    if not full or k == full or k.startswith(full + "/") or not prefix:
+                        out[self._rel(k)] = int(obj["Size"])
+        except Exception as exc:
+            raise self._wrap(exc, prefix) from exc
+        return out
+
     def put_file(self, local_path: str, key: str) -> None:
         try:
             self.client.upload_file(

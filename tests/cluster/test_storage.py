@@ -44,6 +44,19 @@ def test_bytes_files_and_listing(storage, tmp_path):
     assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
 
 
+def test_reading_from_an_offset_and_sizes_in_one_listing(storage):
+    storage.put_bytes("exp/t1/result.json", b"0123456789")
+    storage.put_bytes("exp/t2/result.json", b"ab")
+    storage.put_bytes("expx/other", b"not under exp/")
+    assert storage.get_bytes_from("exp/t1/result.json", 0) == b"0123456789"
+    assert storage.get_bytes_from("exp/t1/result.json", 4) == b"456789"
+    assert storage.get_bytes_from("exp/t1/result.json", 10) == b""  # nothing past the end
+    assert storage.get_bytes_from("exp/t1/result.json", 99) == b""
+    assert storage.get_bytes_from("exp/missing.json", 3) == b""
+    assert storage.sizes("exp") == {"exp/t1/result.json": 10, "exp/t2/result.json": 2}
+    assert storage.sizes("nothing") == {}
+
+
 def test_directories_round_trip_and_delete(storage, tmp_path):
     src = tmp_path / "ckpt"
     (src / "nested").mkdir(parents=True)

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from kubetune import air, tune
-from kubetune.cluster.follow import CALLBACK_STATE, CURSOR, ClusterView, held_interrupt, parse_rows
+from kubetune.cluster.follow import CALLBACK_STATE, CURSOR, ClusterView, _Log, held_interrupt
 from kubetune.engine import EngineConfig, ExperimentEngine
 from kubetune.engine.snapshot import SnapshotWriter
 from kubetune.local.stored_state import operator_trial_dirname
@@ -177,8 +177,38 @@ def test_without_callbacks_only_the_table_reads_storage(tmp_path, capsys):
     assert f"{NAME}: 0/2 trials done" in out and "RUNNING: 1" in out and "PENDING: 1" in out
 
 
-def test_a_torn_last_line_waits_for_the_next_read():
-    assert parse_rows(b'{"a": 1}\n{"a": 2}\n{"a"') == [{"a": 1}, {"a": 2}]
+def test_a_torn_last_line_waits_for_the_next_read_and_a_damaged_one_is_skipped():
+    log = _Log()
+    log.take(b'{"a": 1}\n{"a": 2}\n{"a"')
+    assert log.rows == [{"a": 1}, {"a": 2}] and log.offset == len(b'{"a": 1}\n{"a": 2}\n')
+    log.take(b'{"a": 3}\nnot json\n{"a": 4}\n')  # the torn line, complete now, and more
+    assert log.rows == [{"a": 1}, {"a": 2}, {"a": 3}, {"a": 4}]
+
+
+def test_each_poll_reads_only_what_a_result_log_gained(tmp_path):
+    """The notebook polls every few seconds; a long trial's result.json is not fetched whole
+    each time (a ranged GET in S3, a seek locally)."""
+    storage = open_storage(str(tmp_path))
+    reads: list[tuple[str, int, int]] = []
+    real = storage.get_bytes_from
+
+    def recording(key: str, start: int) -> bytes:
+        data = real(key, start)
+        reads.append((key, start, len(data)))
+        return data
+
+    storage.get_bytes_from = recording  # type: ignore[method-assign]
+    lines = [json.dumps({"training_iteration": i, "pad": "x" * 100}) + "\n" for i in range(50)]
+    storage.put_bytes("t/result.json", "".join(lines[:40]).encode())
+    view = ClusterView(tune.Tuner(trainable), storage, str(tmp_path), NAME)
+    entry = {"dirname": "t", "trial_id": "t"}
+    assert len(view._rows(entry)) == 40
+    storage.put_bytes("t/result.json", "".join(lines).encode())
+    rows = view._rows(entry)
+    assert [r["training_iteration"] for r in rows] == list(range(50))
+    first, second = reads
+    assert first[1] == 0
+    assert second[1] == len("".join(lines[:40])) and second[2] == len("".join(lines[40:]))
 
 
 def test_ctrl_c_during_the_hooks_is_raised_after_them():

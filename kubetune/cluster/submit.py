@@ -92,18 +92,9 @@ class ClusterRun:
         from kubetune.storage import open_storage
 
         cluster = Cluster(settings.context, settings.namespace)
-        if cluster.get(name) is not None:
-            raise FileExistsError(
-                f"TuneExperiment {name} already exists in namespace {cluster.namespace}: choose"
-                f" another RunConfig.name, or continue it with Tuner.restore('{root}/{name}')"
-            )
+        name = self._free_name(cluster, root, name)
         uri = f"{root}/{name}"
         storage = open_storage(uri)
-        if storage.exists("experiment_state.json"):
-            raise FileExistsError(
-                f"{uri} already holds an experiment: continue it with Tuner.restore({uri!r}),"
-                " or choose another RunConfig.name"
-            )
         from kubetune.cluster.follow import FOLLOWER_FILES
 
         for key in FOLLOWER_FILES:  # left by an earlier submission that never started
@@ -119,6 +110,34 @@ class ClusterRun:
             f"kubetune: created TuneExperiment {name} in namespace {cluster.namespace} ({uri})"
         )
         return self.watch(cluster, name, uri)
+
+    def _free_name(self, cluster: Any, root: str, name: str) -> str:
+        """``name``, or ``name-2``, ``name-3``... after earlier runs under that name: as in
+        Ray, a script may run two Tuners with one RunConfig.name; each run is a TuneExperiment
+        of its own here, and the earlier ones (objects and stored results) stay as they are.
+        A run of that name still going is refused: reattach to it instead."""
+        from kubetune.storage import open_storage
+
+        wanted = name
+        for n in range(2, 1000):
+            existing = cluster.get(name)
+            if existing is not None:
+                phase = (existing.get("status") or {}).get("phase")
+                if phase not in TERMINAL:
+                    raise FileExistsError(
+                        f"TuneExperiment {name} is running in namespace {cluster.namespace}"
+                        f" ({phase or 'Pending'}): reattach with Tuner.restore('{root}/{name}')"
+                        ".fit(), or choose another RunConfig.name"
+                    )
+            elif not open_storage(f"{root}/{name}").exists("experiment_state.json"):
+                if name != wanted:
+                    self._say(
+                        f"kubetune: an earlier run is named {wanted} (TuneExperiment or stored"
+                        f" results in {root}); this one is {name}"
+                    )
+                return name
+            name = dns_name(f"{wanted[:58]}-{n}")
+        raise FileExistsError(f"no free TuneExperiment name {wanted}-N in {cluster.namespace}")
 
     # -- watching ---------------------------------------------------------------------------
     def _say(self, line: str) -> None:

@@ -115,24 +115,33 @@ def test_three_workers_all_reduce_over_tcp(
     wait_for(lambda: not _pods(kube_api, namespace), 60, "every pod garbage-collected")
 
 
-def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
-    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
-):
-    from kubernetes import client
-
+def _three_workers_reported_three(
+    experiment: str,
+    strategy: str,
+    kube_api: Any,
+    namespace: str,
+    kubelet_factory: Any,
+    s3_server: Any,
+    s3_bucket: str,
+    operator_process: Any,
+    run_config: dict[str, Any] | None = None,
+) -> str:
+    """Run a 12-step all-reduce experiment of one 3-worker trial (``strategy``) on three
+    4-CPU nodes until its first attempt has reported three results; the trial's name."""
     kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
     s3_secret(kube_api, namespace, s3_server)
     body = allreduce_experiment(
-        "kill",
+        experiment,
         s3_bucket,
         s3_server.endpoint_url,
-        "STRICT_SPREAD",
+        strategy,
         steps={"constant": 12},
         sleep={"constant": 0.5},
     )
+    if run_config is not None:
+        body["spec"]["runConfig"] = run_config
     create_experiment(kube_api, namespace, body)
     operator_process()
-    core = client.CoreV1Api(kube_api)
 
     def reported(n: int) -> bool:
         trials = trial_objects(kube_api, namespace)
@@ -141,7 +150,25 @@ def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
 
     wait_for(lambda: reported(3), 90, "three results of the first attempt")
     (trial,) = trial_objects(kube_api, namespace)
-    name = trial["metadata"]["name"]
+    return str(trial["metadata"]["name"])
+
+
+def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
+    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+):
+    from kubernetes import client
+
+    name = _three_workers_reported_three(
+        "kill",
+        "STRICT_SPREAD",
+        kube_api,
+        namespace,
+        kubelet_factory,
+        s3_server,
+        s3_bucket,
+        operator_process,
+    )
+    core = client.CoreV1Api(kube_api)
     core.delete_namespaced_pod(f"{name}-1-w1", namespace, grace_period_seconds=0)
     wait_succeeded(kube_api, namespace, "kill", 180, operator_process)
     (trial,) = trial_objects(kube_api, namespace)
@@ -172,29 +199,18 @@ def test_a_worker_evicted_through_the_eviction_api_restarts_every_worker_without
     a failure would end the trial)."""
     from kubernetes import client
 
-    kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
-    s3_secret(kube_api, namespace, s3_server)
-    body = allreduce_experiment(
+    name = _three_workers_reported_three(
         "evict",
-        s3_bucket,
-        s3_server.endpoint_url,
         "SPREAD",
-        steps={"constant": 12},
-        sleep={"constant": 0.5},
+        kube_api,
+        namespace,
+        kubelet_factory,
+        s3_server,
+        s3_bucket,
+        operator_process,
+        run_config={"failureConfig": {"maxFailures": 0}},
     )
-    body["spec"]["runConfig"] = {"failureConfig": {"maxFailures": 0}}
-    create_experiment(kube_api, namespace, body)
-    operator_process()
     core = client.CoreV1Api(kube_api)
-
-    def reported(n: int) -> bool:
-        trials = trial_objects(kube_api, namespace)
-        report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
-        return (report.get("iteration") or 0) >= n
-
-    wait_for(lambda: reported(3), 90, "three results of the first attempt")
-    (trial,) = trial_objects(kube_api, namespace)
-    name = trial["metadata"]["name"]
     worker = f"{name}-1-w1"
     core.create_namespaced_pod_eviction(
         worker,

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kubetune.trial import exit_codes
 from tests.e2e.chart import REPO, operator_ready
+from tests.e2e.experiments import experiment, trainable_experiment, wait_experiment
 from tests.testenv.helpers import wait_for
 
 
@@ -38,37 +38,6 @@ def local_best(tmp_path: Path) -> tuple[float, float]:
         return float(best.config["x"]), float(best.metrics["loss"])
     finally:
         sys.path.remove(str(REPO / "examples"))
-
-
-def experiment(
-    cp: Any, ns: str, node: Any, images: Any, s3_server: Any, bucket: str, **changes: Any
-) -> dict[str, Any]:
-    """examples/quadratic.yaml with the test's image and storage (and CHANGES to spec), applied."""
-    port = int(s3_server.endpoint_url.rsplit(":", 1)[1].rstrip("/"))
-    manifest = yaml.safe_load((REPO / "examples" / "quadratic.yaml").read_text())
-    manifest["spec"]["trainable"]["image"] = images.example
-    manifest["spec"]["storage"].update(
-        bucket=bucket, endpoint=f"http://{node.relay_to_host(port)}", region=s3_server.region
-    )
-    name = changes.pop("name", "quadratic")
-    manifest["metadata"]["name"] = name
-    manifest["spec"].update(changes)
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
-    return dict(manifest)
-
-
-def wait_experiment(cp: Any, ns: str, name: str, node: Any, timeout: int = 600) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        out = cp.kubectl("get", "-n", ns, f"tex/{name}", "-o", "json").stdout
-        status = json.loads(out).get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    try:
-        result: dict[str, Any] = wait_for(done, timeout, f"experiment {name} to finish", 2)
-    except AssertionError:
-        out = cp.kubectl("get", "-n", ns, "tex,ttr,pods", "-o", "wide", check=False).stdout
-        raise AssertionError(f"{out}\n{node.log_tails(15)}") from None
-    return result
 
 
 def test_quadratic_example_reaches_ready_with_local_modes_best_trial(
@@ -97,17 +66,16 @@ def test_quadratic_example_reaches_ready_with_local_modes_best_trial(
 def test_trial_container_has_no_credentials_while_its_sidecar_has(
     control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
 ):
-    experiment(
+    trainable_experiment(
         control_plane,
         operator_ns,
         real_node,
         e2e_images,
         s3_server,
         bucket,
-        name="sleepy",
-        trainable={"image": e2e_images.example, "entrypoint": "trainables:sleepy"},
+        "sleepy",
+        "sleepy",
         paramSpace={"steps": {"choice": [90]}},
-        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
     )
 
     def running_trial_pod() -> str | None:
@@ -180,17 +148,15 @@ def test_trial_over_its_memory_limit_ends_with_oomkilled(
     control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
 ):
     # resources.bundles' memory (bytes, as in Ray) is the trial container's request and limit
-    experiment(
+    trainable_experiment(
         control_plane,
         operator_ns,
         real_node,
         e2e_images,
         s3_server,
         bucket,
-        name="hog",
-        trainable={"image": e2e_images.example, "entrypoint": "trainables:hog"},
-        paramSpace={"x": {"choice": [1]}},
-        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+        "hog",
+        "hog",
         resources={"bundles": [{"CPU": 0.2, "memory": 300 * 2**20}]},
     )
     wait_experiment(control_plane, operator_ns, "hog", real_node)
@@ -224,15 +190,15 @@ def trial_pods(cp: Any, ns: str, experiment_name: str) -> list[dict[str, Any]]:
 
 
 def counted_experiment(cp, ns, node, images, s3_server, bucket, name, samples, steps):
-    return experiment(
+    return trainable_experiment(
         cp,
         ns,
         node,
         images,
         s3_server,
         bucket,
-        name=name,
-        trainable={"image": images.example, "entrypoint": "trainables:counted"},
+        name,
+        "counted",
         paramSpace={"steps": {"choice": [steps]}, "pause": {"choice": [1.0]}},
         tuneConfig={
             "metric": "loss",
@@ -352,17 +318,15 @@ def test_operator_pod_deleted_mid_experiment_loses_nothing_and_runs_nothing_twic
 def test_two_gpu_trial_sees_exactly_the_devices_the_plugin_allocated(
     control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
 ):
-    experiment(
+    trainable_experiment(
         control_plane,
         operator_ns,
         real_node,
         e2e_images,
         s3_server,
         bucket,
-        name="gpus",
-        trainable={"image": e2e_images.example, "entrypoint": "trainables:gpu_env"},
-        paramSpace={"x": {"choice": [1]}},
-        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+        "gpus",
+        "gpu_env",
         resources={"bundles": [{"CPU": 0.2, "GPU": 2}]},
     )
     status = wait_experiment(control_plane, operator_ns, "gpus", real_node)
@@ -389,17 +353,15 @@ def test_two_gpu_trial_sees_exactly_the_devices_the_plugin_allocated(
 def test_a_cpu_trial_gets_no_gpu_whatever_its_image_says(
     control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
 ):
-    experiment(
+    trainable_experiment(
         control_plane,
         operator_ns,
         real_node,
         e2e_images,
         s3_server,
         bucket,
-        name="nogpu",
-        trainable={"image": e2e_images.example, "entrypoint": "trainables:gpu_env"},
-        paramSpace={"x": {"choice": [1]}},
-        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+        "nogpu",
+        "gpu_env",
         resources={"bundles": [{"CPU": 0.2}]},
     )
     status = wait_experiment(control_plane, operator_ns, "nogpu", real_node)

@@ -6,6 +6,7 @@ a worker's pod restarts every worker from the trial's latest checkpoint."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,59 +116,48 @@ def test_three_workers_all_reduce_over_tcp(
     wait_for(lambda: not _pods(kube_api, namespace), 60, "every pod garbage-collected")
 
 
-def _three_workers_reported_three(
-    experiment: str,
-    strategy: str,
-    kube_api: Any,
-    namespace: str,
-    kubelet_factory: Any,
-    s3_server: Any,
-    s3_bucket: str,
-    operator_process: Any,
-    run_config: dict[str, Any] | None = None,
-) -> str:
-    """Run a 12-step all-reduce experiment of one 3-worker trial (``strategy``) on three
-    4-CPU nodes until its first attempt has reported three results; the trial's name."""
-    kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
-    s3_secret(kube_api, namespace, s3_server)
-    body = allreduce_experiment(
-        experiment,
-        s3_bucket,
-        s3_server.endpoint_url,
-        strategy,
-        steps={"constant": 12},
-        sleep={"constant": 0.5},
-    )
-    if run_config is not None:
-        body["spec"]["runConfig"] = run_config
-    create_experiment(kube_api, namespace, body)
-    operator_process()
+@pytest.fixture
+def three_workers_reported_three(
+    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+) -> Callable[..., str]:
+    """``start(experiment, strategy, run_config=None)`` runs a 12-step all-reduce experiment
+    of one 3-worker trial (``strategy``) on three 4-CPU nodes until its first attempt has
+    reported three results, and returns the trial's name."""
 
-    def reported(n: int) -> bool:
-        trials = trial_objects(kube_api, namespace)
-        report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
-        return (report.get("iteration") or 0) >= n
+    def start(experiment: str, strategy: str, run_config: dict[str, Any] | None = None) -> str:
+        kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
+        s3_secret(kube_api, namespace, s3_server)
+        body = allreduce_experiment(
+            experiment,
+            s3_bucket,
+            s3_server.endpoint_url,
+            strategy,
+            steps={"constant": 12},
+            sleep={"constant": 0.5},
+        )
+        if run_config is not None:
+            body["spec"]["runConfig"] = run_config
+        create_experiment(kube_api, namespace, body)
+        operator_process()
 
-    wait_for(lambda: reported(3), 90, "three results of the first attempt")
-    (trial,) = trial_objects(kube_api, namespace)
-    return str(trial["metadata"]["name"])
+        def reported(n: int) -> bool:
+            trials = trial_objects(kube_api, namespace)
+            report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
+            return (report.get("iteration") or 0) >= n
+
+        wait_for(lambda: reported(3), 90, "three results of the first attempt")
+        (trial,) = trial_objects(kube_api, namespace)
+        return str(trial["metadata"]["name"])
+
+    return start
 
 
 def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
-    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+    three_workers_reported_three, kube_api, namespace, s3_server, s3_bucket, operator_process
 ):
     from kubernetes import client
 
-    name = _three_workers_reported_three(
-        "kill",
-        "STRICT_SPREAD",
-        kube_api,
-        namespace,
-        kubelet_factory,
-        s3_server,
-        s3_bucket,
-        operator_process,
-    )
+    name = three_workers_reported_three("kill", "STRICT_SPREAD")
     core = client.CoreV1Api(kube_api)
     core.delete_namespaced_pod(f"{name}-1-w1", namespace, grace_period_seconds=0)
     wait_succeeded(kube_api, namespace, "kill", 180, operator_process)
@@ -192,23 +182,15 @@ def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
 
 
 def test_a_worker_evicted_through_the_eviction_api_restarts_every_worker_without_a_failure(
-    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+    three_workers_reported_three, kube_api, namespace, s3_server, s3_bucket, operator_process
 ):
     """An eviction (kubectl drain, the autoscaler) of rank 1 is the cluster's doing: the whole
     trial restarts from its latest checkpoint and ``failures`` stays 0 (maxFailures 0 here:
     a failure would end the trial)."""
     from kubernetes import client
 
-    name = _three_workers_reported_three(
-        "evict",
-        "SPREAD",
-        kube_api,
-        namespace,
-        kubelet_factory,
-        s3_server,
-        s3_bucket,
-        operator_process,
-        run_config={"failureConfig": {"maxFailures": 0}},
+    name = three_workers_reported_three(
+        "evict", "SPREAD", run_config={"failureConfig": {"maxFailures": 0}}
     )
     core = client.CoreV1Api(kube_api)
     worker = f"{name}-1-w1"

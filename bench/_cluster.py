@@ -98,19 +98,12 @@ class BenchCluster:
         """The CRDs applied; ``namespace`` with the S3 credentials Secret ``s3``; ``bucket``."""
         from kubernetes import client
 
+        from tests.testenv.helpers import s3_secret
+
         self.cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         core = client.CoreV1Api(self.api)
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-        core.create_namespaced_secret(
-            namespace,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(name="s3"),
-                string_data={
-                    "AWS_ACCESS_KEY_ID": self.s3.access_key,
-                    "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
-                },
-            ),
-        )
+        s3_secret(self.api, namespace, self.s3)
         self.s3.client().create_bucket(Bucket=bucket)
 
     def start_kubelet(self, **kwargs: Any) -> TestKubelet:
@@ -124,28 +117,20 @@ class BenchCluster:
     def start_operator(self, namespace: str, log_name: str) -> tuple[subprocess.Popen[bytes], int]:
         """The operator watching ``namespace``, standalone, logging to TMPDIR/``log_name``;
         the process and its metrics port."""
+        from tests.testenv.helpers import operator_command
+        from tests.testenv.procs import end_process
+
         metrics_port = free_port()
         env = {**os.environ, "KUBECONFIG": str(self.cp.kubeconfig)}
         log = open(Path(tempfile.gettempdir()) / log_name, "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubetune_operator",
-                "--namespace",
-                namespace,
-                "--standalone",
-                "--liveness-port",
-                "0",
-                "--metrics-port",
-                str(metrics_port),
-            ],
+            operator_command(namespace, metrics_port),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
-        self.on_exit(lambda: _end(proc))
+        self.on_exit(lambda: end_process(proc))
         return proc, metrics_port
 
 
@@ -172,12 +157,3 @@ def wait_finished(
         if operator.poll() is not None or time.monotonic() - began > timeout:
             raise RuntimeError(f"operator exited or timed out (phase {phase})")
         time.sleep(poll)
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -161,6 +161,16 @@ class ManagedProcess:
         return f"ManagedProcess({self.name!r}, pid={self.popen.pid})"
 
 
+def end_process(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """SIGTERM to ``proc``, SIGKILL if it has not exited ``grace`` seconds later."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 _S = TypeVar("_S", bound="StopsOnExit")
 
 

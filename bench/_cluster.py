@@ -134,26 +134,35 @@ class BenchCluster:
         return proc, metrics_port
 
 
-def wait_finished(
+def worker_resources(workers: int, cpu: float, strategy: str) -> dict[str, Any]:
+    """``spec.resources`` of a trial of ``workers`` pods of ``cpu`` CPUs each (Ray's
+    placement group of a trainer bundle and one bundle a worker)."""
+    return {"bundles": [{}] + [{"CPU": cpu}] * workers, "strategy": strategy, "workers": workers}
+
+
+def run_experiment(
     custom: Any,
     namespace: str,
-    name: str,
+    body: dict[str, Any],
     operator: subprocess.Popen[bytes],
-    began: float,
     timeout: float,
     poll: float,
-) -> tuple[dict[str, Any], str]:
-    """Poll the TuneExperiment until it has Succeeded or Failed; it and its phase. Raises if
-    the operator exits first or ``timeout`` seconds have passed since ``began``."""
+) -> tuple[dict[str, Any], str, float]:
+    """Create the TuneExperiment ``body`` and poll it until it has Succeeded or Failed: it,
+    its phase and the seconds that took. Raises if the operator exits first or after
+    ``timeout`` seconds."""
     from tests.cluster.test_operator import GROUP, VERSION
 
+    name = body["metadata"]["name"]
+    began = time.monotonic()
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "tuneexperiments", body)
     while True:
         exp = custom.get_namespaced_custom_object(
             GROUP, VERSION, namespace, "tuneexperiments", name
         )
         phase = (exp.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed"):
-            return exp, phase
+            return exp, phase, time.monotonic() - began
         if operator.poll() is not None or time.monotonic() - began > timeout:
             raise RuntimeError(f"operator exited or timed out (phase {phase})")
         time.sleep(poll)

@@ -19,7 +19,15 @@ import threading
 import time
 from pathlib import Path
 
-from _cluster import REPO, BenchCluster, api_writes_by_kind, quantile, scrape, wait_finished
+from _cluster import (
+    REPO,
+    BenchCluster,
+    api_writes_by_kind,
+    quantile,
+    run_experiment,
+    scrape,
+    worker_resources,
+)
 
 
 class PodWatch(threading.Thread):
@@ -66,7 +74,7 @@ def main() -> int:
 
     from kubernetes import client
 
-    from tests.cluster.test_operator import GROUP, VERSION, experiment
+    from tests.cluster.test_operator import experiment
     from tests.testenv.kubelet import NodeSpec
 
     with BenchCluster() as cluster:
@@ -96,15 +104,8 @@ def main() -> int:
             "maxConcurrentTrials": 1,
         }
         if args.workers > 1:
-            body["spec"]["resources"] = {
-                "bundles": [{}] + [{"CPU": 0.5}] * args.workers,
-                "strategy": "STRICT_SPREAD",
-                "workers": args.workers,
-            }
-        began = time.monotonic()
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tuneexperiments", body)
-        _, phase = wait_finished(custom, ns, "bench", proc, began, timeout=900, poll=0.2)
-        wall = time.monotonic() - began
+            body["spec"]["resources"] = worker_resources(args.workers, 0.5, "STRICT_SPREAD")
+        _, phase, wall = run_experiment(custom, ns, body, proc, timeout=900, poll=0.2)
         watcher.stop.set()
         by_kind = api_writes_by_kind(scrape(metrics_port))
         writes = sum(by_kind.values())

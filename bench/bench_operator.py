@@ -28,7 +28,14 @@ import threading
 import time
 from pathlib import Path
 
-from _cluster import BenchCluster, api_writes_by_kind, quantile, scrape, wait_finished
+from _cluster import (
+    BenchCluster,
+    api_writes_by_kind,
+    quantile,
+    run_experiment,
+    scrape,
+    worker_resources,
+)
 
 
 def p99_from_histogram(metrics: dict[str, float], name: str) -> float | None:
@@ -148,15 +155,8 @@ def main() -> int:
             maxConcurrentTrials=args.concurrent,
         )
         if args.workers > 1:
-            body["spec"]["resources"] = {
-                "bundles": [{}] + [{"CPU": 0.1}] * args.workers,
-                "strategy": "PACK",
-                "workers": args.workers,
-            }
-        began = time.monotonic()
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tuneexperiments", body)
-        exp, phase = wait_finished(custom, ns, "bench", proc, began, timeout=3600, poll=0.5)
-        wall = time.monotonic() - began
+            body["spec"]["resources"] = worker_resources(args.workers, 0.1, "PACK")
+        exp, phase, wall = run_experiment(custom, ns, body, proc, timeout=3600, poll=0.5)
         time.sleep(1.0)  # the last verdicts' watch events
         verdicts.stop.set()
         latencies = [verdicts.seen[n] - t for n, t in reported.items() if n in verdicts.seen]

@@ -23,11 +23,9 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _cluster import BenchCluster
 
 POLL_S = 0.02
 
@@ -111,15 +109,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
 
-    from tests.testenv.controlplane import ControlPlane
-    from tests.testenv.kubelet import NodeSpec, TestKubelet
+    from tests.testenv.kubelet import NodeSpec
     from tests.testenv.kubelet_emulated import EmulatedExit
     from tests.testenv.kueue import NAMESPACE_LABEL, Kueue, queue_objects
 
-    cp = ControlPlane.start()
-    kueue = kubelet = None
-    try:
+    with BenchCluster() as cluster:
+        cp = cluster.cp
         kueue = Kueue.start(cp)
+        cluster.on_exit(kueue.stop)
         print(
             f"control plane up in {cp.startup_seconds:.1f} s,"
             f" Kueue in {kueue.startup_seconds:.1f} s"
@@ -130,12 +127,11 @@ def main() -> int:
         quota = {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": str(args.workers)}
         for body in queue_objects("bench", namespace, quota):
             cp.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(body))
-        kubelet = TestKubelet(
-            cp.kubelet_kubeconfig,
+        cluster.start_kubelet(
             nodes=[NodeSpec(gpus=args.workers * 2, cpu="64", memory="256Gi")],
             mode="emulated",
             behaviour=lambda pod: EmulatedExit(0, 3600.0),  # runs until deleted
-        ).start()
+        )
         time.sleep(2)  # the LocalQueue Active, the namespace label in Kueue's cache
         queued = [
             one_round(cp, namespace, f"g{i}", "bench", args.workers) for i in range(args.rounds)
@@ -143,12 +139,6 @@ def main() -> int:
         plain_ns = "bench-plain"
         cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": plain_ns}})
         plain = [one_round(cp, plain_ns, f"p{i}", None, args.workers) for i in range(args.rounds)]
-    finally:
-        if kubelet is not None:
-            kubelet.stop()
-        if kueue is not None:
-            kueue.stop()
-        cp.stop()
     print(
         f"{args.workers}-pod group, {args.rounds} rounds, quota for one group,"
         f" poll {POLL_S * 1000:.0f} ms"

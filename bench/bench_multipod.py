@@ -13,19 +13,21 @@ the single-pod figures of the same trainable to compare with.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from bench_operator import free_port, quantile, scrape  # noqa: E402
+from _cluster import (
+    REPO,
+    BenchCluster,
+    api_writes_by_kind,
+    quantile,
+    run_experiment,
+    scrape,
+    worker_resources,
+)
 
 
 class PodWatch(threading.Thread):
@@ -70,65 +72,24 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
 
-    from kubernetes import client, config
+    from kubernetes import client
 
-    from tests.cluster.test_operator import GROUP, VERSION, experiment
-    from tests.testenv.controlplane import ControlPlane
-    from tests.testenv.kubelet import NodeSpec, TestKubelet
-    from tests.testenv.s3 import S3Server
+    from tests.cluster.test_operator import experiment
+    from tests.testenv.kubelet import NodeSpec
 
-    cp = ControlPlane.start()
-    s3 = S3Server.start()
-    procs: list[subprocess.Popen[bytes]] = []
-    kubelet = None
-    try:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)
-        api = client.ApiClient(cfg)
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    with BenchCluster() as cluster:
+        s3 = cluster.start_s3()
         ns = "bench"
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-        core.create_namespaced_secret(
-            ns,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(name="s3"),
-                string_data={
-                    "AWS_ACCESS_KEY_ID": s3.access_key,
-                    "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-                },
-            ),
-        )
-        s3.client().create_bucket(Bucket="bench")
-        kubelet = TestKubelet(
-            cp.kubelet_kubeconfig,
+        cluster.experiment_namespace(ns, "bench")
+        api = cluster.api
+        custom = client.CustomObjectsApi(api)
+        cluster.start_kubelet(
             nodes=[NodeSpec(cpu="2") for _ in range(args.workers)],
             root_dir=Path(tempfile.mkdtemp(prefix="bench-multipod-")),
-        ).start()
+        )
         watcher = PodWatch(api, ns)
         watcher.start()
-        metrics_port = free_port()
-        env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
-        log = open(Path(tempfile.gettempdir()) / "bench-multipod.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubetune_operator",
-                "--namespace",
-                ns,
-                "--standalone",
-                "--liveness-port",
-                "0",
-                "--metrics-port",
-                str(metrics_port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        procs.append(proc)
+        proc, metrics_port = cluster.start_operator(ns, "bench-multipod.log")
         body = experiment("bench", "bench", s3.endpoint_url, numSamples=args.trials)
         body["spec"]["trainable"] = {
             "image": "kubetune/test",
@@ -143,32 +104,11 @@ def main() -> int:
             "maxConcurrentTrials": 1,
         }
         if args.workers > 1:
-            body["spec"]["resources"] = {
-                "bundles": [{}] + [{"CPU": 0.5}] * args.workers,
-                "strategy": "STRICT_SPREAD",
-                "workers": args.workers,
-            }
-        began = time.monotonic()
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tuneexperiments", body)
-        while True:
-            exp = custom.get_namespaced_custom_object(
-                GROUP, VERSION, ns, "tuneexperiments", "bench"
-            )
-            phase = (exp.get("status") or {}).get("phase")
-            if phase in ("Succeeded", "Failed"):
-                break
-            if proc.poll() is not None or time.monotonic() - began > 900:
-                raise RuntimeError(f"operator exited or timed out (phase {phase})")
-            time.sleep(0.2)
-        wall = time.monotonic() - began
+            body["spec"]["resources"] = worker_resources(args.workers, 0.5, "STRICT_SPREAD")
+        _, phase, wall = run_experiment(custom, ns, body, proc, timeout=900, poll=0.2)
         watcher.stop.set()
-        metrics = scrape(metrics_port)
-        writes = sum(v for k, v in metrics.items() if k.startswith("kubetune_api_writes_total{"))
-        by_kind = {
-            k.split("{", 1)[1].rstrip("}"): v
-            for k, v in metrics.items()
-            if k.startswith("kubetune_api_writes_total{")
-        }
+        by_kind = api_writes_by_kind(scrape(metrics_port))
+        writes = sum(by_kind.values())
         latencies = []
         for key, t0 in watcher.created.items():
             runs = [t for k, t in watcher.running.values() if k == key]
@@ -184,18 +124,6 @@ def main() -> int:
         print(f"operator API writes: {writes:.0f} ({writes / args.trials:.1f} per trial)")
         print(f"  by kind: {by_kind}")
         return 0 if phase == "Succeeded" else 1
-    finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if kubelet is not None:
-            kubelet.stop()
-        s3.stop()
-        cp.stop()
 
 
 if __name__ == "__main__":

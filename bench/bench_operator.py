@@ -22,33 +22,20 @@ import argparse
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
+from _cluster import (
+    BenchCluster,
+    api_writes_by_kind,
+    quantile,
+    run_experiment,
+    scrape,
+    worker_resources,
+)
 
 
 def p99_from_histogram(metrics: dict[str, float], name: str) -> float | None:
@@ -65,11 +52,6 @@ def p99_from_histogram(metrics: dict[str, float], name: str) -> float | None:
         if count >= 0.99 * total:
             return le
     return None
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class VerdictWatch(threading.Thread):
@@ -123,40 +105,19 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="pods per trial")
     args = parser.parse_args()
 
-    from kubernetes import client, config
+    from kubernetes import client
 
     from tests.cluster.test_operator import GROUP, VERSION, FakeSidecar, experiment
-    from tests.testenv.controlplane import ControlPlane
-    from tests.testenv.kubelet import NodeSpec, TestKubelet
-    from tests.testenv.s3 import S3Server
+    from tests.testenv.kubelet import NodeSpec
+    from tests.testenv.kubelet_emulated import EmulatedExit
 
-    cp = ControlPlane.start()
-    s3 = S3Server.start()
-    procs: list[subprocess.Popen[bytes]] = []
-    kubelet = None
-    try:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)
-        api = client.ApiClient(cfg)
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        ns = "bench"
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-        core.create_namespaced_secret(
-            ns,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(name="s3"),
-                string_data={
-                    "AWS_ACCESS_KEY_ID": s3.access_key,
-                    "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-                },
-            ),
-        )
-        bucket = "bench"
-        s3.client().create_bucket(Bucket=bucket)
+    with BenchCluster() as cluster:
+        s3 = cluster.start_s3()
+        ns, bucket = "bench", "bench"
+        cluster.experiment_namespace(ns, bucket)
+        api = cluster.api
+        custom = client.CustomObjectsApi(api)
         reported: dict[str, float] = {}
-
-        from tests.testenv.kubelet_emulated import EmulatedExit
 
         class TimedSidecar(FakeSidecar):
             def __call__(self, epod: object) -> object:
@@ -178,36 +139,14 @@ def main() -> int:
             duration=args.duration,
             gate=True,
         )
-        kubelet = TestKubelet(
-            cp.kubelet_kubeconfig,
+        cluster.start_kubelet(
             nodes=[NodeSpec(cpu="64", memory="256Gi", pods=500)],
             mode="emulated",
             behaviour=sidecar,
             root_dir=Path(tempfile.mkdtemp(prefix="bench-operator-")),
             workers=16,
-        ).start()
-        metrics_port = free_port()
-        env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
-        log = open(Path(tempfile.gettempdir()) / "bench-operator.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubetune_operator",
-                "--namespace",
-                ns,
-                "--standalone",
-                "--liveness-port",
-                "0",
-                "--metrics-port",
-                str(metrics_port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
         )
-        procs.append(proc)
+        proc, metrics_port = cluster.start_operator(ns, "bench-operator.log")
         body = experiment(
             "bench",
             bucket,
@@ -216,29 +155,13 @@ def main() -> int:
             maxConcurrentTrials=args.concurrent,
         )
         if args.workers > 1:
-            body["spec"]["resources"] = {
-                "bundles": [{}] + [{"CPU": 0.1}] * args.workers,
-                "strategy": "PACK",
-                "workers": args.workers,
-            }
-        began = time.monotonic()
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tuneexperiments", body)
-        while True:
-            exp = custom.get_namespaced_custom_object(
-                GROUP, VERSION, ns, "tuneexperiments", "bench"
-            )
-            phase = (exp.get("status") or {}).get("phase")
-            if phase in ("Succeeded", "Failed"):
-                break
-            if proc.poll() is not None or time.monotonic() - began > 3600:
-                raise RuntimeError(f"operator exited or timed out (phase {phase})")
-            time.sleep(0.5)
-        wall = time.monotonic() - began
+            body["spec"]["resources"] = worker_resources(args.workers, 0.1, "PACK")
+        exp, phase, wall = run_experiment(custom, ns, body, proc, timeout=3600, poll=0.5)
         time.sleep(1.0)  # the last verdicts' watch events
         verdicts.stop.set()
         latencies = [verdicts.seen[n] - t for n, t in reported.items() if n in verdicts.seen]
         metrics = scrape(metrics_port)
-        writes = sum(v for k, v in metrics.items() if k.startswith("kubetune_api_writes_total{"))
+        writes = sum(api_writes_by_kind(metrics).values())
         trials = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "tunetrials")["items"]
         largest = max(len(json.dumps(o)) for o in [exp, *trials])
         hwm = next(
@@ -276,18 +199,6 @@ def main() -> int:
         print(f"operator peak memory (VmHWM): {hwm / 1024:.0f} MiB")
         print(f"operator CPU time: {cpu_s:.1f} s ({cpu_s / wall:.0%} of a core)")
         return 0 if phase == "Succeeded" else 1
-    finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if kubelet is not None:
-            kubelet.stop()
-        s3.stop()
-        cp.stop()
 
 
 if __name__ == "__main__":

@@ -52,6 +52,11 @@ def _std(values: Any) -> float:
     return math.sqrt(sum((x - mean) ** 2 for x in values) / n)
 
 
+def _at_least(name: str, value: float, low: int) -> None:
+    if value < low:
+        raise ConfigError(name, f"must be >= {low}, got {value}")
+
+
 class Stopper:
     """Base class: override ``__call__`` and/or ``stop_all``."""
 
@@ -154,10 +159,8 @@ class TrialPlateauStopper(Stopper):
         check_mode(mode)
         if metric_threshold is not None and mode is None:
             raise ConfigError("mode", "is required with `metric_threshold` (min or max)")
-        if num_results < 1:
-            raise ConfigError("num_results", f"must be >= 1, got {num_results}")
-        if std < 0:
-            raise ConfigError("std", f"must be >= 0, got {std}")
+        _at_least("num_results", num_results, 1)
+        _at_least("std", std, 0)
         self._metric = metric
         self._std = std
         self._num_results = num_results
@@ -209,12 +212,9 @@ class ExperimentPlateauStopper(Stopper):
         if not metric:
             raise ConfigError("metric", "ExperimentPlateauStopper needs `metric`")
         check_mode(mode, allow_none=False)
-        if top < 1:
-            raise ConfigError("top", f"must be >= 1, got {top}")
-        if patience < 0:
-            raise ConfigError("patience", f"must be >= 0, got {patience}")
-        if std < 0:
-            raise ConfigError("std", f"must be >= 0, got {std}")
+        _at_least("top", top, 1)
+        _at_least("patience", patience, 0)
+        _at_least("std", std, 0)
         self._metric = metric
         self._std = std
         self._top = top

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune.engine.actions import Action, ResultResponse, ResumeTrial, StopTrial, Verdict
+from kubetune.engine.actions import Action, ResultResponse, StopTrial, Verdict
 from kubetune.engine.checkpoints import _NUMBER
 from kubetune.engine.checkpoints import lookup as _lookup
 from kubetune.engine.result_check import result_problem
@@ -216,18 +216,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
         limit = self.config.max_failures
         if not self._stopping and (limit == -1 or rec.num_failures <= limit):
             self._set_status(rec, PENDING)
-            restore = self._restore_source(rec)
-            if restore is not None:
-                self._pin(rec.trial_id, restore)
-            out.append(
-                ResumeTrial(
-                    trial_id,
-                    rec.config,
-                    restore,
-                    reason="retry",
-                    decision_points=self._decision_points(trial_id),
-                )
-            )
+            out.append(self._resume_action(rec, self._restore_source(rec), "retry"))
         else:
             self._fail_for_good(rec, error_message, now, out, stop=False)
         self._after(now, out)
@@ -246,18 +235,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
         rec.last_disruption = reason
         self._preemptions += 1
         self._set_status(rec, PENDING)
-        restore = self._restore_source(rec)
-        if restore is not None:
-            self._pin(rec.trial_id, restore)
-        out.append(
-            ResumeTrial(
-                trial_id,
-                rec.config,
-                restore,
-                reason="preempted",
-                decision_points=self._decision_points(trial_id),
-            )
-        )
+        out.append(self._resume_action(rec, self._restore_source(rec), "preempted"))
         self._after(now, out)
         return out
 
@@ -294,17 +272,7 @@ class ExperimentEngine(EngineState, EngineTransitions):
             rec.latest_checkpoint = None
             rec.pending_restore = None
         restore = self._restore_source(rec) if from_checkpoint else None
-        if restore is not None:
-            self._pin(rec.trial_id, restore)
-        out.append(
-            ResumeTrial(
-                trial_id,
-                rec.config,
-                restore,
-                reason="restore",
-                decision_points=self._decision_points(trial_id),
-            )
-        )
+        out.append(self._resume_action(rec, restore, "restore"))
         return out
 
     def stop_trial(self, trial_id: str, now: float, reason: str) -> list[Action]:

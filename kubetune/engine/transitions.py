@@ -140,17 +140,25 @@ class EngineTransitions(EngineQueries):
         self._set_status(rec, PENDING)
         self._num_paused -= 1
         self._num_active += 1
+        out.append(self._resume_action(rec, restore, "unpause", self._new_resources(rec)))
+
+    def _resume_action(
+        self,
+        rec: TrialRecord,
+        restore: CheckpointRef | None,
+        reason: str,
+        resources: dict[str, Any] | None = None,
+    ) -> ResumeTrial:
+        """Start ``rec`` again from ``restore`` (pinned: the keep-rule must not delete it)."""
         if restore is not None:
             self._pin(rec.trial_id, restore)
-        out.append(
-            ResumeTrial(
-                rec.trial_id,
-                rec.config,
-                restore,
-                reason="unpause",
-                decision_points=self._decision_points(rec.trial_id),
-                resources=self._new_resources(rec),
-            )
+        return ResumeTrial(
+            rec.trial_id,
+            rec.config,
+            restore,
+            reason=reason,
+            decision_points=self._decision_points(rec.trial_id),
+            resources=resources,
         )
 
     def _new_resources(self, rec: TrialRecord) -> dict[str, Any] | None:

@@ -102,6 +102,19 @@ def flatten_space(
     return domains, constants
 
 
+def flatten_domains(
+    space: Any, owner: str, takes: str = "a dict of domains"
+) -> tuple[dict[str, tuple[tuple[Any, ...], Domain]], dict[tuple[Any, ...], Any]]:
+    """:func:`flatten_space` of a searcher's dict space, which must hold at least one domain
+    (``takes`` says in the error what else ``owner`` would take)."""
+    if not isinstance(space, dict):
+        raise ConfigError("space", f"{owner} takes {takes}")
+    domains, constants = flatten_space(space, owner)
+    if not domains:
+        raise ConfigError("param_space", f"{owner} needs at least one domain")
+    return domains, constants
+
+
 def assign_path(config: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
     node = config
     for k in path[:-1]:
@@ -172,6 +185,8 @@ class ModelBasedSearcher(Searcher):
         self._events: list[list[Any]] = []
         self._params: dict[str, dict[str, Any]] = {}  # trial_id -> internal params (live)
         self._asks = 0
+        # the constants of the param space (path -> value), set by ``_convert_space``
+        self._constants: dict[tuple[Any, ...], Any] = {}
         if space is not None:
             self._space = self._convert_space(space)
 

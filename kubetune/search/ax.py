@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune.search._model_based import ModelBasedSearcher, build_config, decode, flatten_space
+from kubetune.search._model_based import ModelBasedSearcher, build_config, decode, flatten_domains
 from kubetune.search.errors import ConfigError
 from kubetune.search.sample import Categorical, Domain, Float, Integer
 
@@ -35,17 +35,14 @@ class AxSearch(ModelBasedSearcher):
         self._param_constraints = list(parameter_constraints or [])
         self._outcome_constraints = list(outcome_constraints or [])
         self._domains: dict[str, tuple[tuple[Any, ...], Domain]] = {}
-        self._constants: dict[tuple[Any, ...], Any] = {}
         self._index: dict[int, int] = {}
         super().__init__(
             space=space, metric=metric, mode=mode, points_to_evaluate=points_to_evaluate, seed=seed
         )
 
     def _convert_space(self, space: Any) -> Any:
-        if not isinstance(space, dict):
-            raise ConfigError("space", "AxSearch takes a dict of domains")
         ax = self.lib
-        self._domains, self._constants = flatten_space(space, "AxSearch")
+        self._domains, self._constants = flatten_domains(space, "AxSearch")
         out = []
         for name, (_, d) in self._domains.items():
             if isinstance(d, Categorical):
@@ -73,8 +70,6 @@ class AxSearch(ModelBasedSearcher):
                 )
             else:
                 raise ConfigError(name, f"AxSearch cannot sample {d.kind}")
-        if not out:
-            raise ConfigError("param_space", "AxSearch needs at least one domain")
         return out
 
     def _setup(self) -> None:

@@ -59,7 +59,6 @@ class BayesOptSearch(ModelBasedSearcher):
         self._random_steps = random_search_steps
         self._bounds: dict[str, tuple[float, float]] = {}
         self._paths: dict[str, tuple[Any, ...]] = {}
-        self._constants: dict[tuple[Any, ...], Any] = {}
         super().__init__(
             space=space,
             metric=metric,

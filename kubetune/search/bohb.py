@@ -24,7 +24,7 @@ from kubetune.search._model_based import (
     build_config,
     decode,
     derive_seed,
-    flatten_space,
+    flatten_domains,
     global_seed,
     require,
 )
@@ -62,7 +62,6 @@ class TuneBOHB(ModelBasedSearcher):
         self._max_concurrent = int(max_concurrent or 0)
         self._time_attr = time_attr
         self._domains: dict[str, tuple[tuple[Any, ...], Domain]] = {}
-        self._constants: dict[tuple[Any, ...], Any] = {}
         self._native = False
         super().__init__(
             space=space,
@@ -77,11 +76,9 @@ class TuneBOHB(ModelBasedSearcher):
         if isinstance(space, cs.ConfigurationSpace):
             self._native = True
             return space
-        if not isinstance(space, dict):
-            raise ConfigError("space", "TuneBOHB takes a dict of domains or a ConfigurationSpace")
-        self._domains, self._constants = flatten_space(space, "TuneBOHB")
-        if not self._domains:
-            raise ConfigError("param_space", "TuneBOHB needs at least one domain")
+        self._domains, self._constants = flatten_domains(
+            space, "TuneBOHB", "a dict of domains or a ConfigurationSpace"
+        )
         out = cs.ConfigurationSpace()
         for name, (_, d) in self._domains.items():
             out.add(self._hyperparameter(name, d))

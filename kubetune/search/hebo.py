@@ -18,7 +18,7 @@ from kubetune.search._model_based import (
     build_config,
     decode,
     derive_seed,
-    flatten_space,
+    flatten_domains,
     global_seed,
 )
 from kubetune.search.errors import ConfigError
@@ -43,7 +43,6 @@ class HEBOSearch(ModelBasedSearcher):
         self._kwargs = kwargs
         self._max_concurrent = int(max_concurrent or 0)
         self._domains: dict[str, tuple[tuple[Any, ...], Domain]] = {}
-        self._constants: dict[tuple[Any, ...], Any] = {}
         super().__init__(
             space=space,
             metric=metric,
@@ -53,9 +52,7 @@ class HEBOSearch(ModelBasedSearcher):
         )
 
     def _convert_space(self, space: Any) -> Any:
-        if not isinstance(space, dict):
-            raise ConfigError("space", "HEBOSearch takes a dict of domains")
-        self._domains, self._constants = flatten_space(space, "HEBOSearch")
+        self._domains, self._constants = flatten_domains(space, "HEBOSearch")
         out: list[dict[str, Any]] = []
         for name, (_, d) in self._domains.items():
             if isinstance(d, Categorical):
@@ -69,8 +66,6 @@ class HEBOSearch(ModelBasedSearcher):
                 out.append({"name": name, "type": "int", "lb": d._min(), "ub": d._max()})
             else:
                 raise ConfigError(name, f"HEBOSearch cannot sample {d.kind}")
-        if not out:
-            raise ConfigError("param_space", "HEBOSearch needs at least one domain")
         return out
 
     def _setup(self) -> None:

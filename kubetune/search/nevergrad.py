@@ -19,7 +19,7 @@ import copy
 from typing import Any
 
 from kubetune._util import flatten_dict
-from kubetune.search._model_based import ModelBasedSearcher, build_config, decode, flatten_space
+from kubetune.search._model_based import ModelBasedSearcher, build_config, decode, flatten_domains
 from kubetune.search.errors import ConfigError
 from kubetune.search.sample import Categorical, Domain, Float, Integer
 
@@ -39,7 +39,6 @@ class NevergradSearch(ModelBasedSearcher):
         seed: int | None = None,
     ) -> None:
         self._domains: dict[str, tuple[tuple[Any, ...], Domain]] = {}
-        self._constants: dict[tuple[Any, ...], Any] = {}
         self._native = False
         self._instance: Any = None
         self._opt_kwargs = dict(optimizer_kwargs or {})
@@ -73,11 +72,9 @@ class NevergradSearch(ModelBasedSearcher):
         if isinstance(space, ng.p.Parameter):
             self._native = True
             return space
-        if not isinstance(space, dict):
-            raise ConfigError("space", "NevergradSearch takes a dict of domains or an ng.p.Dict")
-        self._domains, self._constants = flatten_space(space, "NevergradSearch")
-        if not self._domains:
-            raise ConfigError("param_space", "NevergradSearch needs at least one domain")
+        self._domains, self._constants = flatten_domains(
+            space, "NevergradSearch", "a dict of domains or an ng.p.Dict"
+        )
         return {name: d for name, (_, d) in self._domains.items()}
 
     def _param(self, d: Domain, name: str) -> Any:

@@ -59,7 +59,6 @@ class ZOOptSearch(ModelBasedSearcher):
         self._keys: list[str] = []
         self._domains: dict[str, Domain] = {}
         self._paths: dict[str, tuple[Any, ...]] = {}
-        self._constants: dict[tuple[Any, ...], Any] = {}
         self._tells = 0
         super().__init__(
             space=dim_dict,

@@ -42,7 +42,7 @@ from kubetune.train._context import (
 )
 from kubetune.tune.resources import DEFAULT_RESOURCES, worker_bundles
 from kubetune_operator import kueue
-from kubetune_operator.disruption import disruption_of
+from kubetune_operator.disruption import Disruptions, disruption_of
 from kubetune_operator.pod import (
     LABEL_ATTEMPT,
     LABEL_TRIAL,
@@ -53,7 +53,7 @@ from kubetune_operator.pod import (
     build_trial_pod,
     pod_name,
 )
-from kubetune_operator.runtime_core import PHASE_BY_STATE, Observed, RuntimeCore, TrialTrack
+from kubetune_operator.runtime_core import PHASE_BY_STATE, Observed, TrialTrack
 from kubetune_operator.views import LIVE, pod_failure_message
 
 LABEL_RANK = "kubetune.io/rank"
@@ -170,8 +170,9 @@ class Gang:
     cleaned: bool = False
 
 
-class WorkerTracking(RuntimeCore):
-    """Mixed into the experiment runtime: the workers of multi-worker trials."""
+class WorkerTracking(Disruptions):
+    """Mixed into the experiment runtime: the workers of multi-worker trials (a preempted
+    worker retries the trial as :class:`Disruptions` does a preempted pod)."""
 
     @property
     def gangs(self) -> dict[str, Gang]:
@@ -260,17 +261,6 @@ class WorkerTracking(RuntimeCore):
             patch = {"reason": "AttemptFailed", "message": failure}
             self._set_trial_status(tr, {"phase": PHASE_BY_STATE[status], **patch})
         return out
-
-    def _preempted(
-        self,
-        tr: TrialTrack,
-        pod_name: str,
-        reason: str,
-        detail: str,
-        now: float,
-        observed: Any = None,
-    ) -> list[Action]:
-        raise NotImplementedError  # disruption.Disruptions'
 
     def _publish(
         self,

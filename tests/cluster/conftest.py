@@ -4,6 +4,8 @@ Session-scoped: ``control_plane`` (a tests.testenv.controlplane.ControlPlane), `
 kubernetes.client.ApiClient logged in as the admin), ``s3_server`` (a tests.testenv.s3.S3Server).
 Function-scoped: ``namespace`` (a fresh namespace's name, deleted afterwards) and ``s3_bucket``
 (a fresh bucket's name, emptied and deleted afterwards).
+Also here, from tests/testenv: the test kubelet's (``kubelet``, ``kubelet_factory``) and
+Kueue's (``kueue``, ``kueue_namespace``, ``kueue_queue``).
 
 Tests that use them are marked ``cluster`` / ``s3`` automatically. When the binaries are not
 built the cluster tests are skipped with the reason, except under CI (``CI`` set), where they
@@ -23,6 +25,7 @@ import pytest
 
 from tests.testenv.controlplane import BinariesMissing, ControlPlane
 from tests.testenv.kubelet_fixtures import kubelet, kubelet_factory  # noqa: F401
+from tests.testenv.kueue import kueue, kueue_namespace, kueue_queue  # noqa: F401
 from tests.testenv.s3 import S3Server
 
 if TYPE_CHECKING:

@@ -29,7 +29,6 @@ from tests.cluster.test_operator import (
     phase_of,
     trial_objects,
 )
-from tests.testenv import kueue as testenv_kueue
 from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 from tests.testenv.kubelet_emulated import EmulatedExit
@@ -38,9 +37,6 @@ from tests.testenv.kueue import API, kueue_get
 # fixtures, used by name
 crds = test_operator.crds
 operator_process = test_operator.operator_process
-kueue = testenv_kueue.kueue
-kueue_namespace = testenv_kueue.kueue_namespace
-kueue_queue = testenv_kueue.kueue_queue
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 

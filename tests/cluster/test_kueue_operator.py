@@ -34,7 +34,6 @@ from tests.cluster.test_operator import (
     trial_objects,
 )
 from tests.cluster.test_operator_failures import retry_experiment
-from tests.testenv import kueue as testenv_kueue
 from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 from tests.testenv.kubelet_emulated import EmulatedExit
@@ -43,9 +42,6 @@ from tests.testenv.kueue import API
 # fixtures, used by name
 crds = test_operator.crds
 operator_process = test_operator.operator_process
-kueue = testenv_kueue.kueue
-kueue_namespace = testenv_kueue.kueue_namespace
-kueue_queue = testenv_kueue.kueue_queue
 LIVE = ("Pending", "Running")
 RANK = "kubetune.io/rank"
 

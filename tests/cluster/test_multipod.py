@@ -6,6 +6,7 @@ a worker's pod restarts every worker from the trial's latest checkpoint."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,33 +116,49 @@ def test_three_workers_all_reduce_over_tcp(
     wait_for(lambda: not _pods(kube_api, namespace), 60, "every pod garbage-collected")
 
 
-def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
+@pytest.fixture
+def three_workers_reported_three(
     kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+) -> Callable[..., str]:
+    """``start(experiment, strategy, run_config=None)`` runs a 12-step all-reduce experiment
+    of one 3-worker trial (``strategy``) on three 4-CPU nodes until its first attempt has
+    reported three results, and returns the trial's name."""
+
+    def start(experiment: str, strategy: str, run_config: dict[str, Any] | None = None) -> str:
+        kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
+        s3_secret(kube_api, namespace, s3_server)
+        body = allreduce_experiment(
+            experiment,
+            s3_bucket,
+            s3_server.endpoint_url,
+            strategy,
+            steps={"constant": 12},
+            sleep={"constant": 0.5},
+        )
+        if run_config is not None:
+            body["spec"]["runConfig"] = run_config
+        create_experiment(kube_api, namespace, body)
+        operator_process()
+
+        def reported(n: int) -> bool:
+            trials = trial_objects(kube_api, namespace)
+            report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
+            return (report.get("iteration") or 0) >= n
+
+        wait_for(lambda: reported(3), 90, "three results of the first attempt")
+        (trial,) = trial_objects(kube_api, namespace)
+        return str(trial["metadata"]["name"])
+
+    return start
+
+
+def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
+    three_workers_reported_three, kube_api, namespace, s3_server, s3_bucket, operator_process
 ):
     from kubernetes import client
 
-    kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
-    s3_secret(kube_api, namespace, s3_server)
-    body = allreduce_experiment(
-        "kill",
-        s3_bucket,
-        s3_server.endpoint_url,
-        "STRICT_SPREAD",
-        steps={"constant": 12},
-        sleep={"constant": 0.5},
-    )
-    create_experiment(kube_api, namespace, body)
-    operator_process()
+    name = three_workers_reported_three("kill", "STRICT_SPREAD")
     core = client.CoreV1Api(kube_api)
-
-    def reported(n: int) -> bool:
-        trials = trial_objects(kube_api, namespace)
-        report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
-        return (report.get("iteration") or 0) >= n
-
-    wait_for(lambda: reported(3), 90, "three results of the first attempt")
-    (trial,) = trial_objects(kube_api, namespace)
-    name = trial["metadata"]["name"]
     core.delete_namespaced_pod(f"{name}-1-w1", namespace, grace_period_seconds=0)
     wait_succeeded(kube_api, namespace, "kill", 180, operator_process)
     (trial,) = trial_objects(kube_api, namespace)
@@ -165,36 +182,17 @@ def test_killing_one_worker_restarts_all_workers_from_the_checkpoint(
 
 
 def test_a_worker_evicted_through_the_eviction_api_restarts_every_worker_without_a_failure(
-    kube_api, namespace, kubelet_factory, s3_server, s3_bucket, operator_process
+    three_workers_reported_three, kube_api, namespace, s3_server, s3_bucket, operator_process
 ):
     """An eviction (kubectl drain, the autoscaler) of rank 1 is the cluster's doing: the whole
     trial restarts from its latest checkpoint and ``failures`` stays 0 (maxFailures 0 here:
     a failure would end the trial)."""
     from kubernetes import client
 
-    kubelet_factory(NodeSpec(cpu="4"), NodeSpec(cpu="4"), NodeSpec(cpu="4"))
-    s3_secret(kube_api, namespace, s3_server)
-    body = allreduce_experiment(
-        "evict",
-        s3_bucket,
-        s3_server.endpoint_url,
-        "SPREAD",
-        steps={"constant": 12},
-        sleep={"constant": 0.5},
+    name = three_workers_reported_three(
+        "evict", "SPREAD", run_config={"failureConfig": {"maxFailures": 0}}
     )
-    body["spec"]["runConfig"] = {"failureConfig": {"maxFailures": 0}}
-    create_experiment(kube_api, namespace, body)
-    operator_process()
     core = client.CoreV1Api(kube_api)
-
-    def reported(n: int) -> bool:
-        trials = trial_objects(kube_api, namespace)
-        report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
-        return (report.get("iteration") or 0) >= n
-
-    wait_for(lambda: reported(3), 90, "three results of the first attempt")
-    (trial,) = trial_objects(kube_api, namespace)
-    name = trial["metadata"]["name"]
     worker = f"{name}-1-w1"
     core.create_namespaced_pod_eviction(
         worker,

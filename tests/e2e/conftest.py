@@ -30,6 +30,7 @@ from tests.cluster.conftest import (  # noqa: F401  (fixtures)
     s3_server,
 )
 from tests.e2e.chart import CHART, helm, operator_ready
+from tests.e2e.experiments import Site
 from tests.testenv import build, images
 from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.node import RealNode
@@ -153,3 +154,16 @@ def bucket(s3_server: Any) -> str:  # noqa: F811
     name = f"e2e-{secrets.token_hex(4)}"
     s3_server.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def e2e_site(
+    control_plane: Any,  # noqa: F811
+    operator_ns: str,
+    real_node: RealNode,
+    e2e_images: E2EImages,
+    s3_server: Any,  # noqa: F811
+    bucket: str,
+) -> Site:
+    """Where the e2e experiments run (tests.e2e.experiments.Site): the chart's namespace."""
+    return Site(control_plane, operator_ns, real_node, e2e_images, s3_server, bucket)

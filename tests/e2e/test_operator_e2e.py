@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kubetune.trial import exit_codes
 from tests.e2e.chart import REPO, operator_ready
+from tests.e2e.experiments import Site
 from tests.testenv.helpers import wait_for
 
 
@@ -40,42 +40,11 @@ def local_best(tmp_path: Path) -> tuple[float, float]:
         sys.path.remove(str(REPO / "examples"))
 
 
-def experiment(
-    cp: Any, ns: str, node: Any, images: Any, s3_server: Any, bucket: str, **changes: Any
-) -> dict[str, Any]:
-    """examples/quadratic.yaml with the test's image and storage (and CHANGES to spec), applied."""
-    port = int(s3_server.endpoint_url.rsplit(":", 1)[1].rstrip("/"))
-    manifest = yaml.safe_load((REPO / "examples" / "quadratic.yaml").read_text())
-    manifest["spec"]["trainable"]["image"] = images.example
-    manifest["spec"]["storage"].update(
-        bucket=bucket, endpoint=f"http://{node.relay_to_host(port)}", region=s3_server.region
-    )
-    name = changes.pop("name", "quadratic")
-    manifest["metadata"]["name"] = name
-    manifest["spec"].update(changes)
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
-    return dict(manifest)
-
-
-def wait_experiment(cp: Any, ns: str, name: str, node: Any, timeout: int = 600) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        out = cp.kubectl("get", "-n", ns, f"tex/{name}", "-o", "json").stdout
-        status = json.loads(out).get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    try:
-        result: dict[str, Any] = wait_for(done, timeout, f"experiment {name} to finish", 2)
-    except AssertionError:
-        out = cp.kubectl("get", "-n", ns, "tex,ttr,pods", "-o", "wide", check=False).stdout
-        raise AssertionError(f"{out}\n{node.log_tails(15)}") from None
-    return result
-
-
 def test_quadratic_example_reaches_ready_with_local_modes_best_trial(
-    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, tmp_path
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, tmp_path, e2e_site
 ):
-    experiment(control_plane, operator_ns, real_node, e2e_images, s3_server, bucket)
-    status = wait_experiment(control_plane, operator_ns, "quadratic", real_node)
+    e2e_site.experiment()
+    status = e2e_site.wait("quadratic")
     ready = control_plane.kubectl(
         "wait",
         "-n",
@@ -95,19 +64,12 @@ def test_quadratic_example_reaches_ready_with_local_modes_best_trial(
 
 
 def test_trial_container_has_no_credentials_while_its_sidecar_has(
-    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, e2e_site
 ):
-    experiment(
-        control_plane,
-        operator_ns,
-        real_node,
-        e2e_images,
-        s3_server,
-        bucket,
-        name="sleepy",
-        trainable={"image": e2e_images.example, "entrypoint": "trainables:sleepy"},
+    e2e_site.trainable_experiment(
+        "sleepy",
+        "sleepy",
         paramSpace={"steps": {"choice": [90]}},
-        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
     )
 
     def running_trial_pod() -> str | None:
@@ -177,23 +139,15 @@ TICK_S = 0.02  # /proc's start time is truncated to a 10 ms tick; uptime to 10 m
 
 
 def test_trial_over_its_memory_limit_ends_with_oomkilled(
-    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, e2e_site
 ):
     # resources.bundles' memory (bytes, as in Ray) is the trial container's request and limit
-    experiment(
-        control_plane,
-        operator_ns,
-        real_node,
-        e2e_images,
-        s3_server,
-        bucket,
-        name="hog",
-        trainable={"image": e2e_images.example, "entrypoint": "trainables:hog"},
-        paramSpace={"x": {"choice": [1]}},
-        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+    e2e_site.trainable_experiment(
+        "hog",
+        "hog",
         resources={"bundles": [{"CPU": 0.2, "memory": 300 * 2**20}]},
     )
-    wait_experiment(control_plane, operator_ns, "hog", real_node)
+    e2e_site.wait("hog")
     for pod in trial_pods(control_plane, operator_ns, "hog"):
         (trial,) = [c for c in pod["spec"]["containers"] if c["name"] == "trial"]
         assert trial["resources"]["limits"]["memory"] == str(300 * 2**20), trial["resources"]
@@ -223,16 +177,10 @@ def trial_pods(cp: Any, ns: str, experiment_name: str) -> list[dict[str, Any]]:
     return list(json.loads(out)["items"])
 
 
-def counted_experiment(cp, ns, node, images, s3_server, bucket, name, samples, steps):
-    return experiment(
-        cp,
-        ns,
-        node,
-        images,
-        s3_server,
-        bucket,
-        name=name,
-        trainable={"image": images.example, "entrypoint": "trainables:counted"},
+def counted_experiment(site: Site, name: str, samples: int, steps: int) -> dict[str, Any]:
+    return site.trainable_experiment(
+        name,
+        "counted",
         paramSpace={"steps": {"choice": [steps]}, "pause": {"choice": [1.0]}},
         tuneConfig={
             "metric": "loss",
@@ -261,15 +209,13 @@ def running_trial_container(cp: Any, ns: str, s3_server: Any, bucket: str, name:
 
 
 def test_killed_trial_container_is_retried_from_its_checkpoint(
-    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, e2e_site
 ):
-    counted_experiment(
-        control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "killed", 1, 25
-    )
+    counted_experiment(e2e_site, "killed", 1, 25)
     container = running_trial_container(control_plane, operator_ns, s3_server, bucket, "killed")
     killed = real_node.ctr("tasks", "kill", "-s", "SIGKILL", container)
     assert killed.returncode == 0, killed.stderr
-    wait_experiment(control_plane, operator_ns, "killed", real_node)
+    e2e_site.wait("killed")
     (lines,) = results_of(s3_server, bucket, "killed").values()
     assert lines[-1]["step"] == 24
     assert lines[-1]["start"] >= 2, "the retry did not start from the checkpoint"
@@ -281,18 +227,16 @@ def test_killed_trial_container_is_retried_from_its_checkpoint(
 
 
 def test_sigterm_reaches_the_runner_as_pid_1_which_exits_terminated_after_its_write(
-    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, e2e_site
 ):
     # The runner is the trial container's PID 1, for which the kernel drops a signal that
     # has no handler: only the runner's own SIGTERM handler can end it. It finishes the
     # result being written and exits with exit_codes.TERMINATED.
-    counted_experiment(
-        control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "sigterm", 1, 12
-    )
+    counted_experiment(e2e_site, "sigterm", 1, 12)
     container = running_trial_container(control_plane, operator_ns, s3_server, bucket, "sigterm")
     termed = real_node.ctr("tasks", "kill", "-s", "SIGTERM", container)  # to the task's PID 1
     assert termed.returncode == 0, termed.stderr
-    wait_experiment(control_plane, operator_ns, "sigterm", real_node)
+    e2e_site.wait("sigterm")
     ended = [
         st["state"]["terminated"]
         for p in trial_pods(control_plane, operator_ns, "sigterm")
@@ -305,11 +249,9 @@ def test_sigterm_reaches_the_runner_as_pid_1_which_exits_terminated_after_its_wr
 
 
 def test_operator_pod_deleted_mid_experiment_loses_nothing_and_runs_nothing_twice(
-    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, e2e_site
 ):
-    counted_experiment(
-        control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, "handover", 2, 20
-    )
+    counted_experiment(e2e_site, "handover", 2, 20)
 
     def both_trials_running() -> bool:
         pods = trial_pods(control_plane, operator_ns, "handover")
@@ -339,7 +281,7 @@ def test_operator_pod_deleted_mid_experiment_loses_nothing_and_runs_nothing_twic
         "the Deployment's next operator pod Ready",
         1,
     )
-    status = wait_experiment(control_plane, operator_ns, "handover", real_node)
+    status = e2e_site.wait("handover")
     assert status["phase"] == "Succeeded", status
     pods = trial_pods(control_plane, operator_ns, "handover")
     assert len(pods) == 2, [p["metadata"]["name"] for p in pods]  # one pod per trial, ever
@@ -350,22 +292,14 @@ def test_operator_pod_deleted_mid_experiment_loses_nothing_and_runs_nothing_twic
 
 
 def test_two_gpu_trial_sees_exactly_the_devices_the_plugin_allocated(
-    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, e2e_site
 ):
-    experiment(
-        control_plane,
-        operator_ns,
-        real_node,
-        e2e_images,
-        s3_server,
-        bucket,
-        name="gpus",
-        trainable={"image": e2e_images.example, "entrypoint": "trainables:gpu_env"},
-        paramSpace={"x": {"choice": [1]}},
-        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+    e2e_site.trainable_experiment(
+        "gpus",
+        "gpu_env",
         resources={"bundles": [{"CPU": 0.2, "GPU": 2}]},
     )
-    status = wait_experiment(control_plane, operator_ns, "gpus", real_node)
+    status = e2e_site.wait("gpus")
     assert status["phase"] == "Succeeded", status
     (lines,) = results_of(s3_server, bucket, "gpus").values()
     devices = lines[-1]["nvidia_visible_devices"].split(",")
@@ -387,22 +321,14 @@ def test_two_gpu_trial_sees_exactly_the_devices_the_plugin_allocated(
 
 
 def test_a_cpu_trial_gets_no_gpu_whatever_its_image_says(
-    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket
+    control_plane, operator_ns, real_node, e2e_images, s3_server, bucket, e2e_site
 ):
-    experiment(
-        control_plane,
-        operator_ns,
-        real_node,
-        e2e_images,
-        s3_server,
-        bucket,
-        name="nogpu",
-        trainable={"image": e2e_images.example, "entrypoint": "trainables:gpu_env"},
-        paramSpace={"x": {"choice": [1]}},
-        tuneConfig={"metric": "loss", "mode": "min", "numSamples": 1},
+    e2e_site.trainable_experiment(
+        "nogpu",
+        "gpu_env",
         resources={"bundles": [{"CPU": 0.2}]},
     )
-    status = wait_experiment(control_plane, operator_ns, "nogpu", real_node)
+    status = e2e_site.wait("nogpu")
     assert status["phase"] == "Succeeded", status
     (lines,) = results_of(s3_server, bucket, "nogpu").values()
     # under NVIDIA's runtime, "void" hands the container no device even from a CUDA image

@@ -36,13 +36,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
 
 from tests.testenv import build, certs
-from tests.testenv.procs import ManagedProcess, free_port, stop_all, wait_until
+from tests.testenv.procs import ManagedProcess, StopsOnExit, free_port, stop_all, wait_until
 
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service's ClusterIP, first address of SERVICE_CIDR
@@ -55,7 +54,7 @@ class BinariesMissing(RuntimeError):
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(StopsOnExit):
     workdir: Path
     bin_dir: Path
     api_port: int
@@ -395,17 +394,6 @@ class ControlPlane:
 
     def alive(self) -> bool:
         return bool(self.processes) and all(p.alive() for p in self.processes.values())
-
-    def __enter__(self) -> ControlPlane:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- conveniences ----------------------------------------------------------------------
 

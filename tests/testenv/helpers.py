@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,3 +34,20 @@ def s3_secret(kube_api: Any, namespace: str, s3_server: Any, name: str = "s3") -
             },
         ),
     )
+
+
+def operator_command(namespace: str, metrics_port: int | str = 0) -> list[str]:
+    """The operator of this checkout as a process: standalone, watching ``namespace``, no
+    liveness port, its metrics on ``metrics_port`` (0: none)."""
+    return [
+        sys.executable,
+        "-m",
+        "kubetune_operator",
+        "--namespace",
+        namespace,
+        "--standalone",
+        "--liveness-port",
+        "0",
+        "--metrics-port",
+        str(metrics_port),
+    ]

@@ -37,7 +37,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from cryptography import x509
@@ -47,7 +46,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.testenv import build, debian, node_dns, node_net
 from tests.testenv.controlplane import SERVICE_IP, ControlPlane
-from tests.testenv.procs import ManagedProcess, free_port, wait_until
+from tests.testenv.procs import ManagedProcess, StopsOnExit, free_port, wait_until
 
 GPUS = 4
 DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")  # fixed in the kubelet
@@ -189,7 +188,7 @@ def kubelet_config(cp: ControlPlane, work: Path, sock: Path, port: int) -> dict[
     }
 
 
-class RealNode:
+class RealNode(StopsOnExit):
     def __init__(self, cp: ControlPlane, workdir: Path, name: str) -> None:
         self.cp = cp
         self.workdir = workdir
@@ -423,17 +422,6 @@ class RealNode:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-
-    def __enter__(self) -> RealNode:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _pod_netns() -> list[str]:

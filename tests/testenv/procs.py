@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
 
 _PR_SET_PDEATHSIG = 1
 _live: set[ManagedProcess] = set()
@@ -157,6 +159,37 @@ class ManagedProcess:
 
     def __repr__(self) -> str:
         return f"ManagedProcess({self.name!r}, pid={self.popen.pid})"
+
+
+def end_process(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """SIGTERM to ``proc``, SIGKILL if it has not exited ``grace`` seconds later."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+_S = TypeVar("_S", bound="StopsOnExit")
+
+
+class StopsOnExit:
+    """A part of the test environment that ``with`` stops on the way out (``stop``)."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def _signal_group(pgid: int, sig: int) -> None:

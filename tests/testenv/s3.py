@@ -23,10 +23,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from tests.testenv.procs import ManagedProcess, free_port, wait_until
+from tests.testenv.procs import ManagedProcess, StopsOnExit, free_port, wait_until
 
 READY_TIMEOUT_S = 60.0
 REGION = "us-east-1"
@@ -51,7 +50,7 @@ def weed_executable() -> Path:
 
 
 @dataclass
-class S3Server:
+class S3Server(StopsOnExit):
     endpoint_url: str
     access_key: str
     secret_key: str
@@ -196,17 +195,6 @@ class S3Server:
                 sock.unlink(missing_ok=True)
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> S3Server:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main() -> int:

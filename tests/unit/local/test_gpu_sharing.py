@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
-
 import pytest
 
 from kubetune import tune
@@ -48,17 +45,7 @@ def test_half_bundles_that_sum_to_one_take_a_whole_gpu_and_above_one_gpus_are_wh
         ResourcePool(cpus=1, gpus=[]).check_fits(pgf(0.5), "the trial")
 
 
-def test_two_half_gpu_trials_share_gpu_0_at_the_same_time(tmp_path, monkeypatch):
-    script = tmp_path / "bin" / "nvidia-smi"
-    script.parent.mkdir()
-    script.write_text(
-        "#!/bin/sh\n"
-        'echo "0, GPU-a, 0, 16000, 0, 16000, 535.0, Fake, 0001, Disabled, Disabled, 40"\n'
-        'echo "1, GPU-b, 0, 16000, 0, 16000, 535.0, Fake, 0002, Disabled, Disabled, 40"\n'
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+def test_two_half_gpu_trials_share_gpu_0_at_the_same_time(two_gpus):
     results = fit(
         tune.with_resources(T.reports_gpu_and_time, {"cpu": 0.5, "gpu": 0.5}),
         param_space={"k": tune.grid_search([1, 2])},

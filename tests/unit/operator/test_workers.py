@@ -166,6 +166,28 @@ def _view(api: RecordingApi, name: str, phase: str, code: int | None = None, ip:
     return pod_view(body)
 
 
+def _all_running(rt: ExperimentRuntime, api: RecordingApi) -> tuple[Any, list[str], dict[str, Any]]:
+    """The gang's trial, its pods' names (rank 0 first) and their views, all three running
+    (rank 0 at 10.0.0.7) and observed at t=2."""
+    (tr,) = rt.tracks.values()
+    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
+    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
+    rt.step(Observed({}, pods), 2.0)
+    return tr, names, pods
+
+
+def _disrupted_view(api: RecordingApi, name: str, reason: str) -> Any:
+    """The running pod ``name`` marked as a disruption target (``reason``) and being deleted."""
+    body = json.loads(json.dumps(api.pods[name]))
+    body["status"] = {
+        "phase": "Running",
+        "containerStatuses": [{"name": "trial", "state": {"running": {}}}],
+        "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": reason}],
+    }
+    body["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    return pod_view(body)
+
+
 def _workers_status(api: RecordingApi) -> list[dict[str, Any]]:
     return [
         p["status"]["workers"]
@@ -203,10 +225,7 @@ def test_an_attempt_is_created_as_all_its_pods_and_publishes_rank_0s_address(gan
 
 def test_a_failed_worker_restarts_every_pod_as_the_next_attempt(gang):
     rt, api = gang
-    (tr,) = rt.tracks.values()
-    first = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
-    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in first}
-    rt.step(Observed({}, pods), 2.0)
+    tr, first, pods = _all_running(rt, api)
     pods[first[2]] = _view(api, first[2], "Failed", 1)
     rt.step(Observed({}, pods), 3.0)
     deleted = [n for k, n in api.calls if k == "delete_pod"]
@@ -225,10 +244,7 @@ def test_a_failed_worker_restarts_every_pod_as_the_next_attempt(gang):
 
 def test_rank_0s_end_deletes_the_workers_still_running(gang):
     rt, api = gang
-    (tr,) = rt.tracks.values()
-    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
-    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
-    rt.step(Observed({}, pods), 2.0)
+    tr, names, pods = _all_running(rt, api)
     pods[names[0]] = _view(api, names[0], "Succeeded", 0)
     pods[names[1]] = _view(api, names[1], "Succeeded", 0)
     rt.step(Observed({}, pods), 3.0)
@@ -238,10 +254,7 @@ def test_rank_0s_end_deletes_the_workers_still_running(gang):
 
 def test_a_vanished_worker_fails_the_attempt(gang):
     rt, api = gang
-    (tr,) = rt.tracks.values()
-    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
-    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
-    rt.step(Observed({}, pods), 2.0)
+    tr, names, pods = _all_running(rt, api)
     del pods[names[1]]
     rt.step(Observed({}, pods), 3.0)
     assert rt.engine.trial_summary(tr.trial_id)["num_failures"] == 1
@@ -250,20 +263,8 @@ def test_a_vanished_worker_fails_the_attempt(gang):
 
 def test_a_preempted_worker_restarts_every_pod_without_a_failure(gang):
     rt, api = gang
-    (tr,) = rt.tracks.values()
-    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
-    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
-    rt.step(Observed({}, pods), 2.0)
-    body = json.loads(json.dumps(api.pods[names[2]]))
-    body["status"] = {
-        "phase": "Running",
-        "containerStatuses": [{"name": "trial", "state": {"running": {}}}],
-        "conditions": [
-            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}
-        ],
-    }
-    body["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
-    pods[names[2]] = pod_view(body)
+    tr, names, pods = _all_running(rt, api)
+    pods[names[2]] = _disrupted_view(api, names[2], "PreemptionByScheduler")
     rt.step(Observed({}, pods), 3.0)
     summary = rt.engine.trial_summary(tr.trial_id)
     assert summary["num_failures"] == 0 and summary["num_preemptions"] == 1
@@ -280,20 +281,8 @@ def test_the_next_attempt_after_a_preempted_worker_shows_running_not_the_ending_
     must a late result of it that makes the engine RUNNING keep the next attempt from saying
     RUNNING."""
     rt, api = gang
-    (tr,) = rt.tracks.values()
-    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
-    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
-    rt.step(Observed({}, pods), 2.0)
-    body = json.loads(json.dumps(api.pods[names[1]]))
-    body["status"] = {
-        "phase": "Running",
-        "containerStatuses": [{"name": "trial", "state": {"running": {}}}],
-        "conditions": [
-            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
-        ],
-    }
-    body["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
-    pods[names[1]] = pod_view(body)
+    tr, names, pods = _all_running(rt, api)
+    pods[names[1]] = _disrupted_view(api, names[1], "EvictionByEvictionAPI")
     rt.step(Observed({}, pods), 3.0)
     rt.step(Observed({}, pods), 4.0)  # the old gang still there, being deleted
     assert rt.engine.trial_status(tr.trial_id) == "PENDING"
@@ -335,10 +324,7 @@ def test_an_attempts_pods_are_one_kueue_pod_group():
 
 def test_a_restarted_operator_adopts_the_workers_of_the_running_attempt(gang, tmp_path):
     rt, api = gang
-    (tr,) = rt.tracks.values()
-    names = [tr.pod_name, f"{tr.pod_name}-w1", f"{tr.pod_name}-w2"]
-    pods = {n: _view(api, n, "Running", ip="10.0.0.7") for n in names}
-    rt.step(Observed({}, pods), 2.0)
+    tr, names, pods = _all_running(rt, api)
     # a new operator: same engine state, the pods it lists
     again = ExperimentRuntime(rt.experiment, rt.engine, rt.storage, api, _build)
     again.restore(Observed({}, pods), 3.0)

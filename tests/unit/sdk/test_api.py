@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from kubetune import tune
 from kubetune.air import session
 from kubetune.air.checkpoint import Checkpoint
 from kubetune.tune.utils import wait_for_gpu
+from tests.unit.nvidia_smi import gpu_line, write_nvidia_smi
 
 from .trainables import MyTrainableClass, SlowClass
 
@@ -202,15 +202,11 @@ def fake_nvidia_smi(tmp_path, monkeypatch):
     """An nvidia-smi on PATH that prints what GPUtil parses; memory use drops per call."""
     counter = tmp_path / "calls"
     counter.write_text("0")
-    script = tmp_path / "nvidia-smi"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"n=$(cat {counter}); echo $((n+1)) > {counter}\n"
-        "used=$(( n >= 2 ? 0 : 8000 ))\n"
-        'echo "0, GPU-aaaa, 50, 16000, $used, 8000, 535.0, Fake GPU, 0001, Disabled,'
-        ' Disabled, 40"\n'
+    write_nvidia_smi(
+        tmp_path,
+        gpu_line(0, "GPU-aaaa", utilization=50, used="$used", free=8000, name="Fake GPU"),
+        prelude=(f"n=$(cat {counter}); echo $((n+1)) > {counter}\nused=$(( n >= 2 ? 0 : 8000 ))\n"),
     )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     return counter
 

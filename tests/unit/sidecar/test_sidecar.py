@@ -6,6 +6,7 @@ import json
 
 from kubetune.engine.checkpoints import register_checkpoint
 from kubetune.trial import exit_codes
+from tests.unit.nvidia_smi import gpu_line, write_nvidia_smi
 
 from .conftest import FakeApi
 
@@ -228,23 +229,16 @@ def test_gpu_telemetry_from_a_stand_in_nvidia_smi(make_pod, tmp_path, monkeypatc
     """The trial container samples its GPUs (only it sees them) into gpu.json, which the
     sidecar reports and uploads; the sidecar itself runs no nvidia-smi."""
     import os
-    import stat
 
     from kubetune.trial.telemetry import sample_gpus
 
-    script = tmp_path / "bin" / "nvidia-smi"
-    script.parent.mkdir()
-    script.write_text(
-        "#!/bin/sh\n"
-        'echo "0, GPU-aaaa, 50, 16000, 4000, 12000, 535.0, Fake GPU, 0001, Disabled,'
-        ' Disabled, 40"\n'
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    smi = gpu_line(0, "GPU-aaaa", utilization=50, used=4000, free=12000, name="Fake GPU")
+    folder = write_nvidia_smi(tmp_path / "bin", smi)
     pod = make_pod(SCORED, {"n": 4, "sleep": 0.2}, gpus=1, gpu_interval_s=0.05)
     pod.start_sidecar()
     # the sidecar's PATH has no nvidia-smi; the trial's has one
     gpu_env = {"KUBETUNE_TRIAL_GPUS": "1", "KUBETUNE_TRIAL_GPU_INTERVAL_S": "0.05"}
-    pod.start_trial({"PATH": f"{script.parent}:{os.environ['PATH']}", **gpu_env})
+    pod.start_trial({"PATH": f"{folder}:{os.environ['PATH']}", **gpu_env})
     assert pod.wait() == 0
     gpu = json.loads((pod.storage_dir / "gpu.json").read_text())
     assert gpu["gpus"][0]["uuid"] == "GPU-aaaa" and gpu["gpus"][0]["memoryUsedMiB"] == 4000

@@ -72,7 +72,7 @@ def main() -> int:
 
     from kubernetes import client, config
 
-    from tests.cluster.test_operator import GROUP, VERSION, experiment
+    from tests.cluster.operator_helpers import GROUP, VERSION, experiment
     from tests.testenv.controlplane import ControlPlane
     from tests.testenv.kubelet import NodeSpec, TestKubelet
     from tests.testenv.s3 import S3Server

@@ -84,7 +84,7 @@ class VerdictWatch(threading.Thread):
     def run(self) -> None:
         from kubernetes import client, watch
 
-        from tests.cluster.test_operator import GROUP, VERSION
+        from tests.cluster.operator_helpers import GROUP, VERSION
 
         custom = client.CustomObjectsApi(self.api)
         args = (GROUP, VERSION, self.namespace, "tunetrials")
@@ -125,7 +125,7 @@ def main() -> int:
 
     from kubernetes import client, config
 
-    from tests.cluster.test_operator import GROUP, VERSION, FakeSidecar, experiment
+    from tests.cluster.operator_helpers import GROUP, VERSION, FakeSidecar, experiment
     from tests.testenv.controlplane import ControlPlane
     from tests.testenv.kubelet import NodeSpec, TestKubelet
     from tests.testenv.s3 import S3Server

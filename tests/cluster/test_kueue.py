@@ -20,8 +20,8 @@ from typing import Any
 
 from kubetune_operator import kueue as kq
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     FakeSidecar,
     create_experiment,
     experiment,
@@ -36,8 +36,8 @@ from tests.testenv.kubelet_emulated import EmulatedExit
 from tests.testenv.kueue import API, kueue_get
 
 # fixtures, used by name
-crds = test_operator.crds
-operator_process = test_operator.operator_process
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 kueue = testenv_kueue.kueue
 kueue_namespace = testenv_kueue.kueue_namespace
 kueue_queue = testenv_kueue.kueue_queue

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     GROUP,
     VERSION,
     create_experiment,
@@ -27,9 +27,9 @@ from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 
 REPO = Path(__file__).resolve().parents[2]
-# test_operator's fixtures, used here by name
-crds = test_operator.crds
-operator_process = test_operator.operator_process
+# operator_helpers' fixtures, used here by name
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 
 
 def allreduce_experiment(

@@ -5,7 +5,7 @@ Each is a preemption, not a failure: retried from the trial's latest checkpoint 
 counting against ``failureConfig.maxFailures`` (disruption.py), with the reason in the
 TuneTrial's status, a TrialPreempted Event and the counters in both statuses; the operator
 runs as a subprocess against the real control plane (helpers and fixtures from
-test_operator.py).
+operator_helpers.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import json
 import time
 from typing import Any
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     counting_experiment,
     create_experiment,
     get_experiment,
@@ -26,9 +26,9 @@ from tests.cluster.test_operator import (
 from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 
-# test_operator's fixtures, used here by name
-crds = test_operator.crds
-operator_process = test_operator.operator_process
+# operator_helpers' fixtures, used here by name
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 LIVE_PHASES = ("Pending", "Running", "Unknown")
 
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.cluster.test_operator import (
-    GROUP,
-    REPO,
-    VERSION,
+from tests.cluster.operator_helpers import (
     crds,  # noqa: F401  (a fixture operator_process needs)
     create_experiment,
     operator_process,  # noqa: F401  (a fixture)
+    repo_trainable,
     s3_storage,
     stored_results,
     trial_objects,
+    tune_experiment,
     wait_succeeded,
 )
 from tests.testenv.helpers import s3_secret
@@ -37,16 +36,10 @@ def test_pbt_pauses_members_while_pods_wait_for_room(
 
     kubelet_factory(NodeSpec(cpu="8"))  # 3 CPUs a trial: two pods fit, two stay Pending
     s3_secret(kube_api, namespace, s3_server)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TuneExperiment",
-        "metadata": {"name": "pbt-pending"},
-        "spec": {
-            "trainable": {
-                "image": "kubetune/test",
-                "entrypoint": "pbt:Optimiser",
-                "pythonPath": [str(REPO / "examples"), str(REPO)],
-            },
+    body = tune_experiment(
+        "pbt-pending",
+        {
+            "trainable": repo_trainable("pbt:Optimiser", examples=True),
             "resources": {"bundles": [{"CPU": 3}]},
             "paramSpace": {
                 "lr": {"uniform": {"lower": 0.01, "upper": 0.5}},
@@ -71,7 +64,7 @@ def test_pbt_pauses_members_while_pods_wait_for_room(
             },
             "storage": s3_storage(s3_bucket, s3_server.endpoint_url),
         },
-    }
+    )
     create_experiment(kube_api, namespace, body)
     operator_process()
     wait_succeeded(kube_api, namespace, "pbt-pending", 240, operator_process)

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import get_experiment, phase_of
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import get_experiment, phase_of
 from tests.testenv.helpers import s3_secret, wait_for
 
-crds = test_operator.crds  # fixtures
-operator_process = test_operator.operator_process
+crds = operator_helpers.crds  # fixtures
+operator_process = operator_helpers.operator_process
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "submitted"
@@ -735,13 +735,13 @@ def test_code_from_outside_the_storage_stalls_naming_the_field(
     from kubernetes import client
 
     s3_secret(kube_api, namespace, s3_server)
-    body = test_operator.experiment("elsewhere", s3_bucket, s3_server.endpoint_url)
+    body = operator_helpers.experiment("elsewhere", s3_bucket, s3_server.endpoint_url)
     body["spec"]["storage"]["prefix"] = "team-a"
     body["spec"]["trainable"] = {
         "entrypoint": "shipped:trainable",
         "codeFrom": f"s3://{s3_bucket}/team-b/their-experiment/.kubetune/code",
     }
-    test_operator.create_experiment(kube_api, namespace, body)
+    operator_helpers.create_experiment(kube_api, namespace, body)
     operator_process()
     wait_for(lambda: phase_of(kube_api, namespace, "elsewhere") == "Failed", 60, "Stalled")
     status = get_experiment(kube_api, namespace, "elsewhere")["status"]

@@ -409,7 +409,7 @@ def operator_experiment(
 def dashboard_identity(cp: Any, namespace: str, tmp_path: Any) -> Any:
     """A kubeconfig with the token of the chart's dashboard ServiceAccount: the chart installed
     in ``namespace`` serving it, with dashboard.enabled (its pods kept off the test nodes)."""
-    from tests.cluster import test_chart as C
+    from tests.cluster import chart_helpers as C
 
     release = C.release_name()
     sets = [C.UNSCHEDULABLE, f"watchNamespaces={{{namespace}}}", "dashboard.enabled=true"]
@@ -425,7 +425,7 @@ def test_operator_experiment_pages_with_pods_events_and_log(
     """The dashboard as the chart runs it: with its ServiceAccount's token (read-only RBAC in
     the served namespace), against an experiment the real operator ran."""
     from kubetune.dashboard.cluster import make_cluster_server
-    from tests.cluster import test_chart as C
+    from tests.cluster import chart_helpers as C
 
     release, kubeconfig = dashboard_identity(control_plane, namespace, tmp_path)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))

@@ -9,6 +9,7 @@ to ``TRIAL/result.json`` in S3 and patches ``TuneTrial.status.report``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -185,6 +186,50 @@ def repo_trainable(entrypoint: str, examples: bool = False) -> dict[str, Any]:
     return {"image": "kubetune/test", "entrypoint": entrypoint, "pythonPath": path}
 
 
+def example_experiment(
+    name: str, entrypoint: str, s3_server: Any, bucket: str, **spec: Any
+) -> dict[str, Any]:
+    """A TuneExperiment of ``entrypoint`` from examples/ (or this repository) with ``spec``, its
+    storage ``bucket`` on the test S3 server."""
+    return tune_experiment(
+        name,
+        {
+            "trainable": repo_trainable(entrypoint, examples=True),
+            **spec,
+            "storage": s3_storage(bucket, s3_server.endpoint_url),
+        },
+    )
+
+
+def pbt_tune_config(perturbation_interval: int, **scheduler: Any) -> dict[str, Any]:
+    """``spec.tuneConfig`` of the PBT experiments: four members, ``score`` maximised, ``lr``
+    mutated in [0.01, 0.5], seed 3."""
+    return {
+        "metric": "score",
+        "mode": "max",
+        "numSamples": 4,
+        "seed": 3,
+        "scheduler": {
+            "type": "pbt",
+            "timeAttr": "training_iteration",
+            "perturbationInterval": perturbation_interval,
+            **scheduler,
+            "hyperparamMutations": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
+            "seed": 3,
+        },
+    }
+
+
+@contextlib.contextmanager
+def examples_importable() -> Iterator[None]:
+    """examples/ on ``sys.path``: an example run in local mode here, to compare."""
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+
+
 def experiment(name: str, bucket: str, endpoint: str, **tune: Any) -> dict[str, Any]:
     return tune_experiment(
         name,
@@ -281,3 +326,44 @@ def trial_objects(kube_api: Any, namespace: str) -> list[dict[str, Any]]:
 def stored_results(s3_server: Any, bucket: str, key: str) -> list[dict[str, Any]]:
     body = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
     return [json.loads(line) for line in body.decode().splitlines()]
+
+
+def retry_experiment(name: str, s3_server: Any, bucket: str, **spec: Any) -> dict[str, Any]:
+    """One counting trial of 8 slow steps with a checkpoint each, allowed two failures."""
+    body = counting_experiment(
+        name,
+        bucket,
+        s3_server.endpoint_url,
+        paramSpace={"x": {"constant": 1.0}, "n": {"constant": 8}, "sleep": {"constant": 0.4}},
+        runConfig={"failureConfig": {"maxFailures": 2}},
+        **spec,
+    )
+    body["spec"]["tuneConfig"].update(numSamples=1)
+    return body
+
+
+def reported_three(kube_api: Any, namespace: str) -> dict[str, Any] | None:
+    """The only trial, once it has reported three results and a checkpoint."""
+    trials = trial_objects(kube_api, namespace)
+    report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
+    if (report.get("iteration") or 0) >= 3 and report.get("latestCheckpoint"):
+        return trials[0]
+    return None
+
+
+def allreduce_experiment(
+    name: str, bucket: str, endpoint: str, strategy: str, **loop: Any
+) -> dict[str, Any]:
+    """One trial of tests.allreduce's trainer: a driver bundle and three half-CPU workers
+    placed by ``strategy``; ``loop`` goes into its train_loop_config."""
+    body = experiment(name, bucket, endpoint, numSamples=1, maxConcurrentTrials=1)
+    body["spec"]["trainable"] = repo_trainable("tests.allreduce:trainer")
+    body["spec"]["paramSpace"] = {"train_loop_config": {"scale": {"constant": 10}, **loop}}
+    body["spec"]["tuneConfig"] = {"metric": "sum", "mode": "max", "numSamples": 1}
+    body["spec"]["resources"] = {
+        "bundles": [{}, {"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}],
+        "strategy": strategy,
+        "workers": 3,
+    }
+    body["spec"]["runConfig"] = {"failureConfig": {"maxFailures": 1}}
+    return body

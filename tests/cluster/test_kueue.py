@@ -30,7 +30,7 @@ from tests.cluster.operator_helpers import (
     trial_objects,
 )
 from tests.testenv import kueue as testenv_kueue
-from tests.testenv.helpers import s3_secret, wait_for
+from tests.testenv.helpers import condition, s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 from tests.testenv.kubelet_emulated import EmulatedExit
 from tests.testenv.kueue import API, kueue_get
@@ -96,13 +96,6 @@ def snapshot(cp: Any, namespace: str) -> tuple[list[dict[str, Any]], dict[str, d
     pods = body.get("items") or []
     workloads = kueue_get(cp, f"/namespaces/{namespace}/workloads").get("items") or []
     return pods, kq.workloads_by_pod(workloads)
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next(
-        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind),
-        None,
-    )
 
 
 def active(workload: dict[str, Any] | None) -> bool:

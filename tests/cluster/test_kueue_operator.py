@@ -25,17 +25,16 @@ from kubetune_operator import kueue as kq
 from tests.cluster import operator_helpers
 from tests.cluster.operator_helpers import (
     FakeSidecar,
+    allreduce_experiment,
     create_experiment,
     experiment,
     get_experiment,
     phase_of,
+    retry_experiment,
     trial_objects,
 )
-from tests.cluster.test_kueue import condition
-from tests.cluster.test_multipod import allreduce_experiment
-from tests.cluster.test_operator_failures import retry_experiment
 from tests.testenv import kueue as testenv_kueue
-from tests.testenv.helpers import s3_secret, wait_for
+from tests.testenv.helpers import condition, s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 from tests.testenv.kubelet_emulated import EmulatedExit
 from tests.testenv.kueue import API

@@ -6,7 +6,6 @@ a worker's pod restarts every worker from the trial's latest checkpoint."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ from tests.cluster import operator_helpers
 from tests.cluster.operator_helpers import (
     GROUP,
     VERSION,
+    allreduce_experiment,
     create_experiment,
-    experiment,
     get_experiment,
     phase_of,
     stored_results,
@@ -26,30 +25,9 @@ from tests.cluster.operator_helpers import (
 from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 
-REPO = Path(__file__).resolve().parents[2]
 # operator_helpers' fixtures, used here by name
 crds = operator_helpers.crds
 operator_process = operator_helpers.operator_process
-
-
-def allreduce_experiment(
-    name: str, bucket: str, endpoint: str, strategy: str, **loop: Any
-) -> dict[str, Any]:
-    body = experiment(name, bucket, endpoint, numSamples=1, maxConcurrentTrials=1)
-    body["spec"]["trainable"] = {
-        "image": "kubetune/test",
-        "entrypoint": "tests.allreduce:trainer",
-        "pythonPath": [str(REPO)],
-    }
-    body["spec"]["paramSpace"] = {"train_loop_config": {"scale": {"constant": 10}, **loop}}
-    body["spec"]["tuneConfig"] = {"metric": "sum", "mode": "max", "numSamples": 1}
-    body["spec"]["resources"] = {
-        "bundles": [{}, {"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}],
-        "strategy": strategy,
-        "workers": 3,
-    }
-    body["spec"]["runConfig"] = {"failureConfig": {"maxFailures": 1}}
-    return body
 
 
 def _pods(kube_api: Any, namespace: str) -> list[Any]:

@@ -10,6 +10,8 @@ from tests.cluster.operator_helpers import (
     counting_experiment,
     create_experiment,
     phase_of,
+    reported_three,
+    retry_experiment,
     stored_results,
     trial_objects,
     wait_succeeded,
@@ -26,23 +28,9 @@ def test_a_killed_trial_pod_is_retried_from_its_checkpoint(
     from kubernetes import client
 
     s3_secret(kube_api, namespace, s3_server)
-    body = counting_experiment(
-        "retry",
-        s3_bucket,
-        s3_server.endpoint_url,
-        paramSpace={"x": {"constant": 1.0}, "n": {"constant": 8}, "sleep": {"constant": 0.4}},
-        runConfig={"failureConfig": {"maxFailures": 2}},
-    )
-    body["spec"]["tuneConfig"].update(numSamples=1)
-    create_experiment(kube_api, namespace, body)
+    create_experiment(kube_api, namespace, retry_experiment("retry", s3_server, s3_bucket))
     operator_process()
-
-    def reported_three() -> bool:
-        trials = trial_objects(kube_api, namespace)
-        report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
-        return (report.get("iteration") or 0) >= 3 and bool(report.get("latestCheckpoint"))
-
-    wait_for(reported_three, 90, "three results and a checkpoint")
+    wait_for(lambda: reported_three(kube_api, namespace), 90, "three results and a checkpoint")
     trial = trial_objects(kube_api, namespace)[0]
     client.CoreV1Api(kube_api).delete_namespaced_pod(
         trial["status"]["podName"], namespace, grace_period_seconds=0

@@ -3,7 +3,6 @@ quickstart, the class API, PBT's exploits from a donor's checkpoint."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,13 @@ import pytest
 
 from tests.cluster import operator_helpers
 from tests.cluster.operator_helpers import (
-    REPO,
     create_experiment,
+    example_experiment,
+    examples_importable,
     get_experiment,
+    pbt_tune_config,
     phase_of,
-    repo_trainable,
-    s3_storage,
     trial_objects,
-    tune_experiment,
     wait_succeeded,
 )
 from tests.testenv.helpers import s3_secret, wait_for
@@ -29,8 +27,7 @@ operator_process = operator_helpers.operator_process
 
 def local_best(tmp_path: Path) -> tuple[dict[str, Any], float]:
     """The reference quickstart in local mode with the same seed."""
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
+    with examples_importable():
         import quickstart
 
         from kubetune import air, tune
@@ -43,30 +40,27 @@ def local_best(tmp_path: Path) -> tuple[dict[str, Any], float]:
         )
         best = tuner.fit().get_best_result()
         return dict(best.config), float(best.metrics["score"])
-    finally:
-        sys.path.remove(str(REPO / "examples"))
 
 
 def test_quickstart_with_the_real_sidecar_matches_local_mode(
     kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process, tmp_path
 ):
     s3_secret(kube_api, namespace, s3_server)
-    body = tune_experiment(
+    body = example_experiment(
         "quickstart",
-        {
-            "trainable": repo_trainable("quickstart:trainable", examples=True),
-            "paramSpace": {
-                "a": {"gridSearch": [1, 2, 3]},
-                "b": {"uniform": {"lower": 0, "upper": 4}},
-            },
-            "tuneConfig": {
-                "metric": "score",
-                "mode": "max",
-                "numSamples": 2,
-                "seed": 7,
-                "maxConcurrentTrials": 3,
-            },
-            "storage": s3_storage(s3_bucket, s3_server.endpoint_url),
+        "quickstart:trainable",
+        s3_server,
+        s3_bucket,
+        paramSpace={
+            "a": {"gridSearch": [1, 2, 3]},
+            "b": {"uniform": {"lower": 0, "upper": 4}},
+        },
+        tuneConfig={
+            "metric": "score",
+            "mode": "max",
+            "numSamples": 2,
+            "seed": 7,
+            "maxConcurrentTrials": 3,
         },
     )
     create_experiment(kube_api, namespace, body)
@@ -90,15 +84,14 @@ def test_class_api_example_matches_local_mode(
     kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process, tmp_path
 ):
     s3_secret(kube_api, namespace, s3_server)
-    body = tune_experiment(
+    body = example_experiment(
         "classapi",
-        {
-            "trainable": repo_trainable("pbt:Optimiser", examples=True),
-            "paramSpace": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
-            "tuneConfig": {"metric": "score", "mode": "max", "numSamples": 3, "seed": 3},
-            "runConfig": {"stop": {"training_iteration": 6}},
-            "storage": s3_storage(s3_bucket, s3_server.endpoint_url),
-        },
+        "pbt:Optimiser",
+        s3_server,
+        s3_bucket,
+        paramSpace={"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
+        tuneConfig={"metric": "score", "mode": "max", "numSamples": 3, "seed": 3},
+        runConfig={"stop": {"training_iteration": 6}},
     )
     create_experiment(kube_api, namespace, body)
     operator_process()
@@ -106,8 +99,7 @@ def test_class_api_example_matches_local_mode(
     status = get_experiment(kube_api, namespace, "classapi")["status"]
     assert status["trials"]["terminated"] == 3
 
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
+    with examples_importable():
         import pbt
 
         from kubetune import air, tune
@@ -124,8 +116,6 @@ def test_class_api_example_matches_local_mode(
             ),
         ).fit()
         best = grid.get_best_result()
-    finally:
-        sys.path.remove(str(REPO / "examples"))
     assert status["bestTrial"]["config"]["lr"] == pytest.approx(best.config["lr"])
     assert status["bestTrial"]["metric"] == pytest.approx(best.metrics["score"])
 
@@ -134,39 +124,25 @@ def test_pbt_exploits_restart_trials_from_a_donor_checkpoint(
     kube_api, namespace, kubelet, s3_server, s3_bucket, operator_process, tmp_path
 ):
     s3_secret(kube_api, namespace, s3_server)
-    body = tune_experiment(
+    body = example_experiment(
         "pbt",
-        {
-            "trainable": repo_trainable("tests.cluster.pbt_population:Population", examples=True),
-            "paramSpace": {
-                "lr": {"uniform": {"lower": 0.01, "upper": 0.5}},
-                "step_s": {"constant": 0.2},
-                # the four members start training together however slowly their pods start:
-                # exploits need live peers' results (see pbt_population.py)
-                "barrier": {"constant": str(tmp_path / "barrier")},
-                "population": {"constant": 4},
-            },
-            "tuneConfig": {
-                "metric": "score",
-                "mode": "max",
-                "numSamples": 4,
-                "seed": 3,
-                "scheduler": {
-                    "type": "pbt",
-                    "timeAttr": "training_iteration",
-                    "perturbationInterval": 2,
-                    "quantileFraction": 0.5,
-                    "hyperparamMutations": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
-                    "seed": 3,
-                },
-            },
-            "runConfig": {
-                "stop": {"training_iteration": 9},
-                # numToKeep 1: every newer checkpoint makes the last one surplus, so a donor's
-                # checkpoint survives until its exploit restored it only if deletion waits for it
-                "checkpointConfig": {"checkpointFrequency": 1, "numToKeep": 1},
-            },
-            "storage": s3_storage(s3_bucket, s3_server.endpoint_url),
+        "tests.cluster.pbt_population:Population",
+        s3_server,
+        s3_bucket,
+        paramSpace={
+            "lr": {"uniform": {"lower": 0.01, "upper": 0.5}},
+            "step_s": {"constant": 0.2},
+            # the four members start training together however slowly their pods start:
+            # exploits need live peers' results (see pbt_population.py)
+            "barrier": {"constant": str(tmp_path / "barrier")},
+            "population": {"constant": 4},
+        },
+        tuneConfig=pbt_tune_config(2, quantileFraction=0.5),
+        runConfig={
+            "stop": {"training_iteration": 9},
+            # numToKeep 1: every newer checkpoint makes the last one surplus, so a donor's
+            # checkpoint survives until its exploit restored it only if deletion waits for it
+            "checkpointConfig": {"checkpointFrequency": 1, "numToKeep": 1},
         },
     )
     create_experiment(kube_api, namespace, body)

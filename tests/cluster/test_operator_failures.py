@@ -20,6 +20,8 @@ from tests.cluster.operator_helpers import (
     create_experiment,
     get_experiment,
     phase_of,
+    reported_three,
+    retry_experiment,
     stored_results,
     trial_objects,
 )
@@ -30,28 +32,6 @@ from tests.testenv.kubelet import NodeSpec
 crds = operator_helpers.crds
 operator_process = operator_helpers.operator_process
 LIVE_PHASES = ("Pending", "Running", "Unknown")
-
-
-def retry_experiment(name: str, s3_server: Any, bucket: str, **spec: Any) -> dict[str, Any]:
-    body = counting_experiment(
-        name,
-        bucket,
-        s3_server.endpoint_url,
-        paramSpace={"x": {"constant": 1.0}, "n": {"constant": 8}, "sleep": {"constant": 0.4}},
-        runConfig={"failureConfig": {"maxFailures": 2}},
-        **spec,
-    )
-    body["spec"]["tuneConfig"].update(numSamples=1)
-    return body
-
-
-def reported_three(kube_api: Any, namespace: str) -> dict[str, Any] | None:
-    """The only trial, once it has reported three results and a checkpoint."""
-    trials = trial_objects(kube_api, namespace)
-    report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
-    if (report.get("iteration") or 0) >= 3 and report.get("latestCheckpoint"):
-        return trials[0]
-    return None
 
 
 def experiment_pods(kube_api: Any, namespace: str, name: str) -> list[Any]:

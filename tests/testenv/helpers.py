@@ -33,3 +33,11 @@ def s3_secret(kube_api: Any, namespace: str, s3_server: Any, name: str = "s3") -
             },
         ),
     )
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The ``kind`` condition in the object's status (a Workload, a TuneTrial, ...), if any."""
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind),
+        None,
+    )

@@ -151,7 +151,7 @@ def run_experiment(
     """Create the TuneExperiment ``body`` and poll it until it has Succeeded or Failed: it,
     its phase and the seconds that took. Raises if the operator exits first or after
     ``timeout`` seconds."""
-    from tests.cluster.test_operator import GROUP, VERSION
+    from tests.cluster.operator_helpers import GROUP, VERSION
 
     name = body["metadata"]["name"]
     began = time.monotonic()

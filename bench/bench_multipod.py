@@ -74,7 +74,7 @@ def main() -> int:
 
     from kubernetes import client
 
-    from tests.cluster.test_operator import experiment
+    from tests.cluster.operator_helpers import experiment
     from tests.testenv.kubelet import NodeSpec
 
     with BenchCluster() as cluster:

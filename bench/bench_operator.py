@@ -66,7 +66,7 @@ class VerdictWatch(threading.Thread):
     def run(self) -> None:
         from kubernetes import client, watch
 
-        from tests.cluster.test_operator import GROUP, VERSION
+        from tests.cluster.operator_helpers import GROUP, VERSION
 
         custom = client.CustomObjectsApi(self.api)
         args = (GROUP, VERSION, self.namespace, "tunetrials")
@@ -107,7 +107,7 @@ def main() -> int:
 
     from kubernetes import client
 
-    from tests.cluster.test_operator import GROUP, VERSION, FakeSidecar, experiment
+    from tests.cluster.operator_helpers import GROUP, VERSION, FakeSidecar, experiment
     from tests.testenv.kubelet import NodeSpec
     from tests.testenv.kubelet_emulated import EmulatedExit
 

@@ -394,7 +394,7 @@ def test_wrapper_replaces_exactly_the_staging_modules_of_the_pinned_kubernetes()
     replaced = {
         r["Old"]["Path"]: (r["New"]["Path"], r["New"].get("Version")) for r in committed["Replace"]
     }
-    upstream = build._upstream_gomod("k8s.io/kubernetes", build.KUBERNETES_VERSION)
+    upstream = build.upstream_gomod("k8s.io/kubernetes", build.KUBERNETES_VERSION)
     staging = {
         r["Old"]["Path"] for r in upstream["Replace"] if r["New"]["Path"].startswith("./staging/")
     }

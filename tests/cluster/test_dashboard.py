@@ -367,23 +367,15 @@ def operator_experiment(
     """A TuneExperiment run to Succeeded by the real operator: its pods run as processes on
     the test kubelet with the real sidecar, its results go to the real S3 server. The
     dashboard's user has the kubeconfig and the S3 keys, nothing else."""
-    from tests.cluster import test_operator as T
+    from tests.cluster import operator_helpers as T
     from tests.testenv.helpers import s3_secret
 
-    control_plane.kubectl("apply", "--server-side", "-f", str(T.REPO / "crds"))
-    for crd in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    T.apply_crds(control_plane)
     s3_secret(kube_api, namespace, s3_server)
-    body = {
-        "apiVersion": f"{T.GROUP}/{T.VERSION}",
-        "kind": "TuneExperiment",
-        "metadata": {"name": "curves"},
-        "spec": {
-            "trainable": {
-                "image": "kubetune/test",
-                "entrypoint": "tests.cluster.dashboard_trainables:curve",
-                "pythonPath": [str(T.REPO)],
-            },
+    body = T.tune_experiment(
+        "curves",
+        {
+            "trainable": T.repo_trainable("tests.cluster.dashboard_trainables:curve"),
             "paramSpace": {
                 "lr": {"gridSearch": [0.1, 0.3, 0.6]},
                 "steps": {"constant": 8},
@@ -391,9 +383,9 @@ def operator_experiment(
             "tuneConfig": {"metric": "loss", "mode": "min", "maxConcurrentTrials": 3},
             "storage": T.s3_storage(s3_bucket, s3_server.endpoint_url),
         },
-    }
+    )
     T.create_experiment(kube_api, namespace, body)
-    operator = _start_operator(control_plane, namespace, tmp_path)
+    operator = T.start_operator(control_plane.kubeconfig, namespace, tmp_path / "operator.log")
     try:
         try:
             browser.wait(
@@ -414,36 +406,10 @@ def operator_experiment(
         operator.wait(30)
 
 
-def _start_operator(control_plane: Any, namespace: str, tmp_path: Any) -> Any:
-    from tests.cluster import test_operator as T
-
-    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    with open(tmp_path / "operator.log", "ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubetune_operator",
-                "--namespace",
-                namespace,
-                "--standalone",
-                "--liveness-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=T.REPO,
-        )
-
-
 def dashboard_identity(cp: Any, namespace: str, tmp_path: Any) -> Any:
     """A kubeconfig with the token of the chart's dashboard ServiceAccount: the chart installed
     in ``namespace`` serving it, with dashboard.enabled (its pods kept off the test nodes)."""
-    from tests.cluster import test_chart as C
+    from tests.cluster import chart_helpers as C
 
     release = C.release_name()
     sets = [C.UNSCHEDULABLE, f"watchNamespaces={{{namespace}}}", "dashboard.enabled=true"]
@@ -459,7 +425,7 @@ def test_operator_experiment_pages_with_pods_events_and_log(
     """The dashboard as the chart runs it: with its ServiceAccount's token (read-only RBAC in
     the served namespace), against an experiment the real operator ran."""
     from kubetune.dashboard.cluster import make_cluster_server
-    from tests.cluster import test_chart as C
+    from tests.cluster import chart_helpers as C
 
     release, kubeconfig = dashboard_identity(control_plane, namespace, tmp_path)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))

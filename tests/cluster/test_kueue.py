@@ -20,8 +20,8 @@ from typing import Any
 
 from kubetune_operator import kueue as kq
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     FakeSidecar,
     create_experiment,
     experiment,
@@ -29,14 +29,14 @@ from tests.cluster.test_operator import (
     phase_of,
     trial_objects,
 )
-from tests.testenv.helpers import s3_secret, wait_for
+from tests.testenv.helpers import condition, s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 from tests.testenv.kubelet_emulated import EmulatedExit
 from tests.testenv.kueue import API, kueue_get
 
 # fixtures, used by name
-crds = test_operator.crds
-operator_process = test_operator.operator_process
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -92,13 +92,6 @@ def snapshot(cp: Any, namespace: str) -> tuple[list[dict[str, Any]], dict[str, d
     pods = body.get("items") or []
     workloads = kueue_get(cp, f"/namespaces/{namespace}/workloads").get("items") or []
     return pods, kq.workloads_by_pod(workloads)
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next(
-        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind),
-        None,
-    )
 
 
 def active(workload: dict[str, Any] | None) -> bool:

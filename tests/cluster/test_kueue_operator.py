@@ -22,26 +22,25 @@ from typing import Any
 import pytest
 from kubetune_operator import kueue as kq
 
-from tests.cluster import test_operator
-from tests.cluster.test_kueue import condition
-from tests.cluster.test_multipod import allreduce_experiment
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     FakeSidecar,
+    allreduce_experiment,
     create_experiment,
     experiment,
     get_experiment,
     phase_of,
+    retry_experiment,
     trial_objects,
 )
-from tests.cluster.test_operator_failures import retry_experiment
-from tests.testenv.helpers import s3_secret, wait_for
+from tests.testenv.helpers import condition, s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 from tests.testenv.kubelet_emulated import EmulatedExit
 from tests.testenv.kueue import API
 
 # fixtures, used by name
-crds = test_operator.crds
-operator_process = test_operator.operator_process
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 LIVE = ("Pending", "Running")
 RANK = "kubetune.io/rank"
 
@@ -285,7 +284,7 @@ def test_kueue_preempts_an_operator_trial_it_resumes_from_its_checkpoint_without
         low_trial = next(
             t for t in trial_objects(kube_api, namespace) if t["spec"]["experiment"] == "low"
         )
-        rows = test_operator.stored_results(
+        rows = operator_helpers.stored_results(
             s3_server, s3_bucket, f"low/{low_trial['metadata']['name']}/result.json"
         )
         assert rows[-1]["training_iteration"] == 14

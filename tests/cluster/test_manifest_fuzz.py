@@ -19,12 +19,12 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import experiment, get_experiment
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import experiment, get_experiment
 from tests.testenv.helpers import s3_secret
 
-crds = test_operator.crds
-operator_process = test_operator.operator_process
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 
 CASES = int(os.environ.get("KUBETUNE_FUZZ_CASES", "24"))
 WAIT_S = 30.0

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     GROUP,
     VERSION,
+    allreduce_experiment,
     create_experiment,
-    experiment,
     get_experiment,
     phase_of,
     stored_results,
@@ -27,30 +26,9 @@ from tests.cluster.test_operator import (
 from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 
-REPO = Path(__file__).resolve().parents[2]
-# test_operator's fixtures, used here by name
-crds = test_operator.crds
-operator_process = test_operator.operator_process
-
-
-def allreduce_experiment(
-    name: str, bucket: str, endpoint: str, strategy: str, **loop: Any
-) -> dict[str, Any]:
-    body = experiment(name, bucket, endpoint, numSamples=1, maxConcurrentTrials=1)
-    body["spec"]["trainable"] = {
-        "image": "kubetune/test",
-        "entrypoint": "tests.allreduce:trainer",
-        "pythonPath": [str(REPO)],
-    }
-    body["spec"]["paramSpace"] = {"train_loop_config": {"scale": {"constant": 10}, **loop}}
-    body["spec"]["tuneConfig"] = {"metric": "sum", "mode": "max", "numSamples": 1}
-    body["spec"]["resources"] = {
-        "bundles": [{}, {"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}],
-        "strategy": strategy,
-        "workers": 3,
-    }
-    body["spec"]["runConfig"] = {"failureConfig": {"maxFailures": 1}}
-    return body
+# operator_helpers' fixtures, used here by name
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 
 
 def _pods(kube_api: Any, namespace: str) -> list[Any]:

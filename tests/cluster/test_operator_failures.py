@@ -5,7 +5,7 @@ Each is a preemption, not a failure: retried from the trial's latest checkpoint 
 counting against ``failureConfig.maxFailures`` (disruption.py), with the reason in the
 TuneTrial's status, a TrialPreempted Event and the counters in both statuses; the operator
 runs as a subprocess against the real control plane (helpers and fixtures from
-test_operator.py).
+operator_helpers.py).
 """
 
 from __future__ import annotations
@@ -14,44 +14,24 @@ import json
 import time
 from typing import Any
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     counting_experiment,
     create_experiment,
     get_experiment,
     phase_of,
+    reported_three,
+    retry_experiment,
     stored_results,
     trial_objects,
 )
 from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 
-# test_operator's fixtures, used here by name
-crds = test_operator.crds
-operator_process = test_operator.operator_process
+# operator_helpers' fixtures, used here by name
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 LIVE_PHASES = ("Pending", "Running", "Unknown")
-
-
-def retry_experiment(name: str, s3_server: Any, bucket: str, **spec: Any) -> dict[str, Any]:
-    body = counting_experiment(
-        name,
-        bucket,
-        s3_server.endpoint_url,
-        paramSpace={"x": {"constant": 1.0}, "n": {"constant": 8}, "sleep": {"constant": 0.4}},
-        runConfig={"failureConfig": {"maxFailures": 2}},
-        **spec,
-    )
-    body["spec"]["tuneConfig"].update(numSamples=1)
-    return body
-
-
-def reported_three(kube_api: Any, namespace: str) -> dict[str, Any] | None:
-    """The only trial, once it has reported three results and a checkpoint."""
-    trials = trial_objects(kube_api, namespace)
-    report = ((trials[0].get("status") or {}).get("report") or {}) if trials else {}
-    if (report.get("iteration") or 0) >= 3 and report.get("latestCheckpoint"):
-        return trials[0]
-    return None
 
 
 def experiment_pods(kube_api: Any, namespace: str, name: str) -> list[Any]:

@@ -4,8 +4,8 @@ stalls naming the field (the CRD accepts the share: it cannot know the operator'
 
 from __future__ import annotations
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     FakeSidecar,
     create_experiment,
     experiment,
@@ -16,8 +16,8 @@ from tests.cluster.test_operator import (
 from tests.testenv.helpers import s3_secret, wait_for
 from tests.testenv.kubelet import NodeSpec
 
-crds = test_operator.crds
-operator_process = test_operator.operator_process
+crds = operator_helpers.crds
+operator_process = operator_helpers.operator_process
 SHARED = "nvidia.com/gpu.shared"
 
 

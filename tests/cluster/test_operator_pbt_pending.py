@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.cluster.test_operator import (
-    GROUP,
-    REPO,
-    VERSION,
+from tests.cluster.operator_helpers import (
     crds,  # noqa: F401  (a fixture operator_process needs)
     create_experiment,
+    example_experiment,
     operator_process,  # noqa: F401  (a fixture)
-    s3_storage,
+    pbt_tune_config,
     stored_results,
     trial_objects,
     wait_succeeded,
@@ -37,41 +35,22 @@ def test_pbt_pauses_members_while_pods_wait_for_room(
 
     kubelet_factory(NodeSpec(cpu="8"))  # 3 CPUs a trial: two pods fit, two stay Pending
     s3_secret(kube_api, namespace, s3_server)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TuneExperiment",
-        "metadata": {"name": "pbt-pending"},
-        "spec": {
-            "trainable": {
-                "image": "kubetune/test",
-                "entrypoint": "pbt:Optimiser",
-                "pythonPath": [str(REPO / "examples"), str(REPO)],
-            },
-            "resources": {"bundles": [{"CPU": 3}]},
-            "paramSpace": {
-                "lr": {"uniform": {"lower": 0.01, "upper": 0.5}},
-                "step_s": {"constant": 0.05},
-            },
-            "tuneConfig": {
-                "metric": "score",
-                "mode": "max",
-                "numSamples": 4,
-                "seed": 3,
-                "scheduler": {
-                    "type": "pbt",
-                    "timeAttr": "training_iteration",
-                    "perturbationInterval": 3,
-                    "hyperparamMutations": {"lr": {"uniform": {"lower": 0.01, "upper": 0.5}}},
-                    "seed": 3,
-                },
-            },
-            "runConfig": {
-                "stop": {"training_iteration": 9},
-                "checkpointConfig": {"checkpointFrequency": 1},
-            },
-            "storage": s3_storage(s3_bucket, s3_server.endpoint_url),
+    body = example_experiment(
+        "pbt-pending",
+        "pbt:Optimiser",
+        s3_server,
+        s3_bucket,
+        resources={"bundles": [{"CPU": 3}]},
+        paramSpace={
+            "lr": {"uniform": {"lower": 0.01, "upper": 0.5}},
+            "step_s": {"constant": 0.05},
         },
-    }
+        tuneConfig=pbt_tune_config(3),
+        runConfig={
+            "stop": {"training_iteration": 9},
+            "checkpointConfig": {"checkpointFrequency": 1},
+        },
+    )
     create_experiment(kube_api, namespace, body)
     operator_process()
     wait_succeeded(kube_api, namespace, "pbt-pending", 240, operator_process)

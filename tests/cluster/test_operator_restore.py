@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import test_operator
-from tests.cluster.test_operator import (
+from tests.cluster import operator_helpers
+from tests.cluster.operator_helpers import (
     GROUP,
     VERSION,
     counting_experiment,
@@ -25,8 +25,8 @@ from tests.cluster.test_operator import (
 )
 from tests.testenv.helpers import s3_secret, wait_for
 
-crds = test_operator.crds  # fixtures
-operator_process = test_operator.operator_process
+crds = operator_helpers.crds  # fixtures
+operator_process = operator_helpers.operator_process
 
 SHORT, LONG = 3, 20  # steps of trials with x <= 2, and of the others
 

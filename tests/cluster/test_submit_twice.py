@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 
-from tests.cluster import test_operator, test_submit
-from tests.cluster.test_operator import GROUP, VERSION
-from tests.cluster.test_submit import PREFIX, submit, write
+from tests.cluster import operator_helpers, submit_helpers
+from tests.cluster.operator_helpers import GROUP, VERSION
+from tests.cluster.submit_helpers import PREFIX, submit, write
 
-crds = test_operator.crds  # fixtures
-operator_process = test_operator.operator_process
-cluster_env = test_submit.cluster_env
+crds = operator_helpers.crds  # fixtures
+operator_process = operator_helpers.operator_process
+cluster_env = submit_helpers.cluster_env
 
 TWICE = """
 import json

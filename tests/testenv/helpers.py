@@ -51,3 +51,11 @@ def operator_command(namespace: str, metrics_port: int | str = 0) -> list[str]:
         "--metrics-port",
         str(metrics_port),
     ]
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The ``kind`` condition in the object's status (a Workload, a TuneTrial, ...), if any."""
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind),
+        None,
+    )

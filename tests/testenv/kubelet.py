@@ -74,8 +74,6 @@ Not emulated
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import os
 import shutil
@@ -84,14 +82,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from .kubelet_api import ApiError, KubeRest, pod_path
-from .kubelet_emulated import Behaviour, EmulatedExit, EmulatedPod, EmulatedPodRunner
+from .kubelet_api import ApiError, KubeRest, confirm_deletion, pod_path
+from .kubelet_emulated import Behaviour, EmulatedExit, EmulatedPod, EmulatedPodRunner, Timers
+from .kubelet_nodes import LEASE_NS, NodeSpec, lease_body, node_body, node_specs, node_status
 from .kubelet_process import ProcessPodRunner
 from .kubelet_status import POD_IP, now_micro, now_rfc3339
 from .kubelet_volumes import write_shims
@@ -102,40 +100,12 @@ __all__ = [
     "EmulatedPod",
     "NodeSpec",
     "TestKubelet",
+    "node_specs",
 ]
 
 log = logging.getLogger("kubetune.testenv.kubelet")
 
 JSON = dict[str, Any]
-LEASE_NS = "kube-node-lease"
-
-
-@dataclass
-class NodeSpec:
-    """One fake node. Capacity equals allocatable."""
-
-    name: str = ""
-    cpu: str = "8"
-    memory: str = "32Gi"
-    pods: int = 110
-    gpus: int = 0
-    gpu_resource: str = "nvidia.com/gpu"
-    ephemeral_storage: str = "100Gi"
-    extended: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    taints: list[JSON] = field(default_factory=list)
-
-    def resources(self) -> dict[str, str]:
-        res = {
-            "cpu": self.cpu,
-            "memory": self.memory,
-            "pods": str(self.pods),
-            "ephemeral-storage": self.ephemeral_storage,
-        }
-        if self.gpus:
-            res[self.gpu_resource] = str(self.gpus)
-        res.update(self.extended)
-        return res
 
 
 class _Runner(Protocol):
@@ -144,53 +114,6 @@ class _Runner(Protocol):
     def deleted(self, pod: JSON) -> None: ...
     def shutdown(self, grace: float = 1.0) -> None: ...
     def join(self, timeout: float) -> None: ...
-
-
-class Timers:
-    """One thread that calls functions at given monotonic times (emulated mode)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cancelled: set[int] = set()
-        self._cond = threading.Condition()
-        self._ids = itertools.count()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="kubelet-timers", daemon=True)
-        self._thread.start()
-
-    def call_at(self, when: float, fn: Callable[[], None]) -> int:
-        with self._cond:
-            tid = next(self._ids)
-            heapq.heappush(self._heap, (when, tid, fn))
-            self._cond.notify()
-            return tid
-
-    def cancel(self, tid: int) -> None:
-        with self._cond:
-            self._cancelled.add(tid)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        self._thread.join(5)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(timeout)
-                if self._stopped:
-                    return
-                _, tid, fn = heapq.heappop(self._heap)
-                if tid in self._cancelled:
-                    self._cancelled.discard(tid)
-                    continue
-            try:
-                fn()
-            except Exception:
-                log.exception("timer callback failed")
 
 
 class TestKubelet:
@@ -399,68 +322,11 @@ class TestKubelet:
             stream.close()
         self._delete_node(name)
 
-    def _node_body(self, spec: NodeSpec) -> JSON:
-        labels = {
-            "kubernetes.io/hostname": spec.name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "beta.kubernetes.io/os": "linux",
-            "beta.kubernetes.io/arch": "amd64",
-            "kubetune.io/test-kubelet": "true",
-            **spec.labels,
-        }
-        return {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": spec.name, "labels": labels},
-            "spec": {"taints": spec.taints} if spec.taints else {},
-        }
-
-    def _node_status(self, spec: NodeSpec, transition: str | None = None) -> JSON:
-        now = now_rfc3339()
-        since = transition or now
-
-        def cond(ctype: str, status: str, reason: str, message: str) -> JSON:
-            return {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastHeartbeatTime": now,
-                "lastTransitionTime": since,
-            }
-
-        res = spec.resources()
-        return {
-            "capacity": res,
-            "allocatable": res,
-            "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
-                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-            ],
-            "addresses": [
-                {"type": "InternalIP", "address": self.host_ip},
-                {"type": "Hostname", "address": spec.name},
-            ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {
-                "machineID": spec.name,
-                "systemUUID": spec.name,
-                "bootID": spec.name,
-                "kernelVersion": os.uname().release,
-                "osImage": "kubetune test kubelet",
-                "containerRuntimeVersion": "kubetune-test://1",
-                "kubeletVersion": self._kubelet_version,
-                "kubeProxyVersion": "",
-                "operatingSystem": "linux",
-                "architecture": "amd64",
-            },
-        }
+    def _node_status(self, spec: NodeSpec) -> JSON:
+        return node_status(spec, self.host_ip, self._kubelet_version, self._transition)
 
     def _register(self, spec: NodeSpec) -> None:
-        body = self._node_body(spec)
+        body = node_body(spec)
         try:
             node = self.api.create("/api/v1/nodes", body)
         except ApiError as e:
@@ -471,7 +337,7 @@ class TestKubelet:
         self._transition = now_rfc3339()
         self.api.merge_patch(
             f"/api/v1/nodes/{spec.name}/status",
-            {"status": self._node_status(spec, self._transition)},
+            {"status": self._node_status(spec)},
         )
         try:
             self._renew_lease(spec.name)
@@ -490,20 +356,9 @@ class TestKubelet:
         except ApiError as e:
             if e.status != 404:
                 raise
-            owner = {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": name,
-                "uid": self._node_uids.get(name, ""),
-            }
             self.api.create(
                 f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases",
-                {
-                    "apiVersion": "coordination.k8s.io/v1",
-                    "kind": "Lease",
-                    "metadata": {"name": name, "namespace": LEASE_NS, "ownerReferences": [owner]},
-                    "spec": spec,
-                },
+                lease_body(name, self._node_uids.get(name, ""), spec),
             )
 
     def _heartbeat_loop(self) -> None:
@@ -518,7 +373,7 @@ class TestKubelet:
                     if post_status:
                         self.api.merge_patch(
                             f"/api/v1/nodes/{name}/status",
-                            {"status": self._node_status(spec, self._transition)},
+                            {"status": self._node_status(spec)},
                         )
                 except ApiError as e:
                     if e.status == 404 and name in self.nodes and not self._stopping.is_set():
@@ -632,16 +487,7 @@ class TestKubelet:
 
     def _confirm_deletion(self, pod: JSON) -> None:
         meta = pod["metadata"]
-        with contextlib.suppress(ApiError):
-            self.api.delete(
-                pod_path(meta["namespace"], meta["name"]),
-                {
-                    "apiVersion": "v1",
-                    "kind": "DeleteOptions",
-                    "gracePeriodSeconds": 0,
-                    "preconditions": {"uid": meta["uid"]},
-                },
-            )
+        confirm_deletion(self.api, meta["namespace"], meta["name"], meta["uid"], quiet=True)
 
     def forget(self, uid: str) -> None:
         """A runner is finished with its pod (deleted or kubelet stopping)."""
@@ -685,9 +531,3 @@ class TestKubelet:
     def running_pods(self) -> int:
         with self._lock:
             return len(self._pods)
-
-
-def node_specs(*specs: NodeSpec | Mapping[str, Any]) -> Iterable[NodeSpec]:
-    """NodeSpecs from NodeSpec objects or keyword dicts."""
-    for s in specs:
-        yield s if isinstance(s, NodeSpec) else NodeSpec(**s)

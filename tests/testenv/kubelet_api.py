@@ -10,6 +10,7 @@ client certificates) and its urllib3 pool, and does its own JSON.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,6 +19,8 @@ from urllib.parse import quote, urlparse
 
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
+
+log = logging.getLogger("kubetune.testenv.kubelet")
 
 JSON = dict[str, Any]
 
@@ -215,3 +218,32 @@ def pod_path(namespace: str, name: str = "", sub: str = "") -> str:
     if sub:
         path += "/" + sub
     return path
+
+
+def patch_pod_status(api: KubeRest, namespace: str, name: str, uid: str, status: JSON) -> JSON:
+    """Write the pod's status (pods/status), for that pod only (a newer one of the same name
+    answers 409)."""
+    return api.status_patch(
+        pod_path(namespace, name, "status"), {"metadata": {"uid": uid}, "status": status}
+    )
+
+
+def confirm_deletion(
+    api: KubeRest, namespace: str, name: str, uid: str, quiet: bool = False
+) -> None:
+    """The kubelet's confirmation that a pod's containers are gone: delete it with grace 0,
+    that pod only (``preconditions.uid``). A pod already gone (404) or replaced (409) is no
+    error; another error is logged, or with ``quiet`` ignored too."""
+    try:
+        api.delete(
+            pod_path(namespace, name),
+            {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "gracePeriodSeconds": 0,
+                "preconditions": {"uid": uid},
+            },
+        )
+    except ApiError as e:
+        if not quiet and e.status not in (404, 409):
+            log.warning("pod %s/%s: confirm deletion: %s", namespace, name, e)

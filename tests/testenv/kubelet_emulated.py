@@ -7,6 +7,8 @@ sidecars are started and ready while the pod runs and are stopped (exit 0) at it
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .kubelet_api import ApiError, pod_path
+from .kubelet_api import ApiError, confirm_deletion, patch_pod_status
 from .kubelet_status import (
     INIT,
     REGULAR,
@@ -194,19 +196,7 @@ class EmulatedPodRunner:
                         r.terminated(143)
                 self._patch(terminal=True)
         if confirm:
-            try:
-                self.kl.api.delete(
-                    pod_path(self.namespace, self.name),
-                    {
-                        "apiVersion": "v1",
-                        "kind": "DeleteOptions",
-                        "gracePeriodSeconds": 0,
-                        "preconditions": {"uid": self.uid},
-                    },
-                )
-            except ApiError as e:
-                if e.status not in (404, 409):
-                    log.warning("pod %s/%s: confirm deletion: %s", self.namespace, self.name, e)
+            confirm_deletion(self.kl.api, self.namespace, self.name, self.uid)
         self.kl.forget(self.uid)
         self.finished.set()
 
@@ -224,12 +214,56 @@ class EmulatedPodRunner:
             previous=self.conditions,
         )
         try:
-            self.kl.api.status_patch(
-                pod_path(self.namespace, self.name, "status"),
-                {"metadata": {"uid": self.uid}, "status": status},
-            )
+            patch_pod_status(self.kl.api, self.namespace, self.name, self.uid, status)
         except ApiError as e:
             if e.status not in (404, 409):
                 log.warning("pod %s/%s: status patch: %s", self.namespace, self.name, e)
             return
         self.conditions = {c["type"]: c for c in status["conditions"]}
+
+
+class Timers:
+    """One thread that calls functions at given monotonic times (emulated mode)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._cond = threading.Condition()
+        self._ids = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="kubelet-timers", daemon=True)
+        self._thread.start()
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> int:
+        with self._cond:
+            tid = next(self._ids)
+            heapq.heappush(self._heap, (when, tid, fn))
+            self._cond.notify()
+            return tid
+
+    def cancel(self, tid: int) -> None:
+        with self._cond:
+            self._cancelled.add(tid)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, tid, fn = heapq.heappop(self._heap)
+                if tid in self._cancelled:
+                    self._cancelled.discard(tid)
+                    continue
+            try:
+                fn()
+            except Exception:
+                log.exception("timer callback failed")

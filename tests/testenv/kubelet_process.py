@@ -13,20 +13,17 @@ namespace, its volumes bound at their mountPaths (kubelet_mounts).
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import kubelet_mounts as mounts
-from .kubelet_api import ApiError, pod_path
+from .kubelet_api import ApiError, confirm_deletion, patch_pod_status
+from .kubelet_containers import probe_loop, probe_once, signal_group, start_process, wait_process
 from .kubelet_status import (
     INIT,
     REGULAR,
@@ -255,11 +252,7 @@ class ProcessPodRunner:
         self.terminating = True
         grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
         self._stop_containers(time.monotonic() + grace)
-        for run in self.runs.values():
-            if run.state != "terminated" and run.container_id:
-                run.terminated(137)
-        self.final = True
-        self._sync_status(force_terminal=True)
+        self._final_status_killed()
 
     def _regular_done(self) -> bool:
         return all(
@@ -288,32 +281,12 @@ class ProcessPodRunner:
         gen = self.gen[name]
         self.probe_failures[name] = 0
         log_path = self.pod_dir / "logs" / f"{name}.log"
-        status_r, status_w = os.pipe()
         try:
-            with open(log_path, "ab") as out:
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-I",
-                        "-S",
-                        mounts.SCRIPT,
-                        mounts.plan(str(self.kl.container_root), spec.mounts, spec.cwd, status_w),
-                        *spec.argv,
-                    ],
-                    env=spec.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    pass_fds=(status_w,),
-                )
+            proc, status_r = start_process(str(self.kl.container_root), spec, log_path)
         except OSError as e:
-            os.close(status_r)
             run.running(f"kubetune-test://{self.uid[:8]}-{name}-failed-{gen}")
             self.events.put(("exit", name, gen, 128, 0, "StartError", f"{sys.executable}: {e}"))
             return
-        finally:
-            os.close(status_w)
         # Running from here, as the kubelet says once the runtime started the container; the
         # waiter hears from the mount wrapper whether the command itself could be started.
         self.procs[name] = proc
@@ -339,10 +312,7 @@ class ProcessPodRunner:
         status_fd: int,
         execd: threading.Event,
     ) -> None:
-        with os.fdopen(status_fd, "rb") as status:  # EOF at the container command's exec
-            error = status.read().decode("utf-8", "replace")
-        execd.set()
-        rc = proc.wait()
+        rc, error = wait_process(proc, status_fd, execd)
         if error:
             self.events.put(("exit", name, gen, 128, proc.pid, "StartError", error))
         else:
@@ -350,21 +320,14 @@ class ProcessPodRunner:
 
     def _signal(self, name: str, sig: int) -> None:
         proc = self.procs.get(name)
-        if proc is None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if proc is not None:
+            signal_group(proc.pid, sig)
 
     def _on_exit(
         self, name: str, gen: int, rc: int, pid: int, reason: str = "", message: str = ""
     ) -> None:
-        if pid > 0:
-            try:  # what the container left behind dies with it, as in a cgroup
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if pid > 0:  # what the container left behind dies with it, as in a cgroup
+            signal_group(pid, signal.SIGKILL)
         if gen != self.gen[name]:
             return
         self.procs.pop(name, None)
@@ -420,66 +383,21 @@ class ProcessPodRunner:
 
     # -- probes ---------------------------------------------------------------------------
     def _probe_worker(self, name: str, gen: int, probe: JSON, execd: threading.Event) -> None:
-        period = max(1, int(probe.get("periodSeconds", 10)))
-        while not execd.wait(0.1):  # probes run in the container's mounts: once it has them
-            if self._stop_probes.is_set() or self.gen[name] != gen:
-                return
-        if self._stop_probes.wait(float(probe.get("initialDelaySeconds", 0))):
-            return
-        while self.gen[name] == gen and not self._stop_probes.is_set():
-            ok = self._probe_once(name, probe)
-            self.events.put(("probe", name, gen, ok, int(probe.get("failureThreshold", 3))))
-            if ok or self._stop_probes.wait(period):
-                return
+        def check() -> bool:
+            proc = self.procs.get(name)
+            pid = proc.pid if proc is not None else None
+            return probe_once(
+                probe, self.containers[name], pid, self.specs[name].env, self.kl.python
+            )
 
-    def _probe_once(self, name: str, probe: JSON) -> bool:
-        timeout = float(probe.get("timeoutSeconds", 1))
-        spec = self.specs[name]
-        try:
-            if "exec" in probe:
-                argv = list(probe["exec"].get("command") or [])
-                container = self.procs.get(name)
-                if not argv or container is None:
-                    return False
-                if os.path.basename(argv[0]) in ("python", "python3"):
-                    argv[0] = self.kl.python
-                proc = subprocess.Popen(
-                    mounts.enter_argv(container.pid, argv),  # in the container's mounts
-                    env=spec.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                try:
-                    return proc.wait(timeout) == 0
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    return False
-            if "httpGet" in probe:
-                http = probe["httpGet"]
-                scheme = http.get("scheme", "HTTP").lower()
-                url = (
-                    f"{scheme}://127.0.0.1:{self._port(name, http['port'])}{http.get('path', '/')}"
-                )
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    return bool(200 <= resp.status < 400)
-            if "tcpSocket" in probe:
-                port = self._port(name, probe["tcpSocket"]["port"])
-                with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-                    return True
-        except Exception:
-            return False
-        return False
-
-    def _port(self, name: str, port: int | str) -> int:
-        if isinstance(port, int) or str(port).isdigit():
-            return int(port)
-        for p in self.containers[name].get("ports") or []:
-            if p.get("name") == port:
-                return int(p["containerPort"])
-        raise ValueError(f"no port named {port!r}")
+        probe_loop(
+            probe,
+            execd,
+            self._stop_probes,
+            lambda: self.gen[name] == gen,
+            check,
+            lambda ok, threshold: self.events.put(("probe", name, gen, ok, threshold)),
+        )
 
     def _on_probe(self, name: str, gen: int, ok: bool, threshold: int) -> None:
         run = self.runs[name]
@@ -590,24 +508,8 @@ class ProcessPodRunner:
         self._stop_containers(time.monotonic() + grace)
         if gone:
             return
-        for run in self.runs.values():
-            if run.state != "terminated" and run.container_id:
-                run.terminated(137)
-        self.final = True
-        self._sync_status(force_terminal=True)
-        try:
-            self.kl.api.delete(
-                pod_path(self.namespace, self.name),
-                {
-                    "apiVersion": "v1",
-                    "kind": "DeleteOptions",
-                    "gracePeriodSeconds": 0,
-                    "preconditions": {"uid": self.uid},
-                },
-            )
-        except ApiError as e:
-            if e.status not in (404, 409):
-                log.warning("pod %s/%s: confirm deletion: %s", self.namespace, self.name, e)
+        self._final_status_killed()
+        confirm_deletion(self.kl.api, self.namespace, self.name, self.uid)
 
     def _kill_all(self, grace: float) -> None:
         self._stop_probes.set()
@@ -627,6 +529,14 @@ class ProcessPodRunner:
             self.procs.pop(name, None)
 
     # -- status ---------------------------------------------------------------------------
+    def _final_status_killed(self) -> None:
+        """The terminal status after a kill: a container still running counts as SIGKILLed."""
+        for run in self.runs.values():
+            if run.state != "terminated" and run.container_id:
+                run.terminated(137)
+        self.final = True
+        self._sync_status(force_terminal=True)
+
     def _sync_status(self, force_terminal: bool = False) -> None:
         runs = list(self.runs.values())
         phase = compute_phase(self.pod, runs, bool(self.restart_due))
@@ -651,10 +561,7 @@ class ProcessPodRunner:
         if status == self._last_status:
             return
         try:
-            self.kl.api.status_patch(
-                pod_path(self.namespace, self.name, "status"),
-                {"metadata": {"uid": self.uid}, "status": status},
-            )
+            patch_pod_status(self.kl.api, self.namespace, self.name, self.uid, status)
         except ApiError as e:
             if e.status in (404, 409) and not self.terminating:
                 raise _Deleting(0.0, gone=True) from e

@@ -256,18 +256,7 @@ class S3Storage(Storage):
             raise self._wrap(exc, key) from exc
 
     def list_keys(self, prefix: str = "") -> list[str]:
-        full = self._key(prefix)
-        keys: list[str] = []
-        try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                for obj in page.get("Contents", []):
-                    k = obj["Key"]
-                    if not full or k == full or k.startswith(full + "/") or not prefix:
-                        keys.append(self._rel(k))
-        except Exception as exc:
-            raise self._wrap(exc, prefix) from exc
-        return sorted(keys)
+        return sorted(self.sizes(prefix))
 
     def list_children(self, prefix: str = "") -> list[str]:
         full = self._key(prefix)

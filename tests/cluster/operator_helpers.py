@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.testenv.helpers import wait_for
+from tests.testenv.helpers import operator_command, wait_for
+from tests.testenv.procs import end_process
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "kubetune.io", "v1alpha1"
@@ -122,18 +123,7 @@ def start_operator(
     env.pop("KUBERNETES_SERVICE_HOST", None)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubetune_operator",
-                "--namespace",
-                namespace,
-                "--standalone",
-                "--liveness-port",
-                str(liveness_port),
-                "--metrics-port",
-                str(metrics_port),
-            ],
+            operator_command(namespace, metrics_port, liveness_port),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -143,12 +133,7 @@ def start_operator(
 
 def stop_operator(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after 10 s."""
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    end_process(proc, 10)
 
 
 @pytest.fixture

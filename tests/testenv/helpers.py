@@ -36,9 +36,11 @@ def s3_secret(kube_api: Any, namespace: str, s3_server: Any, name: str = "s3") -
     )
 
 
-def operator_command(namespace: str, metrics_port: int | str = 0) -> list[str]:
-    """The operator of this checkout as a process: standalone, watching ``namespace``, no
-    liveness port, its metrics on ``metrics_port`` (0: none)."""
+def operator_command(
+    namespace: str, metrics_port: int | str = 0, liveness_port: int | str = 0
+) -> list[str]:
+    """The operator of this checkout as a process: standalone, watching ``namespace``, its
+    liveness probe on ``liveness_port`` and its metrics on ``metrics_port`` (0: none)."""
     return [
         sys.executable,
         "-m",
@@ -47,7 +49,7 @@ def operator_command(namespace: str, metrics_port: int | str = 0) -> list[str]:
         namespace,
         "--standalone",
         "--liveness-port",
-        "0",
+        str(liveness_port),
         "--metrics-port",
         str(metrics_port),
     ]

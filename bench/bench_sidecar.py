@@ -150,22 +150,7 @@ def bench_pod(results: int, rate: float, idle_s: float) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bench-sidecar-pod-"))
     kubelet = TestKubelet(cp.kubelet_kubeconfig, root_dir=root / "kubelet").start()
     try:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        for name in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
-            deadline = time.monotonic() + 60
-            while (
-                cp.kubectl(
-                    "wait",
-                    "--for=condition=Established",
-                    f"crd/{name}",
-                    "--timeout=30s",
-                    check=False,
-                ).returncode
-                != 0
-            ):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"CRD {name} not established")
-                time.sleep(0.5)
+        cp.apply_crds(REPO / "crds", "tuneexperiments.kubetune.io", "tunetrials.kubetune.io")
         cfg = client.Configuration()
         config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)
         api = client.ApiClient(cfg)

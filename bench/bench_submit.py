@@ -66,9 +66,7 @@ def main() -> int:
     operator = None
     tmp = Path(tempfile.mkdtemp(prefix="bench-submit-"))
     try:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        for crd in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
-            cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+        cp.apply_crds(REPO / "crds", "tuneexperiments.kubetune.io", "tunetrials.kubetune.io")
         cfg = client.Configuration()
         config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)
         api = client.ApiClient(cfg)

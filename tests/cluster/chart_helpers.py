@@ -94,14 +94,13 @@ def release_name() -> str:
 
 @pytest.fixture(scope="module")
 def crds(control_plane: Any) -> Any:
-    control_plane.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
     kubectl_json(control_plane, "apply", "--server-side", docs=[SERVICE_MONITOR_CRD])
-    for name in (
+    control_plane.apply_crds(
+        CHART / "crds",
         "tuneexperiments.kubetune.io",
         "tunetrials.kubetune.io",
         "servicemonitors.monitoring.coreos.com",
-    ):
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+    )
     return control_plane
 
 

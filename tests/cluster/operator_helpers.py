@@ -102,11 +102,12 @@ class FakeSidecar:
         return EmulatedExit(0, self.duration)
 
 
+CRD_NAMES = ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io")
+
+
 def apply_crds(control_plane: Any) -> None:
     """The repository's CRDs, applied and Established."""
-    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    for name in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+    control_plane.apply_crds(REPO / "crds", *CRD_NAMES)
 
 
 @pytest.fixture

@@ -86,9 +86,7 @@ def test_rendered_set_passes_server_side_dry_run(crds, namespace, extra_namespac
     bundled = by_kind(docs, "CustomResourceDefinition")
     if bundled:
         kubectl_json(crds, "apply", "--server-side", "--force-conflicts", docs=bundled)
-        for crd in bundled:
-            name = crd["metadata"]["name"]
-            crds.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+        crds.wait_established(*(crd["metadata"]["name"] for crd in bundled))
     rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
     result = kubectl_json(crds, "apply", "--dry-run=server", docs=rest)
     assert "(server dry run)" in result.stdout

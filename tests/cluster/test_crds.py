@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def crds_applied(control_plane):
-    result = control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    assert "tuneexperiments.kubetune.io" in result.stdout
-    for name in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+    out = control_plane.apply_crds(
+        REPO / "crds", "tuneexperiments.kubetune.io", "tunetrials.kubetune.io"
+    )
+    assert "tuneexperiments.kubetune.io" in out
     return control_plane
 
 

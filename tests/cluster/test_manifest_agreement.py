@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.operator_helpers import apply_crds
 from tests.unit.manifest.test_reader import edited
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,9 +61,7 @@ ONLY_KUBETUNE = [
 
 @pytest.fixture(scope="module")
 def api(control_plane):
-    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    for name in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+    apply_crds(control_plane)
     return control_plane
 
 

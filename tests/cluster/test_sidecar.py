@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from kubetune.trial import exit_codes
+from tests.cluster.operator_helpers import apply_crds
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINABLE = "tests.unit.sidecar.trainables:scored"
@@ -377,9 +378,7 @@ MERGE = "application/merge-patch+json"
 
 @pytest.fixture
 def crds(control_plane: Any) -> Any:
-    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    for name in ("tuneexperiments.kubetune.io", "tunetrials.kubetune.io"):
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+    apply_crds(control_plane)
     return control_plane
 
 

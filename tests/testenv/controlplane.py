@@ -433,6 +433,32 @@ class ControlPlane(StopsOnExit):
         except urllib.error.HTTPError as err:
             return err.code, _decode(err.read())
 
+    def apply_crds(self, path: Path | str, *names: str, timeout: float = 90) -> str:
+        """``kubectl apply --server-side`` of the CRDs at ``path``, then wait until each of
+        ``names`` is Established (polled through the API: a just-started apiserver may not
+        serve a new CRD for a moment, where ``kubectl wait`` fails at once). Returns kubectl's
+        output."""
+        out = self.kubectl("apply", "--server-side", "-f", str(path)).stdout
+        self.wait_established(*names, timeout=timeout)
+        return out
+
+    def wait_established(self, *names: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names:
+            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            while True:
+                try:
+                    code, body = self.request("GET", path)
+                except OSError:  # a connection reset while the apiserver is busy
+                    code, body = 0, None
+                ok = code == 200 and isinstance(body, dict)
+                conditions = (body.get("status") or {}).get("conditions") or [] if ok else []
+                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"CRD {name} not Established in {timeout:g} s: {body}")
+                time.sleep(0.2)
+
     def log_tails(self, lines: int = 30) -> str:
         return "\n".join(
             f"--- {n} ({p.log_path}):\n{p.log_tail(lines)}" for n, p in self.processes.items()

@@ -152,8 +152,8 @@ class Kueue:
         crds.write_text(yaml.safe_dump_all(crd_documents(source)))
         # the Workload CRD is too large for client-side apply's last-applied annotation
         control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-        control_plane.kubectl(
-            "wait", "--for=condition=Established", "-f", str(crds), "--timeout=60s"
+        control_plane.wait_established(
+            *(doc["metadata"]["name"] for doc in crd_documents(source)), timeout=90
         )
         namespace = "kubetune-kueue-system"
         control_plane.kubectl("create", "namespace", namespace, check=False)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.operator_helpers import get_experiment
-from tests.testenv.helpers import s3_secret, wait_for
+from tests.testenv.helpers import ctrl_c_reaches_it, s3_secret, wait_for
 
 PREFIX = "submitted"
 
@@ -136,6 +136,7 @@ def submit_and_interrupt(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_reaches_it,
     )
     try:
         wait_for(ready, 120, what, 0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -61,3 +62,10 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
         (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind),
         None,
     )
+
+
+def ctrl_c_reaches_it() -> None:
+    """``preexec_fn`` for a child the test interrupts with SIGINT: a shell starts background
+    jobs (``cmd &``, nohup) with SIGINT ignored, children inherit that, and Python then never
+    raises KeyboardInterrupt; a user's terminal delivers Ctrl-C with the default action."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

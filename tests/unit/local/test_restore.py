@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kubetune import air, tune
+from tests.testenv.helpers import ctrl_c_reaches_it
 
 from . import trainables as T
 
@@ -206,6 +207,7 @@ def test_ctrl_c_leaves_an_experiment_that_resume_continues(tmp_path):
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_reaches_it,
     )
     exp = storage / "intr"
     _wait_for(lambda: len(list(exp.glob("*/checkpoint_000003"))) >= 1)

@@ -30,6 +30,7 @@ from kubetune.local.common import expected_trials, trainable_name
 from kubetune.local.progress import Progress, snapshot_of_summaries
 from kubetune.local.stored_state import StoredStateReader
 from kubetune.storage import StorageError
+from kubetune.trial.lines import complete_rows
 
 CURSOR = ".kubetune/follower.json"
 CALLBACK_STATE = ".kubetune/callbacks.pkl"
@@ -65,15 +66,9 @@ class _Log:
         self.rows: list[dict[str, Any]] = []
 
     def take(self, data: bytes) -> None:
-        end = data.rfind(b"\n") + 1  # a torn last line (an upload under way) waits
-        for line in data[:end].splitlines():
-            try:
-                row = json.loads(line) if line.strip() else None
-            except ValueError:
-                continue  # a damaged complete line: skipped, as ResultGrid skips it
-            if isinstance(row, dict):
-                self.rows.append(row)
-        self.offset += end
+        rows, used = complete_rows(data)  # a torn last line (an upload under way) waits
+        self.rows.extend(rows)
+        self.offset += used
 
 
 class ClusterView:

@@ -26,6 +26,7 @@ from kubetune._util import flatten_dict
 from kubetune.local.stored_state import operator_trial_dirname
 from kubetune.storage import Storage
 from kubetune.storage.base import join_key
+from kubetune.trial.lines import complete_rows
 
 STATE_FILE = "experiment_state.json"
 RESULT_FILE = "result.json"
@@ -120,22 +121,11 @@ class TrialView:
 
     def ingest(self, data: bytes) -> int:
         """Parse the complete lines of ``data`` (bytes after ``offset``); return rows added."""
-        end = data.rfind(b"\n")
-        if end < 0:
-            return 0
-        added = 0
-        for line in data[: end + 1].splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a torn line from a copy in flight: the next full read has it
+        rows, used = complete_rows(data)
+        for row in rows:
             self._add_row(row)
-            added += 1
-        self.offset += end + 1
-        return added
+        self.offset += used
+        return len(rows)
 
     def _add_row(self, row: dict[str, Any]) -> None:
         config = row.get("config")

@@ -126,7 +126,7 @@ class EngineConfig:
     def id_prefix(self) -> str:
         if self.trial_id_prefix is not None:
             return self.trial_id_prefix
-        return hashlib.sha1(self.name.encode()).hexdigest()[:5] + "_"
+        return default_id_prefix(self.name)
 
     def to_dict(self, param_space: Any) -> dict[str, Any]:
         d = asdict(self)
@@ -139,3 +139,8 @@ class EngineConfig:
         kwargs["param_space"] = param_space
         kwargs["checkpoint"] = CheckpointSettings(**kwargs.get("checkpoint", {}))
         return cls(**kwargs)
+
+
+def default_id_prefix(name: str) -> str:
+    """The trial-ID prefix of an experiment named ``name`` unless its config gives one."""
+    return hashlib.sha1(name.encode()).hexdigest()[:5] + "_"

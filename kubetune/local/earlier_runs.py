@@ -20,11 +20,13 @@ import os
 import shutil
 import time
 
+from kubetune.engine.config import default_id_prefix
+from kubetune.engine.snapshot import SEGMENT_PREFIX
 from kubetune.local.common import INTERNAL_DIR
+from kubetune.local.stored_state import STATE_FILE
 from kubetune.storage import open_storage
 
-STATE_FILE = "experiment_state.json"
-SEGMENTS = "experiment_state"  # the snapshot's sealed segments (engine/snapshot.py)
+SEGMENTS = SEGMENT_PREFIX.rstrip("/")  # the snapshot's sealed segments
 EARLIER = f"{INTERNAL_DIR}/earlier"
 DRIVER_FILES = ("tuner.pkl", "trainable.pkl")  # what Tuner.restore needs besides the state
 
@@ -83,7 +85,7 @@ def fresh_prefix(name: str, local_dir: str) -> str:
         taken = os.listdir(local_dir)
     except OSError:
         taken = []
-    default = hashlib.sha1(name.encode()).hexdigest()[:5] + "_"
+    default = default_id_prefix(name)
     for n in range(1, 10_000):
         prefix = hashlib.sha1(f"{name}\0{time.time_ns()}\0{n}".encode()).hexdigest()[:5] + "_"
         if prefix != default and not any(f"_{prefix}" in t or t.startswith(prefix) for t in taken):

@@ -8,7 +8,9 @@ line never glues onto it: the cut bytes are kept next to the file (``NAME.torn``
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 TORN_SUFFIX = ".torn"
 _TAIL_CHUNK = 1 << 16
@@ -81,3 +83,22 @@ class LineAppender:
                 os.close(self._fd)
             finally:
                 self._fd = None
+
+
+def complete_rows(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects on the complete lines of ``data`` (bytes a reader of a growing log got
+    past its offset) and how many bytes those lines take: the reader's offset moves by that,
+    so a torn last line (a copy in flight) is read again, whole, next time. A damaged complete
+    line is skipped."""
+    end = data.rfind(b"\n") + 1
+    rows: list[dict[str, Any]] = []
+    for line in data[:end].splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows, end
